@@ -1,0 +1,1 @@
+"""Data: Flickr30k Entities reader, synthetic scenes, vocabulary, transforms, datasets."""

@@ -1,0 +1,28 @@
+"""Exceptions that carry a message meant for the user.
+
+Every error that a user can cause (a bad image, a malformed annotation file, a
+tampered model file, an empty phrase) is raised as a subclass of
+:class:`RegionCapError` with a one-line message naming what is wrong. The CLI
+turns them into exit code 2 and the app into a Gradio error, so no traceback
+ever reaches a user.
+"""
+
+
+class RegionCapError(Exception):
+    """Base class of all errors caused by user input."""
+
+
+class ImageError(RegionCapError, ValueError):
+    """An image that cannot be read: corrupt, empty, too large, not an image."""
+
+
+class AnnotationError(RegionCapError, ValueError):
+    """A Flickr30k-Entities-style annotation or sentence file that is malformed."""
+
+
+class ModelFileError(RegionCapError, ValueError):
+    """A model folder or file that is missing, tampered with, or not safe to load."""
+
+
+class TextError(RegionCapError, ValueError):
+    """A phrase or sentence that cannot be used (empty, no known words)."""

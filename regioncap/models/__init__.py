@@ -1,0 +1,1 @@
+"""Model stages: detector, region encoder, text encoder, alignment, caption generator."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and publishing scripts (python -m train.train | train.evaluate | train.publish)."""
