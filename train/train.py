@@ -1,0 +1,295 @@
+"""Train a RegionCaptioner on a data root in the Flickr30k Entities layout.
+
+    python -m train.train --data ROOT --out DIR [--stages detector,alignment,captioner] [--epochs ...]
+    torchrun --nproc_per_node 2 -m train.train --data ROOT --out DIR      # DistributedDataParallel
+
+Stages run in order, each on its own parameters and losses:
+  detector   the Faster R-CNN (loss_detector);
+  alignment  region encoder + text encoder (loss_align: Karpathy's image-sentence ranking loss plus a
+             phrase-region ranking loss); with --finetune-backbone the detector trains on as well
+             (loss_detector + loss_align), so the shared features learn what the phrases talk about;
+  captioner  the caption decoder on the (frozen) aligned region embeddings (loss_caption).
+DIR ends up a model folder (config.json, model.safetensors, vocab.json, README.md) with
+checkpoint.safetensors, history.json and loss_curves.png beside the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from regioncap.data.dataset import Flickr30kEntities, collate_fn
+from regioncap.data.flickr30k import ENTITY_TYPES
+from regioncap.data.transforms import build_transforms
+from regioncap.data.vocab import Vocabulary, tokenize
+from regioncap.errors import RegionCapError
+from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
+                                     RegionEncoderConfig, TextEncoderConfig)
+from regioncap.models.model import RegionCaptioner
+from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, TrainState,
+                          load_checkpoint, plot_history, save_checkpoint, train_one_epoch,
+                          write_json_atomic)
+
+STAGES = ("detector", "alignment", "captioner")
+# Parts of the model each stage trains, and the losses it optimises.
+STAGE_MODULES = {"detector": ("detector",), "alignment": ("region_encoder", "text_encoder"),
+                 "captioner": ("captioner",)}
+STAGE_LOSSES = {"detector": ("detector",), "alignment": ("align",), "captioner": ("caption",)}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a RegionCaptioner (detector, alignment, captioner).")
+    p.add_argument("--data", required=True, help="data root in the Flickr30k Entities layout")
+    p.add_argument("--out", required=True, help="output model folder (checkpoint and history beside it)")
+    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    p.add_argument("--epochs", default="detector=10,alignment=10,captioner=10",
+                   help="one number for every stage, or per stage: detector=12,alignment=8,captioner=6")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (alignment, captioner)")
+    p.add_argument("--detector-batch-size", type=int, default=8, help="images per batch (detector)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (alignment, captioner)")
+    p.add_argument("--detector-lr", type=float, default=1e-3, help="Adam learning rate (detector)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
+    p.add_argument("--detector", default="small", choices=["small", "mobilenet_v3_large_fpn", "resnet50_fpn_v2"],
+                   help="detector architecture; 'small' trains from scratch")
+    p.add_argument("--pretrained-detector", action="store_true",
+                   help="start the detector from torchvision's COCO weights (downloads them; needs a network)")
+    p.add_argument("--encoder", default="roi", choices=["roi", "vgg19"], help="region encoder")
+    p.add_argument("--rnn", default="gru", choices=["gru", "lstm"], help="caption decoder cell")
+    p.add_argument("--joint-dim", type=int, default=256)
+    p.add_argument("--min-size", type=int, default=None, help="detector input min side (default: config's)")
+    p.add_argument("--max-size", type=int, default=None, help="detector input max side (default: config's)")
+    p.add_argument("--finetune-backbone", action="store_true",
+                   help="alignment stage also trains the detector (loss_detector + loss_align)")
+    p.add_argument("--vocab-min-count", type=int, default=1)
+    p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: epoch ends only)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop each stage after this many steps (smoke tests)")
+    p.add_argument("--max-images", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--strict", action="store_true", help="stop before training on any malformed data file")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
+    return p
+
+
+def parse_epochs(text: str, stages: list[str]) -> dict[str, int]:
+    text = text.strip()
+    if "=" not in text:
+        return {s: int(text) for s in stages}
+    epochs = {s: 0 for s in stages}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in STAGES:
+            raise SystemExit(f"error: unknown stage {name!r} in --epochs (known: {', '.join(STAGES)})")
+        epochs[name.strip()] = int(value)
+    return epochs
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Set up DistributedDataParallel when launched by torchrun; return (rank, world_size, device)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device(device)
+    use_cuda = device.startswith("cuda") and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
+    det = DetectorConfig(arch=args.detector, pretrained=args.pretrained_detector)
+    if args.min_size:
+        det.min_size = args.min_size
+    if args.max_size:
+        det.max_size = args.max_size
+    return RegionCaptionerConfig(
+        vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
+        region_encoder=RegionEncoderConfig(kind=args.encoder), text_encoder=TextEncoderConfig(),
+        captioner=CaptionerConfig(rnn=args.rnn))
+
+
+def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:
+    texts = [ph.text for rec in dataset.records for sent in rec.sentences for ph in sent.phrases]
+    return Vocabulary.build(texts, min_count=min_count)
+
+
+def make_optimizer(model: RegionCaptioner, stage: str, args, steps: int):
+    names = STAGE_MODULES[stage] + (("detector",) if stage == "alignment" and args.finetune_backbone else ())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = []
+    for name in names:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    lr = args.detector_lr if stage == "detector" else args.lr
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=args.weight_decay)
+    warmup = min(args.warmup_steps, max(1, steps // 10))
+
+    def schedule(step: int) -> float:  # linear warm-up, then cosine down to a tenth
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def stage_losses(stage: str, args) -> tuple[str, ...]:
+    if stage == "alignment" and args.finetune_backbone:
+        return ("detector", "align")
+    return STAGE_LOSSES[stage]
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"error: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    stages = [s for s in STAGES if s in stages]  # always in pipeline order
+    epochs = parse_epochs(args.epochs, stages)
+    rank, world, device = init_distributed(args.device)
+    is_main = rank == 0
+    out = Path(args.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+
+    try:
+        dataset = Flickr30kEntities(args.data, "train", strict=args.strict)
+    except (RegionCapError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if dataset.skipped and is_main:
+        print(f"skipped {len(dataset.skipped)} malformed file(s); first: {dataset.skipped[0][0]}: "
+              f"{dataset.skipped[0][1]}", file=sys.stderr)
+    if len(dataset) == 0:
+        raise SystemExit(f"error: no training images in {args.data}/train.txt")
+
+    state, history = None, []
+    if args.resume and ckpt_path.exists():
+        vocab = Vocabulary.load(out / "vocab.json")
+        model_state, optim_state, sched_state, state, config_dict = load_checkpoint(ckpt_path)
+        config = RegionCaptionerConfig.from_dict(config_dict)
+        if (out / HISTORY_NAME).exists():
+            history = json.loads((out / HISTORY_NAME).read_text())["records"]
+            history = [r for r in history if not (r["stage"] == state.stage and r["step"] > state.step)]
+        if is_main:
+            print(f"resuming stage {state.stage!r} at epoch {state.epoch + 1}, step {state.step}")
+    else:
+        if args.resume and is_main:
+            print(f"no checkpoint at {ckpt_path}; starting from scratch")
+        vocab = build_vocab(dataset, args.vocab_min_count)
+        config = build_config(args, len(vocab))
+    dataset.vocab = vocab
+    if not args.no_augment:
+        dataset.transforms = build_transforms(train=True)
+    if args.max_images:
+        dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
+
+    model = RegionCaptioner(config, vocab).to(device)
+    if state is not None:
+        model.load_state_dict(model_state, strict=True)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        vocab.save(out / "vocab.json")
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{len(dataset)} training images, vocabulary {len(vocab)}, {n_params / 1e6:.2f}M parameters, "
+              f"device {device}, {world} process(es)")
+
+    t_start = time.perf_counter()
+    for stage in stages:
+        if state is not None and stage in state.done_stages:
+            continue
+        resuming = state is not None and state.stage == stage
+        if not resuming:
+            state = TrainState(stage=stage, done_stages=state.done_stages if state else [])
+        bs = args.detector_batch_size if stage == "detector" else args.batch_size
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn,
+                            num_workers=args.workers, persistent_workers=args.workers > 0)
+        total_steps = epochs[stage] * len(loader)
+        if args.max_steps:
+            total_steps = min(total_steps, args.max_steps)
+        optimizer, scheduler = make_optimizer(model, stage, args, total_steps)
+        if resuming and optim_state is not None:
+            optimizer.load_state_dict(optim_state)
+            scheduler.load_state_dict(sched_state)
+            optim_state = None
+        train_model = model
+        if world > 1:
+            train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
+        def checkpoint():
+            if is_main:
+                save_checkpoint(ckpt_path, model, optimizer, scheduler, state, config.to_dict())
+                write_json_atomic(out / HISTORY_NAME, {"records": history})
+
+        losses = stage_losses(stage, args)
+        try:
+            while state.epoch < epochs[stage] and not (args.max_steps and state.step >= args.max_steps):
+                sampler.set_epoch(state.epoch)
+                train_one_epoch(train_model, _SchedulerStep(optimizer, scheduler), loader, losses=losses,
+                                device=device, state=state, history=history, args=args,
+                                on_checkpoint=checkpoint, is_main=is_main)
+                if not (args.max_steps and state.step >= args.max_steps):
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                checkpoint()
+        except NonFiniteLossError as e:
+            raise SystemExit(f"error: {e}") from None
+        state.done_stages = state.done_stages + [stage]
+        checkpoint()
+        if is_main:
+            plot_history(history, out / PLOT_NAME)
+            _save_model(model, out, history, args, time.perf_counter() - t_start)
+    if world > 1:
+        dist.destroy_process_group()
+    if is_main:
+        print(f"done in {time.perf_counter() - t_start:.0f}s; model in {out}")
+    return 0
+
+
+class _SchedulerStep:
+    """Optimizer facade that steps the LR scheduler after every optimizer step."""
+
+    def __init__(self, optimizer, scheduler):
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.param_groups = optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.optimizer.step()
+        self.scheduler.step()
+
+
+def _save_model(model: RegionCaptioner, out: Path, history: list[dict], args, seconds: float) -> None:
+    """Write the model folder (weights, config, vocab, model card) from the current weights."""
+    training = {"data": str(args.data), "stages": args.stages, "epochs": args.epochs,
+                "seconds": round(seconds), "command": " ".join(["python -m train.train"] + sys.argv[1:])}
+    model.save_pretrained(out, training=training)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
