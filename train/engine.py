@@ -20,6 +20,10 @@ HISTORY_NAME = "history.json"
 PLOT_NAME = "loss_curves.png"
 
 
+class StopTraining(Exception):
+    """Raised after the checkpoint when --stop-after is reached (an interruption that --resume continues)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite: training stops rather than write garbage."""
 
@@ -70,6 +74,8 @@ def train_one_epoch(model, optimizer, loader, *, losses, device, state: TrainSta
         if i < skip:
             continue
         images, targets, text = move_batch(batch, device)
+        # Seed every step from its number, so a resumed run draws the same dropout masks as an uninterrupted one.
+        torch.manual_seed(args.seed * 1_000_003 + state.step)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss_dict = model(images, targets, text, losses=losses)
         loss = sum(loss_dict.values())
@@ -104,6 +110,9 @@ def train_one_epoch(model, optimizer, loader, *, losses, device, state: TrainSta
             window, t_last = {}, now
         if args.max_steps and state.step >= args.max_steps:
             break
+        if args.stop_after and state.step >= args.stop_after:
+            on_checkpoint()
+            raise StopTraining(f"stopped at step {state.step} of stage {state.stage!r} (--stop-after)")
         if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not last:
             on_checkpoint()
     bar.close()

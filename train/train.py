@@ -32,12 +32,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from regioncap.data.dataset import Flickr30kEntities, collate_fn
 from regioncap.data.flickr30k import ENTITY_TYPES
 from regioncap.data.transforms import build_transforms
-from regioncap.data.vocab import Vocabulary, tokenize
+from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
 from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
 from regioncap.models.model import RegionCaptioner
-from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, TrainState,
+from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
+                          TrainState,
                           load_checkpoint, plot_history, save_checkpoint, train_one_epoch,
                           write_json_atomic)
 
@@ -73,6 +74,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=int, default=None, help="detector input max side (default: config's)")
     p.add_argument("--finetune-backbone", action="store_true",
                    help="alignment stage also trains the detector (loss_detector + loss_align)")
+    p.add_argument("--align-reduction", default="sum", choices=["sum", "mean"],
+                   help="ranking losses summed over the batch (the seed's) or averaged per positive pair")
     p.add_argument("--vocab-min-count", type=int, default=1)
     p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -82,6 +85,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: epoch ends only)")
     p.add_argument("--max-steps", type=int, default=0, help="stop each stage after this many steps (smoke tests)")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="checkpoint and exit once the current stage reaches this step (an interruption; "
+                        "continue with --resume)")
     p.add_argument("--max-images", type=int, default=0, help="use only the first N training images")
     p.add_argument("--strict", action="store_true", help="stop before training on any malformed data file")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
@@ -124,7 +130,7 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
     return RegionCaptionerConfig(
         vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
         region_encoder=RegionEncoderConfig(kind=args.encoder), text_encoder=TextEncoderConfig(),
-        captioner=CaptionerConfig(rnn=args.rnn))
+        captioner=CaptionerConfig(rnn=args.rnn), align_reduction=args.align_reduction)
 
 
 def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:
@@ -257,6 +263,10 @@ def main(args) -> int:
                 checkpoint()
         except NonFiniteLossError as e:
             raise SystemExit(f"error: {e}") from None
+        except StopTraining as e:
+            if is_main:
+                print(f"{e}; continue with --resume")
+            return 0
         state.done_stages = state.done_stages + [stage]
         checkpoint()
         if is_main:

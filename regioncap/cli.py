@@ -1,0 +1,123 @@
+"""Command line: ``python -m regioncap caption IMAGE`` and ``python -m regioncap query IMAGE PHRASE``.
+
+Prints JSON on stdout. A problem with the user's input (unreadable image, missing or unsafe
+model, empty phrase) exits with code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from regioncap.errors import RegionCapError
+
+logger = logging.getLogger(__name__)
+EXIT_USAGE = 2
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regioncap", description="Region captions and phrase grounding.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("image", help="image file (JPEG, PNG, ...)")
+        p.add_argument("--model", default=None,
+                       help="model folder or Hub repo id (default: $REGIONCAP_MODEL or assets/demo-model)")
+        p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        p.add_argument("--max-regions", type=_count(0), default=10, help="most regions to report (default 10)")
+        p.add_argument("--threshold", type=_fraction, default=0.5, help="detector score threshold (default 0.5)")
+
+    cap = sub.add_parser("caption", help="detect regions and caption each; prints JSON")
+    common(cap)
+    cap.add_argument("--output", type=Path, default=None, help="also write an annotated PNG here")
+    query = sub.add_parser("query", help="rank the image's regions by similarity to a phrase; prints JSON")
+    common(query)
+    query.add_argument("phrase", help='e.g. "a red circle"')
+    query.add_argument("--top-k", type=_count(1), default=3, help="matches to report (default 3)")
+    return parser
+
+
+def _load_model(args):
+    import torch
+
+    from regioncap import hub
+    from regioncap.models.model import RegionCaptioner
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RegionCapError("--device cuda: no CUDA device is available; use --device cpu")
+    name = args.model or hub.default_model_path()
+    if args.model is None and not Path(name).is_dir() and name == hub.DEFAULT_MODEL:
+        raise RegionCapError(f"no model given and the default model folder {hub.DEFAULT_MODEL} does not exist; "
+                             f"pass --model DIR_OR_REPO or set {hub.MODEL_ENV}")
+    return name, RegionCaptioner.from_pretrained(name, revision=args.revision, device=args.device)
+
+
+def run(args) -> dict:
+    """Run one command; returns the JSON-ready dict."""
+    from regioncap.data.image import load_image
+
+    name, model = _load_model(args)
+    image = load_image(args.image)
+    result = model.analyze(image, max_regions=args.max_regions, score_threshold=args.threshold)
+    if args.command == "query":
+        matches = result.query(args.phrase, top_k=args.top_k)
+        return {"phrase": args.phrase,
+                "matches": [{"box": r.box, "caption": r.caption, "similarity": round(sim, 4)} for r, sim in matches]}
+    if args.output is not None:
+        from regioncap.viz import draw_regions
+
+        draw_regions(image, result.regions).save(args.output, format="PNG")
+    d = result.to_dict()
+    return {"image": str(args.image), "width": d["width"], "height": d["height"], "model": name,
+            "regions": d["regions"], "timings_ms": d["timings_ms"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out = run(args)
+    except (RegionCapError, OSError) as exc:
+        print(f"regioncap: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split())

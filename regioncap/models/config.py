@@ -1,0 +1,239 @@
+"""Configuration dataclasses, one per stage, serialised to ``config.json``.
+
+Every hyper-parameter needed to rebuild a model lives here (nanoGPT's ``GPTConfig``,
+open_clip's ``CLIPVisionCfg``). :meth:`RegionCaptionerConfig.from_dict` is strict: an
+unknown, missing or wrong-typed key raises :class:`~regioncap.errors.ModelFileError`,
+because a ``config.json`` that does not describe the weights beside it must not load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from regioncap.errors import ModelFileError
+
+DETECTOR_ARCHS = ("small", "mobilenet_v3_large_fpn", "resnet50_fpn_v2")
+REGION_ENCODERS = ("roi", "vgg19")
+RNN_TYPES = ("gru", "lstm")
+NORMS = ("group", "batch")
+
+
+@dataclass
+class DetectorConfig:
+    """Faster R-CNN settings; ``rpn_*`` / ``box_*`` follow torchvision's argument names.
+
+    ``arch="small"`` is a from-scratch backbone for the synthetic scenes; the other two are
+    torchvision's builders, initialised from COCO weights when ``pretrained`` is true.
+    """
+
+    arch: str = "small"
+    pretrained: bool = False
+    min_size: int = 192
+    max_size: int = 256
+    backbone_channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    norm: str = "group"
+    fpn_channels: int = 64
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    trainable_backbone_layers: int = 3
+    rpn_batch_size_per_image: int = 128
+    rpn_pre_nms_top_n_train: int = 600
+    rpn_post_nms_top_n_train: int = 300
+    rpn_pre_nms_top_n_test: int = 300
+    rpn_post_nms_top_n_test: int = 150
+    box_batch_size_per_image: int = 128
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 50
+    box_head_dim: int = 256  # "small" only: width of the two-layer box head (torchvision's is 1024)
+
+    def validate(self) -> None:
+        _choice("detector.arch", self.arch, DETECTOR_ARCHS)
+        _choice("detector.norm", self.norm, NORMS)
+        if len(self.backbone_channels) != 4 or min(self.backbone_channels) < 1:
+            raise ValueError("detector.backbone_channels must be 4 positive ints (strides 4/8/16/32)")
+        if len(self.anchor_sizes) != 5:
+            raise ValueError("detector.anchor_sizes must have 5 sizes (FPN levels 0-3 + pool)")
+        if self.min_size < 32 or self.max_size < self.min_size:
+            raise ValueError("detector.min_size must be >= 32 and <= detector.max_size")
+        if self.norm == "group" and any(c % 8 for c in self.backbone_channels):
+            raise ValueError("detector.backbone_channels must be multiples of 8 with norm='group'")
+
+
+@dataclass
+class RegionEncoderConfig:
+    """Region encoder: ``roi`` (RoIAlign on the detector's FPN) or ``vgg19`` (the seed's crops)."""
+
+    kind: str = "roi"
+    roi_output_size: int = 7
+    hidden_dim: int = 512
+    geometry_dim: int = 64
+    dropout: float = 0.1
+    vgg_crop_size: int = 224
+    pretrained: bool = False
+
+    def validate(self) -> None:
+        _choice("region_encoder.kind", self.kind, REGION_ENCODERS)
+        if self.roi_output_size < 1 or self.hidden_dim < 1 or self.vgg_crop_size < 32:
+            raise ValueError("region_encoder sizes must be positive (vgg_crop_size >= 32)")
+
+
+@dataclass
+class TextEncoderConfig:
+    """Embedding + GRU phrase encoder; phrases are cut to ``max_len`` tokens."""
+
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    max_len: int = 32
+
+    def validate(self) -> None:
+        if min(self.embed_dim, self.hidden_dim, self.num_layers, self.max_len) < 1:
+            raise ValueError("text_encoder sizes must be positive")
+
+
+@dataclass
+class CaptionerConfig:
+    """Caption decoder; ``detach_regions`` keeps the caption loss out of the joint space."""
+
+    rnn: str = "gru"
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 1
+    dropout: float = 0.1
+    beam_size: int = 3
+    max_len: int = 16
+    detach_regions: bool = True
+
+    def validate(self) -> None:
+        _choice("captioner.rnn", self.rnn, RNN_TYPES)
+        if min(self.embed_dim, self.hidden_dim, self.num_layers, self.beam_size, self.max_len) < 1:
+            raise ValueError("captioner sizes must be positive")
+
+
+_SECTIONS = {
+    "detector": DetectorConfig,
+    "region_encoder": RegionEncoderConfig,
+    "text_encoder": TextEncoderConfig,
+    "captioner": CaptionerConfig,
+}
+
+
+@dataclass
+class RegionCaptionerConfig:
+    """The whole model. ``entity_types`` are the detector's classes 1..len (0 = background).
+
+    ``align_margin`` is the image-sentence ranking margin (Karpathy: 1.0),
+    ``phrase_margin`` / ``phrase_loss_weight`` the phrase-region ranking term added to it;
+    ``align_reduction`` "sum" sums the hinge terms over the batch as the seed did, "mean" divides
+    by the number of positive pairs (batch-size independent).
+    """
+
+    vocab_size: int
+    entity_types: list[str]
+    joint_dim: int = 256
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    region_encoder: RegionEncoderConfig = field(default_factory=RegionEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    align_margin: float = 1.0
+    phrase_margin: float = 0.2
+    phrase_loss_weight: float = 1.0
+    align_reduction: str = "sum"
+
+    def validate(self) -> None:
+        _choice("align_reduction", self.align_reduction, ("sum", "mean"))
+        if self.vocab_size < 5:
+            raise ValueError("vocab_size must be >= 5 (4 special tokens + a word)")
+        if not self.entity_types or len(set(self.entity_types)) != len(self.entity_types):
+            raise ValueError("entity_types must be a non-empty list of distinct names")
+        if self.joint_dim < 1:
+            raise ValueError("joint_dim must be positive")
+        for name in _SECTIONS:
+            getattr(self, name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config.json") -> RegionCaptionerConfig:
+        """Rebuild from :meth:`to_dict` output; anything unexpected -> ModelFileError naming ``source``."""
+        sections = {name: _build(sub, _section(data, name, source), f"{source}: {name}.")
+                    for name, sub in _SECTIONS.items()}
+        top = {k: v for k, v in _expect_dict(data, source, "").items() if k not in _SECTIONS}
+        config = _build(cls, top, f"{source}: ", extra=sections)
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise ModelFileError(f"{source}: {exc}") from None
+        return config
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _expect_dict(data: Any, source: str, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{source}: {where or 'top level'} must be a JSON object")
+    return data
+
+
+def _section(data: Any, name: str, source: str) -> dict:
+    data = _expect_dict(data, source, "")
+    if name not in data:
+        raise ModelFileError(f"{source}: missing key {name!r}")
+    return _expect_dict(data[name], source, name)
+
+
+def _build(cls: type, data: dict, prefix: str, extra: dict | None = None) -> Any:
+    """Instantiate dataclass ``cls`` from ``data`` with exact key and type checks."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if not (extra and f.name in extra)]
+    unknown = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if unknown:
+        raise ModelFileError(f"{prefix}unknown key(s) {', '.join(unknown)}")
+    if missing:
+        raise ModelFileError(f"{prefix}missing key(s) {', '.join(missing)}")
+    kwargs = {}
+    for name in names:
+        if not _type_ok(data[name], hints[name]):
+            raise ModelFileError(f"{prefix}{name} must be {_type_name(hints[name])}, "
+                                 f"got {type(data[name]).__name__} {data[name]!r:.40}")
+        value = data[name]
+        kwargs[name] = float(value) if hints[name] is float else value
+    kwargs.update(extra or {})
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - types were checked above
+        raise ModelFileError(f"{prefix}{exc}") from None
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return False  # pragma: no cover - every field type is listed above
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[hint]

@@ -1,0 +1,420 @@
+"""RegionCaptioner: the composition root (torchvision's ``GeneralizedRCNN`` in spirit).
+
+It runs the detector's stages itself (transform -> backbone -> RPN -> RoI heads -> postprocess)
+so that one backbone pass serves both detection and the RoI region encoder. In training mode
+``forward`` returns a dict of named losses; ``analyze`` (and ``forward`` in eval mode without
+targets) returns one :class:`AnalysisResult` per image, which keeps the region vectors so that
+``query`` and ``align`` only encode text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.transform import resize_boxes
+
+from regioncap import hub
+from regioncap.data.dataset import pad_sequences
+from regioncap.data.image import load_image
+from regioncap.data.vocab import UNK, Vocabulary, tokenize
+from regioncap.errors import ModelFileError, RegionCapError, TextError
+from regioncap.models.alignment import (STOP_WORDS, image_sentence_scores, phrase_region_loss,
+                                        region_phrase_similarity, sentence_ranking_loss, split_phrases)
+from regioncap.models.captioner import CaptionDecoder
+from regioncap.models.config import RegionCaptionerConfig
+from regioncap.models.detector import build_detector
+from regioncap.models.region_encoder import RoIRegionEncoder, VGG19RegionEncoder
+from regioncap.models.text_encoder import TextEncoder
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("detector", "align", "caption")
+MAX_TEXT_CHARS = 2000  # longer input is cut before tokenizing (the encoder keeps max_len tokens anyway)
+MAX_SENTENCE_TOKENS = 256  # align() reads at most this many tokens of a sentence
+
+
+# -- results ---------------------------------------------------------------------------------------------
+@dataclass
+class Region:
+    """One region: ``box`` [x1, y1, x2, y2] in the original image's pixels; ``score`` the detector's
+    confidence (1.0 for user boxes); ``caption_score`` the caption's log-probability; ``label`` the
+    entity type ("user" for user boxes)."""
+
+    box: list[float]
+    caption: str
+    score: float
+    caption_score: float
+    label: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["score"], d["caption_score"] = round(self.score, 4), round(self.caption_score, 4)
+        return d
+
+
+@dataclass
+class PhraseAlignment:
+    """A phrase of a sentence and its best region; ``region_index`` is None (and ``region`` None)
+    when the whole image matches the phrase better than any region (e.g. "a grey background")."""
+
+    phrase: str
+    region_index: int | None
+    region: Region | None
+    similarity: float
+
+
+class Alignment(list):
+    """``list[PhraseAlignment]`` with ``.score``: Karpathy's S_kl = sum over phrases of the best similarity."""
+
+    def __init__(self, items, score: float):
+        super().__init__(items)
+        self.score = score
+
+
+class AnalysisResult:
+    """What :meth:`RegionCaptioner.analyze` found in one image.
+
+    Attributes:
+        regions: list[Region], highest detector score first.
+        vectors: FloatTensor[N, D] region vectors (row i belongs to ``regions[i]``), CPU.
+        image_vector: FloatTensor[D], the whole-image region [0, 0, W, H].
+        width, height: the image size in pixels.  timings_ms: dict of stage timings.
+
+    ``query`` and ``align`` reuse the vectors and only run the model's text encoder.
+    """
+
+    def __init__(self, regions, vectors, image_vector, width, height, timings_ms, model):
+        self.regions, self.vectors, self.image_vector = regions, vectors, image_vector
+        self.width, self.height, self.timings_ms = width, height, timings_ms
+        self._model = model  # for its text side only
+
+    def __repr__(self) -> str:
+        return f"AnalysisResult({len(self.regions)} regions, {self.width}x{self.height})"
+
+    def query(self, phrase: str, top_k: int = 3) -> list[tuple[Region, float]]:
+        """The ``top_k`` regions most similar to ``phrase``: [(Region, similarity)], best first."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise RegionCapError(f"top_k must be an integer >= 1, got {top_k!r}")
+        s = self._model.encode_text([phrase])[0]  # [D]
+        if not self.regions:
+            return []
+        sims = self.vectors @ s  # [N]
+        best = sims.topk(min(top_k, len(self.regions)))
+        return [(self.regions[i], float(v)) for v, i in zip(best.values.tolist(), best.indices.tolist())]
+
+    def align(self, sentence: str) -> Alignment:
+        """Split ``sentence`` into phrases and give each its best region (or the whole image).
+
+        Phrases come from :func:`~regioncap.models.alignment.split_phrases`; a phrase without a known
+        content word is dropped. Raises TextError when the sentence is empty or no phrase is left.
+        """
+        if not isinstance(sentence, str) or not sentence.strip():
+            raise TextError("empty sentence: type a sentence, e.g. 'a red circle next to a blue square'")
+        vocab, max_len = self._model.vocab, self._model.config.text_encoder.max_len
+        tokens = tokenize(sentence[:MAX_TEXT_CHARS])[:MAX_SENTENCE_TOKENS]
+        chunks = [c[:max_len] for c in split_phrases(tokens) if any(t not in STOP_WORDS and t in vocab for t in c)]
+        if not chunks:
+            raise TextError(f"no phrase of {sentence.strip()[:60]!r} has a word the model knows")
+        phrases = [" ".join(c) for c in chunks]
+        s = self._model.encode_text(phrases)  # [P, D]
+        candidates = torch.cat([self.image_vector[None], self.vectors])  # [1 + N, D]; row 0 = whole image
+        best = region_phrase_similarity(candidates, s).max(dim=1)
+        items = []
+        for phrase, sim, idx in zip(phrases, best.values.tolist(), best.indices.tolist()):
+            region_index = idx - 1 if idx > 0 else None
+            region = self.regions[region_index] if region_index is not None else None
+            items.append(PhraseAlignment(phrase, region_index, region, float(sim)))
+        return Alignment(items, float(best.values.sum()))
+
+    def to_dict(self) -> dict:
+        """``{"width", "height", "regions": [...], "timings_ms"}`` as in the CLI's caption JSON."""
+        return {"width": self.width, "height": self.height, "regions": [r.to_dict() for r in self.regions],
+                "timings_ms": dict(self.timings_ms)}
+
+
+class RegionCaptioner(nn.Module):
+    """Detector + region encoder + text encoder + caption decoder.
+
+    Args:
+        config: the whole model's settings (``config.vocab_size`` must equal ``len(vocab)``).
+        vocab: the word list shared by the text encoder and the decoder.
+        download: fetch pretrained weights named by the config (COCO detector, ImageNet VGG-19);
+            ``None`` follows the config, ``False`` never downloads (used when loading a saved model).
+    """
+
+    def __init__(self, config: RegionCaptionerConfig, vocab: Vocabulary, download: bool | None = None):
+        super().__init__()
+        config.validate()
+        if len(vocab) != config.vocab_size:
+            raise ValueError(f"vocabulary has {len(vocab)} tokens but config.vocab_size is {config.vocab_size}")
+        self.config, self.vocab, self.name_or_path = config, vocab, None
+        d = config.joint_dim
+        self.detector = build_detector(config.detector, len(config.entity_types) + 1, download)
+        if config.region_encoder.kind == "roi":
+            names = list(self.detector.roi_heads.box_roi_pool.featmap_names)
+            self.region_encoder = RoIRegionEncoder(self.detector.backbone.out_channels, names, config.region_encoder, d)
+        else:
+            self.region_encoder = VGG19RegionEncoder(config.region_encoder, d, download)
+        self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d)
+        self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- shared image pipeline ---------------------------------------------------------------------
+    def _features(self, images: list[Tensor], det_targets=None):
+        """transform -> backbone: (ImageList, FPN feature dict, transformed targets)."""
+        image_list, det_targets = self.detector.transform(images, det_targets)
+        return image_list, self.detector.backbone(image_list.tensors), det_targets
+
+    def _encode_regions(self, images, image_list, features, boxes: list[Tensor]) -> Tensor:
+        """Region vectors FloatTensor[sum R_i, D] for per-image boxes in original pixel coordinates."""
+        if self.config.region_encoder.kind == "vgg19":
+            return self.region_encoder(images, boxes, [tuple(im.shape[-2:]) for im in images])
+        sizes = image_list.image_sizes
+        scaled = [resize_boxes(b, list(im.shape[-2:]), list(s)) for b, im, s in zip(boxes, images, sizes)]
+        return self.region_encoder(features, scaled, sizes)
+
+    # -- training -----------------------------------------------------------------------------------
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None, text: dict | None = None,
+                losses: tuple[str, ...] = LOSSES):
+        """Training: named losses. Eval mode without targets: ``list[AnalysisResult]``.
+
+        Args:
+            images: per image FloatTensor[3, H_i, W_i] in [0, 1].
+            targets: per image dict with ``boxes`` FloatTensor[N, 4] and ``labels`` Int64Tensor[N]
+                (detector), ``region_boxes`` FloatTensor[R, 4] (row 0 = whole image), in pixels.
+            text: ``collate_fn``'s dict: tokens [P, L], lengths [P], region [P] (index into the
+                batch's concatenated region_boxes), sentence [P], sentence_image [S], boxed [P].
+            losses: which of ``detector``, ``align``, ``caption`` to compute (only those run).
+
+        Returns:
+            dict with ``loss_detector`` (sum of torchvision's four losses), ``loss_align`` (image-sentence
+            ranking + ``phrase_loss_weight`` x phrase-region ranking) and ``loss_caption``, as asked.
+        """
+        if targets is None:
+            if self.training:
+                raise ValueError("targets are required in training mode")
+            return self._analyze_batch([self._to_tensor(im) for im in images])
+        losses = tuple(losses)
+        bad = set(losses) - set(LOSSES)
+        if bad or not losses:
+            raise ValueError(f"losses must be a non-empty subset of {LOSSES}, got {losses}")
+        if "detector" in losses and not self.training:
+            raise ValueError("loss_detector is only computed in training mode (torchvision's heads)")
+        if text is None and ("align" in losses or "caption" in losses):
+            raise ValueError("text is required for loss_align / loss_caption")
+        cfg, out = self.config, {}
+        grad_regions = "align" in losses or not cfg.captioner.detach_regions
+        need_features = "detector" in losses or cfg.region_encoder.kind == "roi"
+        det_targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets] if "detector" in losses else None
+        for k, t in enumerate(det_targets or []):
+            if (t["boxes"][:, 2:] <= t["boxes"][:, :2]).any():
+                raise ValueError(f"image {k}: detector target boxes must have positive width and height")
+        image_list = features = None
+        if need_features:
+            with contextlib.nullcontext() if ("detector" in losses or grad_regions) else torch.no_grad():
+                image_list, features, det_targets = self._features(images, det_targets)
+        if "detector" in losses:
+            proposals, rpn_losses = self.detector.rpn(image_list, features, det_targets)
+            _, head_losses = self.detector.roi_heads(features, proposals, image_list.image_sizes, det_targets)
+            out["loss_detector"] = sum(rpn_losses.values()) + sum(head_losses.values())
+        if "align" in losses or "caption" in losses:
+            boxes = [t["region_boxes"] for t in targets]
+            with contextlib.nullcontext() if grad_regions else torch.no_grad():
+                v = self._encode_regions(images, image_list, features, boxes)  # [R, D]
+            region_image = torch.repeat_interleave(
+                torch.arange(len(boxes), device=v.device), torch.tensor([len(b) for b in boxes], device=v.device))
+            boxed = text["boxed"].to(v.device)
+            if "align" in losses:
+                out["loss_align"] = self._align_loss(v, region_image, text, boxed)
+            if "caption" in losses:
+                v_cap = v.detach() if cfg.captioner.detach_regions else v
+                idx = text["region"].to(v.device)[boxed]
+                tokens, lengths = text["tokens"].to(v.device)[boxed], text["lengths"][boxed]
+                out["loss_caption"] = self.captioner.loss(v_cap[idx], tokens, lengths)
+        return out
+
+    def _align_loss(self, v: Tensor, region_image: Tensor, text: dict, boxed: Tensor) -> Tensor:
+        cfg, dev = self.config, v.device
+        s = self.text_encoder(text["tokens"].to(dev), text["lengths"])  # [P, D]
+        sim = region_phrase_similarity(v, s)  # [P, R]
+        sentence_image = text["sentence_image"].to(dev)
+        scores = image_sentence_scores(sim, region_image, text["sentence"].to(dev),
+                                       int(region_image.max()) + 1, len(sentence_image))
+        loss = sentence_ranking_loss(scores, sentence_image, cfg.align_margin, cfg.align_reduction)
+        phrase = phrase_region_loss(sim[boxed], text["region"].to(dev)[boxed], cfg.phrase_margin,
+                                    region_image=region_image, reduction=cfg.align_reduction)
+        return loss + cfg.phrase_loss_weight * phrase
+
+    # -- inference ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _eval(self):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.train(was_training)
+
+    def _to_tensor(self, image) -> Tensor:
+        """PIL / path / bytes / numpy (via load_image) or FloatTensor[3, H, W] in [0, 1] -> tensor on device."""
+        if isinstance(image, Tensor):
+            if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+                raise RegionCapError(f"image tensor must be FloatTensor[3, H, W] in [0, 1], got {tuple(image.shape)}")
+            return image.to(self.device)
+        pil = load_image(image)
+        arr = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy())
+        return arr.permute(2, 0, 1).to(self.device, torch.float32).div_(255.0)
+
+    def analyze(self, image, max_regions: int = 10, score_threshold: float = 0.5, boxes=None,
+                captions: bool = True) -> AnalysisResult:
+        """Detect (or take ``boxes``), encode and caption the regions of one image.
+
+        Args:
+            image: PIL image, path, bytes, numpy array, or FloatTensor[3, H, W] in [0, 1].
+            max_regions: keep at most this many detections (highest score first).
+            score_threshold: drop detections scoring below this.
+            boxes: optional user boxes ``[[x1, y1, x2, y2], ...]`` in the image's pixels; they are
+                clamped into the image and captioned instead of detections (label "user", score 1.0).
+            captions: False skips decoding (captions are "" with caption_score 0), e.g. for retrieval.
+
+        Raises:
+            ImageError: unreadable image.  RegionCapError: bad ``boxes`` / ``max_regions`` / threshold.
+        """
+        if isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 0:
+            raise RegionCapError(f"max_regions must be an integer >= 0, got {max_regions!r}")
+        if not isinstance(score_threshold, (int, float)) or not 0.0 <= float(score_threshold) <= 1.0:
+            raise RegionCapError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+        tensor = self._to_tensor(image)
+        user = None if boxes is None else [_user_boxes(boxes, tensor.shape[2], tensor.shape[1]).to(tensor.device)]
+        return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions)[0]
+
+    def _analyze_batch(self, images: list[Tensor], max_regions: int = 10, score_threshold: float = 0.5,
+                       user_boxes: list[Tensor] | None = None, captions: bool = True) -> list[AnalysisResult]:
+        t0 = time.perf_counter()
+        with self._eval():
+            need_features = user_boxes is None or self.config.region_encoder.kind == "roi"
+            image_list, features, _ = self._features(images) if need_features else (None, None, None)
+            if user_boxes is None:
+                dets = self._detect(images, image_list, features, max_regions, score_threshold)
+            else:
+                dets = [(b, torch.ones(len(b)), ["user"] * len(b)) for b in user_boxes]
+            t1 = time.perf_counter()
+            whole = [im.new_tensor([[0.0, 0.0, im.shape[2], im.shape[1]]]) for im in images]
+            region_boxes = [torch.cat([w, d[0].to(w)]) for w, d in zip(whole, dets)]
+            v = self._encode_regions(images, image_list, features, region_boxes).float()  # [sum(1 + N_i), D]
+            per_image = list(v.split([len(b) for b in region_boxes]))
+            t2 = time.perf_counter()
+            region_v = torch.cat([p[1:] for p in per_image])
+            if captions and len(region_v):
+                ids, logp = self.captioner.beam_search(region_v, self.config.captioner.beam_size)
+                texts, logps = [self.vocab.decode(i) for i in ids], logp.tolist()
+            else:
+                texts, logps = [""] * len(region_v), [0.0] * len(region_v)
+            t3 = time.perf_counter()
+        timings = {"detect": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3, "caption": (t3 - t2) * 1e3,
+                   "total": (t3 - t0) * 1e3}
+        results, k = [], 0
+        for im, (b, scores, labels), vecs in zip(images, dets, per_image):
+            regions = []
+            for box, score, label in zip(b.tolist(), scores.tolist(), labels):
+                regions.append(Region(box=[round(c, 2) for c in box], caption=texts[k], score=float(score),
+                                      caption_score=float(logps[k]), label=label))
+                k += 1
+            results.append(AnalysisResult(regions, vecs[1:].cpu(), vecs[0].cpu(), int(im.shape[2]),
+                                          int(im.shape[1]), {n: round(t, 2) for n, t in timings.items()}, self))
+        return results
+
+    def _detect(self, images, image_list, features, max_regions, score_threshold):
+        """RPN -> RoI heads -> postprocess; per image (boxes [N, 4] original pixels, scores [N], labels)."""
+        det = self.detector
+        proposals, _ = det.rpn(image_list, features)
+        detections, _ = det.roi_heads(features, proposals, image_list.image_sizes)
+        detections = det.transform.postprocess(detections, image_list.image_sizes,
+                                               [tuple(im.shape[-2:]) for im in images])
+        out = []
+        for d in detections:
+            keep = torch.nonzero(d["scores"] >= score_threshold).flatten()
+            keep = keep[d["scores"][keep].argsort(descending=True)][:max_regions]
+            labels = [self.config.entity_types[int(i) - 1] for i in d["labels"][keep]]
+            out.append((d["boxes"][keep], d["scores"][keep], labels))
+        return out
+
+    # -- text ------------------------------------------------------------------------------------------
+    def phrase_ids(self, phrase: str) -> list[int]:
+        """Token ids of a user phrase (cut to text_encoder.max_len). Empty / unknown words -> TextError."""
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise TextError("empty phrase: type a few words, e.g. 'a red circle'")
+        ids = self.vocab.encode(tokenize(phrase[:MAX_TEXT_CHARS]), max_len=self.config.text_encoder.max_len)
+        if all(i == UNK for i in ids):
+            raise TextError(f"no word of {phrase.strip()[:60]!r} is in the model's vocabulary")
+        return ids
+
+    def encode_text(self, phrases: list[str]) -> Tensor:
+        """Phrase vectors FloatTensor[P, D] (unit norm, on CPU); each phrase checked by :meth:`phrase_ids`."""
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        seqs = [torch.tensor(self.phrase_ids(p), dtype=torch.long) for p in phrases]
+        if not seqs:
+            return torch.zeros(0, self.config.joint_dim)
+        tokens, lengths = pad_sequences(seqs)
+        with self._eval():
+            return self.text_encoder(tokens.to(self.device), lengths).float().cpu()
+
+    # -- files -----------------------------------------------------------------------------------------
+    def save_pretrained(self, directory, metrics: dict | None = None, training: dict | None = None) -> Path:
+        """Write config.json, model.safetensors, vocab.json and README.md (model card) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        hub.save_config(self.config, directory / hub.CONFIG_FILE)
+        hub.save_weights(self.state_dict(), directory / hub.WEIGHTS_FILE)
+        self.vocab.save(directory / hub.VOCAB_FILE)
+        hub.write_model_card(directory, self.config, metrics=metrics, training=training)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, revision: str | None = None, device: str | torch.device = "cpu"
+                        ) -> RegionCaptioner:
+        """Load a model folder or a Hub repo id (strict; never unpickles). Errors -> ModelFileError."""
+        directory = hub.resolve_model_dir(name_or_path, revision)
+        hub.check_model_dir(directory)
+        config = hub.load_config(directory / hub.CONFIG_FILE)
+        vocab = Vocabulary.load(directory / hub.VOCAB_FILE)
+        if len(vocab) != config.vocab_size:
+            raise ModelFileError(f"{directory / hub.VOCAB_FILE}: has {len(vocab)} tokens but "
+                                 f"config.json says vocab_size {config.vocab_size}")
+        weights_path = directory / hub.WEIGHTS_FILE
+        state = hub.load_weights(weights_path)
+        model = cls(config, vocab, download=False)
+        hub.check_state_dict(model.state_dict(), state, weights_path)
+        model.load_state_dict(state, strict=True)
+        model.name_or_path = str(name_or_path)
+        logger.info("loaded %s (%s, %d regions classes)", name_or_path, config.detector.arch, len(config.entity_types))
+        return model.to(device).eval()
+
+
+def _user_boxes(boxes, width: int, height: int) -> Tensor:
+    """Validate user boxes and clamp them into the image: FloatTensor[N, 4]."""
+    try:
+        t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) if len(boxes) else torch.zeros(0, 4)
+    except (TypeError, ValueError, RuntimeError):
+        raise RegionCapError("boxes must be a list of [x1, y1, x2, y2] numbers") from None
+    if not torch.isfinite(t).all():
+        raise RegionCapError("boxes must be finite numbers")
+    t = torch.stack([t[:, 0].clamp(0, width), t[:, 1].clamp(0, height),
+                     t[:, 2].clamp(0, width), t[:, 3].clamp(0, height)], dim=1)
+    for i, (x1, y1, x2, y2) in enumerate(t.tolist()):
+        if x2 <= x1 or y2 <= y1:
+            raise RegionCapError(f"box {i} {[x1, y1, x2, y2]} is empty inside the {width}x{height} image "
+                                 "(need x1 < x2 and y1 < y2)")
+    return t

@@ -1,0 +1,124 @@
+"""Region encoders: boxes -> L2-normalised vectors v_i in the joint space.
+
+Both share one call: ``encoder(images_or_features, boxes, image_sizes) -> FloatTensor[sum R_i, D]``.
+
+* :class:`RoIRegionEncoder` (default) pools the detector's own FPN features with
+  ``MultiScaleRoIAlign``, so one backbone pass serves detection and description.
+* :class:`VGG19RegionEncoder` is the seed's AlignmentEncoderCNN: each box is cropped from the
+  image (batched ``roi_align``), scaled to [-1, 1], run through VGG-19 ``features``,
+  average-pooled to 7x7 and projected.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from regioncap.errors import ModelFileError
+from regioncap.models.config import RegionEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+GEOMETRY_FEATURES = 7
+
+
+def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Box geometry normalised by the image size.
+
+    Args:
+        boxes: FloatTensor[R, 4] ``[x1, y1, x2, y2]`` in pixels of an image of ``image_size`` (H, W).
+
+    Returns:
+        FloatTensor[R, 7]: ``x1/W, y1/H, x2/W, y2/H, w/W, h/H, area/(W*H)``.
+    """
+    h, w = float(image_size[0]), float(image_size[1])
+    scale = boxes.new_tensor([w, h, w, h])
+    b = boxes / scale
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return torch.cat([b, bw[:, None], bh[:, None], (bw * bh)[:, None]], dim=1)
+
+
+class RoIRegionEncoder(nn.Module):
+    """MultiScaleRoIAlign on FPN features + box geometry -> MLP -> joint space.
+
+    Args:
+        in_channels: channels of every FPN level (the backbone's ``out_channels``).
+        featmap_names: FPN levels to pool from (the detector's ``box_roi_pool.featmap_names``).
+    """
+
+    def __init__(self, in_channels: int, featmap_names: list[str], cfg: RegionEncoderConfig, joint_dim: int):
+        super().__init__()
+        s = cfg.roi_output_size
+        self.pool = MultiScaleRoIAlign(list(featmap_names), output_size=s, sampling_ratio=2)
+        self.visual = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * s * s, cfg.hidden_dim), nn.ReLU(inplace=True))
+        self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, cfg.geometry_dim), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden_dim + cfg.geometry_dim, cfg.hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.hidden_dim, joint_dim),
+        )
+
+    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        """Encode regions.
+
+        Args:
+            features: FPN levels, each FloatTensor[B, C, H_l, W_l] (from the detector's backbone).
+            boxes: per image FloatTensor[R_i, 4] ``[x1, y1, x2, y2]`` in the *transformed* image's pixels.
+            image_sizes: per image (H, W) of the transformed image (``ImageList.image_sizes``).
+
+        Returns:
+            FloatTensor[sum R_i, D], unit L2 norm, rows in image order.
+        """
+        pooled = self.pool(features, boxes, image_sizes)  # [sum R_i, C, s, s]
+        geo = torch.cat([box_geometry(b, size) for b, size in zip(boxes, image_sizes)], dim=0)
+        h = torch.cat([self.visual(pooled), self.geometry(geo.to(pooled.dtype))], dim=1)
+        return F.normalize(self.project(h), dim=-1)
+
+
+class VGG19RegionEncoder(nn.Module):
+    """The seed's crop encoder: box crops -> VGG-19 ``features`` -> avg-pool 7x7 -> FC -> joint space.
+
+    ``cfg.pretrained`` starts VGG-19 from torchvision's ImageNet weights (downloaded once).
+    """
+
+    def __init__(self, cfg: RegionEncoderConfig, joint_dim: int, download: bool | None = None):
+        super().__init__()
+        from torchvision.models import VGG19_Weights, vgg19
+
+        download = cfg.pretrained if download is None else (download and cfg.pretrained)
+        try:
+            vgg = vgg19(weights=VGG19_Weights.IMAGENET1K_V1 if download else None)
+        except (OSError, RuntimeError, ValueError):
+            raise ModelFileError("could not download torchvision's VGG-19 weights (offline?); "
+                                 "use region_encoder.kind 'roi' or connect") from None
+        self.crop_size = cfg.vgg_crop_size
+        self.features = vgg.features
+        self.pool = nn.AdaptiveAvgPool2d((7, 7))
+        self.project = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(512 * 7 * 7, joint_dim))
+
+    def forward(self, images: list[Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        """Encode regions.
+
+        Args:
+            images: per image FloatTensor[3, H_i, W_i] in [0, 1] (the original, untransformed images).
+            boxes: per image FloatTensor[R_i, 4] ``[x1, y1, x2, y2]`` in that image's pixels.
+            image_sizes: per image (H_i, W_i); unused (the crops carry their own scale), kept for the
+                common call.
+
+        Returns:
+            FloatTensor[sum R_i, D], unit L2 norm.
+        """
+        crops = [
+            roi_align(img[None], [b.to(img.dtype)], output_size=self.crop_size, spatial_scale=1.0,
+                      sampling_ratio=2, aligned=True)
+            for img, b in zip(images, boxes)
+        ]
+        x = torch.cat(crops, dim=0) * 2.0 - 1.0  # [sum R_i, 3, S, S] in [-1, 1], as the seed fed VGG
+        if x.shape[0] == 0:
+            return x.new_zeros((0, self.project[-1].out_features))
+        return F.normalize(self.project(self.pool(self.features(x))), dim=-1)

@@ -1,0 +1,58 @@
+"""Phrase encoder (the seed's AlignmentDecoderRNN): embedding + GRU -> FC -> L2-normalised s_t."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from regioncap.models.config import TextEncoderConfig
+
+PAD = 0
+
+
+class TextEncoder(nn.Module):
+    """Embedding + GRU; the final hidden state (both directions if bidirectional) -> FC -> L2 norm."""
+
+    def __init__(self, vocab_size: int, cfg: TextEncoderConfig, joint_dim: int):
+        super().__init__()
+        self.max_len = cfg.max_len
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.rnn = nn.GRU(
+            cfg.embed_dim,
+            cfg.hidden_dim,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        directions = 2 if cfg.bidirectional else 1
+        self.project = nn.Linear(cfg.hidden_dim * directions, joint_dim)
+        self.directions = directions
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Encode phrases.
+
+        Args:
+            tokens: LongTensor[P, L] token ids without specials, padded with PAD (0).
+            lengths: LongTensor[P] real lengths; 0 is allowed (an empty phrase encodes the PAD
+                embedding, which is zero, so it gets a defined vector from the GRU's biases).
+                Tokens past ``cfg.max_len`` are ignored.
+
+        Returns:
+            FloatTensor[P, D] with unit L2 norm.
+        """
+        p = tokens.shape[0]
+        if p == 0:
+            return self.project.weight.new_zeros((0, self.project.out_features))
+        tokens = tokens[:, : self.max_len]
+        if tokens.shape[1] == 0:
+            tokens = tokens.new_full((p, 1), PAD)
+        lengths = lengths.clamp(min=1, max=tokens.shape[1]).cpu()
+        tokens = tokens[:, : int(lengths.max())]
+        packed = pack_padded_sequence(self.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
+        _, h_n = self.rnn(packed)  # [layers * directions, P, H], already in the input order
+        last = h_n.view(-1, self.directions, p, h_n.shape[-1])[-1]  # [directions, P, H]
+        h = torch.cat(list(last), dim=-1)  # [P, directions * H]
+        return F.normalize(self.project(h), dim=-1)

@@ -1,0 +1,136 @@
+"""Drawing regions on an image: numbered boxes with their captions.
+
+Readable on dark and light images alike: each box is a coloured line over a dark outline, and
+each label sits on a filled tag of the box's colour with black or white text (whichever
+contrasts). Labels are kept inside the image: placed above the box, else inside it, shifted to
+avoid earlier labels, and shortened with an ellipsis when wider than the image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from regioncap.data.image import load_image
+
+# Sasha Trubetskoy's distinct colours, most distinct first.
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+           (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195)]
+OUTLINE = (0, 0, 0)
+
+
+def _box_and_caption(region: Any) -> tuple[list[float], str]:
+    if isinstance(region, dict):
+        return list(region["box"]), str(region.get("caption", ""))
+    return list(region.box), str(getattr(region, "caption", ""))
+
+
+def _text_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 150 else (255, 255, 255)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _sizes(width: int, height: int) -> tuple[int, int]:
+    """(line width, font size) scaled with the image."""
+    short = min(width, height)
+    return max(2, round(short / 160)), max(10, min(28, round(short / 24)))
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> str:
+    """Shorten ``text`` with an ellipsis until it is at most ``max_width`` pixels wide."""
+    if draw.textlength(text, font=font) <= max_width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > max_width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _layout(size: tuple[int, int], boxes: list[list[float]], texts: list[str], draw, font, pad: int):
+    """Tag rectangles (x0, y0, x1, y1) inside the image and the (possibly shortened) texts."""
+    width, height = size
+    placed, fitted = [], []
+    for (x1, y1, x2, y2), text in zip(boxes, texts):
+        text = _fit(draw, text, font, max(1, width - 2 * pad))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = min(width, right - left + 2 * pad), min(height, bottom - top + 2 * pad)
+        x = min(max(0, int(x1)), width - tw)
+        candidates = [int(y1) - th, int(y1), int(y2), int(y2) - th]  # above, inside top, below, inside bottom
+        candidates = [y for y in candidates if 0 <= y <= height - th] or [min(max(0, int(y1)), height - th)]
+        rect = None
+        for y in candidates + list(range(0, height - th + 1, max(1, th // 2))):
+            trial = (x, y, x + tw, y + th)
+            if not any(_overlaps(trial, p) for p in placed):
+                rect = trial
+                break
+        rect = rect or (x, candidates[0], x + tw, candidates[0] + th)
+        placed.append(rect)
+        fitted.append(text)
+    return placed, fitted
+
+
+def _texts(regions: Sequence[Any], labels: Sequence[str] | None, numbered: bool) -> list[str]:
+    out = []
+    for i, region in enumerate(regions):
+        caption = labels[i] if labels is not None else _box_and_caption(region)[1]
+        prefix = f"{i + 1}" if numbered else ""
+        out.append(f"{prefix}. {caption}" if prefix and caption else prefix or caption)
+    return out
+
+
+def label_rects(image, regions: Sequence[Any], labels: Sequence[str] | None = None,
+                numbered: bool = True) -> list[tuple[int, int, int, int]]:
+    """The label tag rectangles :func:`draw_regions` would draw (for layout checks)."""
+    image = load_image(image)
+    line, font_size = _sizes(*image.size)
+    draw = ImageDraw.Draw(image)
+    boxes = [_box_and_caption(r)[0] for r in regions]
+    return _layout(image.size, boxes, _texts(regions, labels, numbered), draw, _font(font_size), max(2, line))[0]
+
+
+def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = None, *, numbered: bool = True,
+                 highlight: int | None = None) -> Image.Image:
+    """Draw numbered boxes with captions; returns a new RGB image (the input is not changed).
+
+    Args:
+        image: PIL image, path, bytes or numpy array (anything ``load_image`` reads).
+        regions: objects with ``.box`` [x1, y1, x2, y2] and ``.caption`` (``Region``), or dicts with
+            "box" / "caption" (the CLI's JSON).
+        labels: text per region instead of its caption (e.g. a similarity for query results).
+        numbered: prefix each label with its 1-based index, matching the regions list.
+        highlight: index of a region to draw thicker (the others are drawn thinner).
+    """
+    image = load_image(image).copy()
+    width, height = image.size
+    line, font_size = _sizes(width, height)
+    font, pad = _font(font_size), max(2, line)
+    draw = ImageDraw.Draw(image)
+    boxes = [[float(c) for c in _box_and_caption(r)[0]] for r in regions]
+    rects, texts = _layout(image.size, boxes, _texts(regions, labels, numbered), draw, font, pad)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        colour = PALETTE[i % len(PALETTE)]
+        w = line * 2 if highlight == i else (max(1, line // 2) if highlight is not None else line)
+        x1, x2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
+        y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
+        draw.rectangle((x1, y1, x2, y2), outline=OUTLINE, width=w + 2)  # dark edge shows on light images
+        draw.rectangle((x1 + 1, y1 + 1, x2 - 1, y2 - 1) if x2 - x1 > 2 and y2 - y1 > 2 else (x1, y1, x2, y2),
+                       outline=colour, width=w)
+    for i, ((x0, y0, x1, y1), text) in enumerate(zip(rects, texts)):
+        if not text:
+            continue
+        colour = PALETTE[i % len(PALETTE)]
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=colour, outline=OUTLINE)
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.text((x0 + pad - left, y0 + pad - top), text, fill=_text_colour(colour), font=font)
+    return image

@@ -1,0 +1,59 @@
+"""Config dataclasses: JSON round trip and strict validation of config.json contents."""
+
+import json
+
+import pytest
+
+from regioncap.errors import ModelFileError
+from regioncap.models.config import CaptionerConfig, DetectorConfig, RegionCaptionerConfig
+
+
+def config():
+    return RegionCaptionerConfig(vocab_size=50, entity_types=["people", "animals"],
+                                 detector=DetectorConfig(min_size=96), captioner=CaptionerConfig(rnn="lstm"))
+
+
+def test_round_trip_through_json():
+    c = config()
+    again = RegionCaptionerConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert again == c
+
+
+def test_integer_accepted_for_float():
+    d = config().to_dict()
+    d["align_margin"] = 2
+    assert RegionCaptionerConfig.from_dict(d).align_margin == 2.0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(extra=1), "unknown key(s) extra"),
+    (lambda d: d.pop("joint_dim"), "missing key(s) joint_dim"),
+    (lambda d: d.pop("captioner"), "missing key 'captioner'"),
+    (lambda d: d["detector"].pop("min_size"), "detector.missing key(s) min_size"),
+    (lambda d: d["detector"].update(speed=3), "detector.unknown key(s) speed"),
+    (lambda d: d.update(vocab_size="50"), "vocab_size must be an integer"),
+    (lambda d: d.update(vocab_size=True), "vocab_size must be an integer"),
+    (lambda d: d["detector"].update(pretrained=1), "pretrained must be a boolean"),
+    (lambda d: d["detector"].update(anchor_sizes=[16, "32"]), "anchor_sizes must be a list of an integer"),
+    (lambda d: d.update(entity_types="people"), "entity_types must be a list of a string"),
+    (lambda d: d["detector"].update(arch="huge"), "detector.arch must be one of"),
+    (lambda d: d["captioner"].update(rnn="transformer"), "captioner.rnn must be one of"),
+    (lambda d: d.update(region_encoder=[]), "region_encoder must be a JSON object"),
+    (lambda d: d.update(vocab_size=2), "vocab_size must be >= 5"),
+])
+def test_bad_config_is_refused_with_the_file_named(change, message):
+    d = config().to_dict()
+    change(d)
+    with pytest.raises(ModelFileError) as err:
+        RegionCaptionerConfig.from_dict(d, source="m/config.json")
+    assert str(err.value).startswith("m/config.json") and message in str(err.value)
+
+
+def test_not_an_object():
+    with pytest.raises(ModelFileError, match="top level must be a JSON object"):
+        RegionCaptionerConfig.from_dict([1, 2])
+
+
+def test_validate_direct_construction():
+    with pytest.raises(ValueError, match="backbone_channels"):
+        RegionCaptionerConfig(vocab_size=9, entity_types=["a"], detector=DetectorConfig(backbone_channels=[8])).validate()

@@ -1,0 +1,147 @@
+"""Dataset items, phrase/region bookkeeping, skipping of bad files, and batching."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from regioncap.data import synthetic
+from regioncap.data.dataset import Flickr30kEntities, chain_regions, collate_fn, merged_box, pad_sequences
+from regioncap.data.flickr30k import ENTITY_TYPES
+from regioncap.data.transforms import build_transforms
+from regioncap.data.vocab import PAD, Vocabulary
+from regioncap.errors import AnnotationError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "flickr30k"
+
+
+@pytest.fixture()
+def root(tmp_path):
+    """The hand-written fixtures plus plain JPEGs of the annotated sizes."""
+    root = tmp_path / "f30k"
+    shutil.copytree(FIXTURES, root)
+    (root / "Images").mkdir()
+    for image_id, size in (("1000001", (500, 375)), ("1000002", (320, 240))):
+        Image.new("RGB", size, (90, 120, 150)).save(root / "Images" / f"{image_id}.jpg")
+    return root
+
+
+def test_records_and_skipping(root):
+    ds = Flickr30kEntities(root, "train")
+    assert ds.ids == ["1000001", "1000002"] and len(ds) == 2
+    assert ds.entity_types == ENTITY_TYPES
+    assert len(ds.skipped) == 1
+    path, problem = ds.skipped[0]
+    assert path.endswith("1000003.jpg") and problem == "image file not found"
+    rec = ds.records[0]
+    image_id, image_path, ann, sentences = rec  # a named tuple: unpacks and has attributes
+    assert rec.id == rec.image_id == "1000001" and image_path == root / "Images" / "1000001.jpg"
+    assert ann.width == 500 and len(rec.sentences) == 5
+    with pytest.raises(AnnotationError, match="1000003"):
+        Flickr30kEntities(root, "train", strict=True)
+    with pytest.raises(AnnotationError, match="split file not found"):
+        Flickr30kEntities(root, "nosuchsplit")
+
+
+def test_malformed_file_skipped_or_raised(root):
+    (root / "Annotations" / "1000002.xml").write_text("<annotation><size>", encoding="utf-8")
+    ds = Flickr30kEntities(root, "val")
+    assert len(ds) == 0 and ds.skipped[0][0].endswith("1000002.xml") and "invalid XML" in ds.skipped[0][1]
+    with pytest.raises(AnnotationError, match="invalid XML"):
+        Flickr30kEntities(root, "val", strict=True)
+
+
+def test_chain_regions_and_phrase_pairs(root):
+    ds = Flickr30kEntities(root, "test")
+    rec = ds.records[0]
+    assert chain_regions(rec) == ds.chain_regions(rec) == ["101", "102", "105", "107", "103"]
+    assert merged_box([[11, 39, 149, 374], [159, 34, 289, 369]]) == [11, 34, 289, 374]
+    pairs = ds.phrase_pairs()
+    assert len(pairs) == 11  # every phrase of a boxed chain: not 104/106 (no box) nor chain 0
+    image_index, s, p, phrase, merged, boxes = pairs[0]
+    assert (image_index, s, p, phrase.text, merged) == (0, 0, 0, "Two young men", [11, 34, 289, 374])
+    assert boxes == [[11, 39, 149, 374], [159, 34, 289, 369]]
+    assert [(s, p) for _, s, p, *_ in pairs][:4] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+def test_item_of_the_fixture(root):
+    ds = Flickr30kEntities(root, "test")
+    image, t = ds[0]
+    assert image.shape == (3, 375, 500) and image.dtype == torch.float32 and t["size"] == (375, 500)
+    assert t["image_id"] == "1000001"
+    # each distinct box once: 101 has two, 105 and 107 share one
+    assert t["boxes"].tolist() == [[11, 39, 149, 374], [159, 34, 289, 369], [19, 119, 139, 259],
+                                   [299, 59, 419, 374], [0, 0, 499, 374]]
+    people, clothing, vehicles = (ENTITY_TYPES.index(n) + 1 for n in ("people", "clothing", "vehicles"))
+    assert t["labels"].tolist() == [people, people, clothing, people, vehicles] and t["labels"].dtype == torch.int64
+    assert t["region_boxes"].tolist() == [[0, 0, 500, 375], [11, 34, 289, 374], [19, 119, 139, 259],
+                                          [299, 59, 419, 374], [299, 59, 419, 374], [0, 0, 499, 374]]
+    texts = [ds.vocab.decode(p.tolist()) for p in t["phrases"]]
+    assert texts == ["two young men", "blue jackets", "the subway", "the men", "a woman", "two guys", "a train",
+                     "a woman", "two men", "people", "the metro"]
+    assert t["phrase_region"].tolist() == [1, 2, 5, 1, 3, 1, 5, 3, 1, 4, 5]
+    assert t["phrase_sentence"].tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert t["phrase_boxed"].all() and t["phrase_boxed"].dtype == torch.bool
+
+
+def test_image_without_boxes(root):
+    vocab = Vocabulary.build(["a snowy mountain"])
+    ds = Flickr30kEntities(root, "val", vocab=vocab)
+    image, t = ds[0]
+    assert t["boxes"].shape == (0, 4) and t["labels"].shape == (0,)
+    assert t["region_boxes"].tolist() == [[0, 0, 320, 240]]
+    assert t["phrase_region"].tolist() == [0] * 7  # scene phrases -> the whole image
+    assert not t["phrase_boxed"].any()
+    assert ds.vocab is vocab and vocab.decode(t["phrases"][0].tolist()) == "a snowy mountain"
+    assert vocab.decode(t["phrases"][1].tolist()) == "a <unk> <unk>"  # "a clear sky": unknown words
+
+
+def test_collate(root):
+    ds = Flickr30kEntities(root, "train")
+    images, targets, text = collate_fn([ds[0], ds[1]])
+    assert len(images) == len(targets) == 2
+    n0, n1 = len(targets[0]["phrases"]), len(targets[1]["phrases"])
+    assert text["tokens"].shape == (n0 + n1, 3) and text["tokens"].dtype == torch.long
+    assert text["lengths"].tolist()[:3] == [3, 2, 2]
+    assert (text["tokens"][1, 2:] == PAD).all()
+    r0 = len(targets[0]["region_boxes"])
+    assert text["region"].tolist() == targets[0]["phrase_region"].tolist() + [r0] * n1
+    expected = targets[0]["phrase_sentence"].tolist() + (targets[1]["phrase_sentence"] + 5).tolist()
+    assert text["sentence"].tolist() == expected
+    assert text["sentence_image"].tolist() == [0] * 5 + [1] * 5
+    assert text["boxed"].tolist() == [True] * n0 + [False] * n1
+    # an image without usable phrases still has its sentences; and an empty batch works
+    empty = dict(targets[1], phrases=[], phrase_region=torch.zeros(0, dtype=torch.long),
+                 phrase_sentence=torch.zeros(0, dtype=torch.long), phrase_boxed=torch.zeros(0, dtype=torch.bool))
+    _, _, text = collate_fn([(images[1], empty)])
+    assert text["tokens"].shape == (0, 1) and text["sentence_image"].tolist() == [0] * 5
+    _, _, text = collate_fn([])
+    assert text["tokens"].shape == (0, 1) and text["region"].shape == (0,)
+
+
+def test_pad_sequences():
+    tokens, lengths = pad_sequences([torch.tensor([5, 6, 7]), torch.tensor([8]), torch.tensor([], dtype=torch.long)])
+    assert tokens.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]] and lengths.tolist() == [3, 1, 0]
+    tokens, lengths = pad_sequences([torch.tensor([], dtype=torch.long)] * 2, pad=9)
+    assert tokens.tolist() == [[9], [9]] and lengths.tolist() == [0, 0]  # all padding: width 1, never 0
+
+
+def test_synthetic_set_end_to_end(tmp_path):
+    synthetic.generate(tmp_path, images=6, seed=3, splits=(1, 0, 0))
+    ds = Flickr30kEntities(tmp_path, "train", transforms=build_transforms(train=True), strict=True)
+    assert len(ds) == 6 and len(ds.vocab or []) == 0
+    torch.manual_seed(0)
+    for images, targets, text in DataLoader(ds, batch_size=3, collate_fn=collate_fn):
+        for image, t in zip(images, targets):
+            h, w = t["size"]
+            assert image.shape == (3, h, w)
+            assert 2 <= len(t["boxes"]) <= 4 and (t["labels"] >= 1).all() and (t["labels"] <= 6).all()
+            boxes = t["region_boxes"]
+            assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+            assert len(t["phrase_region"]) == len(t["phrases"]) and t["phrase_region"].max() < len(boxes)
+        assert text["region"].max() < sum(len(t["region_boxes"]) for t in targets)
+        assert len(text["sentence_image"]) == 15 and (text["lengths"] > 0).all()
+    assert len(ds.vocab) > 20  # built from the split on first use

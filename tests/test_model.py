@@ -1,0 +1,187 @@
+"""RegionCaptioner: training losses, gradients, analyze, query/align reuse, text checks."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from regioncap.errors import ImageError, RegionCapError, TextError
+from regioncap.models.alignment import region_phrase_similarity
+
+
+def test_training_returns_the_three_losses_and_grads_reach_every_part(tiny_model, tiny_batch):
+    model = tiny_model.train()
+    losses = model(*tiny_batch)
+    assert set(losses) == {"loss_detector", "loss_align", "loss_caption"}
+    assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
+    sum(losses.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    for part in ("detector", "region_encoder", "text_encoder", "captioner"):
+        grads = [p.grad.abs().sum() for p in getattr(model, part).parameters()]
+        assert sum(grads) > 0, part
+
+
+def test_only_the_asked_losses_run(tiny_model, tiny_batch, monkeypatch):
+    model = tiny_model.train()
+    calls = []
+    monkeypatch.setattr(model.detector.rpn, "forward", lambda *a, **k: calls.append("rpn"))
+    out = model(*tiny_batch, losses=("align",))
+    assert set(out) == {"loss_align"} and calls == []
+
+
+def test_caption_loss_does_not_reach_the_joint_space(tiny_model, tiny_batch):
+    model = tiny_model.train()
+    model(*tiny_batch, losses=("caption",))["loss_caption"].backward()
+    assert all(p.grad is None for p in model.region_encoder.parameters())
+    assert all(p.grad is None for p in model.detector.parameters())
+    assert any(p.grad is not None for p in model.captioner.parameters())
+
+
+def test_caption_loss_can_train_the_encoder_when_not_detached(make_model, tiny_batch):
+    model = make_model(captioner={"detach_regions": False}).train()
+    model(*tiny_batch, losses=("caption",))["loss_caption"].backward()
+    assert any(p.grad is not None for p in model.region_encoder.parameters())
+
+
+def test_batch_without_phrases_and_image_without_boxes(tiny_model, tiny_batch):
+    images, targets, text = tiny_batch
+    empty = {"tokens": torch.zeros(0, 1, dtype=torch.long), "lengths": torch.zeros(0, dtype=torch.long),
+             "region": torch.zeros(0, dtype=torch.long), "sentence": torch.zeros(0, dtype=torch.long),
+             "sentence_image": torch.zeros(0, dtype=torch.long), "boxed": torch.zeros(0, dtype=torch.bool)}
+    model = tiny_model.train()
+    losses = model(images[1:], targets[1:], empty)  # one image, no boxes, no phrases
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_align"].item() == 0.0 and losses["loss_caption"].item() == 0.0
+    sum(losses.values()).backward()
+
+
+def test_training_without_targets_and_bad_loss_names_are_errors(tiny_model, tiny_batch):
+    images, targets, text = tiny_batch
+    model = tiny_model.train()
+    with pytest.raises(ValueError, match="targets"):
+        model(images)
+    with pytest.raises(ValueError, match="losses"):
+        model(images, targets, text, losses=("detector", "decoder"))
+    model.eval()
+    with pytest.raises(ValueError, match="training mode"):
+        model(images, targets, text, losses=("detector",))
+    assert set(model(images, targets, text, losses=("align", "caption"))) == {"loss_align", "loss_caption"}
+
+
+def test_analyze_no_detections(tiny_model):
+    image = torch.rand(3, 60, 80)
+    assert tiny_model.analyze(image, score_threshold=1.0).regions == []
+    result = tiny_model.analyze(image, max_regions=0, score_threshold=0.0)
+    assert result.regions == [] and result.vectors.shape == (0, 16)
+    assert result.query("a red circle") == []
+    assert result.image_vector.shape == (16,)
+
+
+def test_analyze_detections(tiny_model):
+    result = tiny_model.analyze(torch.rand(3, 60, 80), max_regions=4, score_threshold=0.0)
+    assert 1 <= len(result.regions) <= 4
+    scores = [r.score for r in result.regions]
+    assert scores == sorted(scores, reverse=True)
+    for r in result.regions:
+        x1, y1, x2, y2 = r.box
+        assert 0 <= x1 < x2 <= 80 and 0 <= y1 < y2 <= 60
+        assert r.caption and r.caption_score <= 0 and r.label in tiny_model.config.entity_types
+    assert result.vectors.shape == (len(result.regions), 16)
+    assert torch.allclose(result.vectors.norm(dim=1), torch.ones(len(result.regions)), atol=1e-5)
+    d = json.loads(json.dumps(result.to_dict()))
+    assert set(d) == {"width", "height", "regions", "timings_ms"} and (d["width"], d["height"]) == (80, 60)
+    assert set(d["regions"][0]) == {"box", "caption", "score", "caption_score", "label"}
+    assert tiny_model.training is False
+
+
+def test_analyze_keeps_the_training_mode(tiny_model):
+    tiny_model.train()
+    tiny_model.analyze(torch.rand(3, 40, 40), score_threshold=0.0)
+    assert tiny_model.training
+
+
+def test_analyze_user_boxes(tiny_model, image_file):
+    result = tiny_model.analyze(image_file, boxes=[[10, 10, 40, 40], [-5, 50, 500, 90]])
+    assert [r.label for r in result.regions] == ["user", "user"]
+    assert [r.score for r in result.regions] == [1.0, 1.0]
+    assert result.regions[1].box == [0.0, 50.0, 96.0, 72.0]  # clamped into the 96x72 image
+    again = tiny_model.analyze(Image.open(image_file), boxes=[[10, 10, 40, 40]])
+    assert torch.allclose(again.vectors[0], result.vectors[0], atol=1e-5)
+    assert again.regions[0].caption == result.regions[0].caption
+    assert tiny_model.analyze(image_file, boxes=[]).regions == []
+    for bad in ([[10, 10, 5, 40]], [[1, 2, 3]], [["a", 1, 2, 3]], [[0, 0, float("nan"), 4]], [[200, 0, 300, 10]]):
+        with pytest.raises(RegionCapError):
+            tiny_model.analyze(image_file, boxes=bad)
+
+
+def test_analyze_bad_arguments(tiny_model, tmp_path):
+    with pytest.raises(RegionCapError):
+        tiny_model.analyze(torch.rand(3, 20, 20), max_regions=-1)
+    with pytest.raises(RegionCapError):
+        tiny_model.analyze(torch.rand(3, 20, 20), score_threshold=1.5)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageError):
+        tiny_model.analyze(bad)
+
+
+def test_query_and_align_reuse_the_cached_vectors(tiny_model, monkeypatch):
+    calls = []
+    real = tiny_model.detector.backbone.forward
+    monkeypatch.setattr(tiny_model.detector.backbone, "forward", lambda x: calls.append(1) or real(x))
+    result = tiny_model.analyze(torch.rand(3, 60, 80), max_regions=5, score_threshold=0.0)
+    assert len(calls) == 1  # one backbone pass for detection and region vectors
+    matches = result.query("the red circle", top_k=3)
+    alignment = result.align("a large red circle next to the small blue square")
+    assert len(calls) == 1  # no image work
+    assert len(matches) == 3 and [m[1] for m in matches] == sorted((m[1] for m in matches), reverse=True)
+    s = tiny_model.encode_text(["the red circle"])[0]
+    assert matches[0][1] == pytest.approx(float((result.vectors @ s).max()), abs=1e-5)
+    assert [a.phrase for a in alignment] == ["a large red circle", "the small blue square"]
+    assert alignment.score == pytest.approx(sum(a.similarity for a in alignment), abs=1e-5)
+    for a in alignment:
+        assert (a.region is None) == (a.region_index is None)
+        if a.region is not None:
+            assert a.region is result.regions[a.region_index]
+
+
+def test_align_picks_the_best_of_regions_and_whole_image(tiny_model):
+    result = tiny_model.analyze(torch.rand(3, 60, 80), max_regions=5, score_threshold=0.0)
+    alignment = result.align("a red circle")
+    s = tiny_model.encode_text(["a red circle"])
+    sims = region_phrase_similarity(torch.cat([result.image_vector[None], result.vectors]), s)[0]
+    assert alignment[0].similarity == pytest.approx(float(sims.max()), abs=1e-5)
+    assert (alignment[0].region_index is None) == (int(sims.argmax()) == 0)
+
+
+def test_text_errors(tiny_model):
+    result = tiny_model.analyze(torch.rand(3, 40, 40), max_regions=2, score_threshold=0.0)
+    for phrase in ("", "   "):
+        with pytest.raises(TextError, match="empty"):
+            result.query(phrase)
+    with pytest.raises(TextError, match="vocabulary"):
+        result.query("zebra quokka")
+    with pytest.raises(TextError, match="no phrase"):
+        result.align("with and of the")
+    with pytest.raises(TextError, match="empty"):
+        result.align(" ")
+    with pytest.raises(RegionCapError):
+        result.query("red", top_k=0)
+    long = tiny_model.encode_text(["red " * 500])  # capped to text_encoder.max_len tokens
+    assert torch.allclose(long, tiny_model.encode_text(["red " * 8]))
+
+
+def test_eval_forward_returns_one_result_per_image(tiny_model):
+    results = tiny_model([torch.rand(3, 60, 80), torch.rand(3, 40, 50)])
+    assert [(r.width, r.height) for r in results] == [(80, 60), (50, 40)]
+
+
+def test_vgg19_encoder_model(make_model, tiny_batch, image_file):
+    model = make_model(region_encoder={"kind": "vgg19"}).train()
+    losses = model(*tiny_batch, losses=("align", "caption"))
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.region_encoder.project.parameters())
+    result = model.eval().analyze(image_file, boxes=[[10, 10, 40, 40]])
+    assert len(result.regions) == 1 and result.regions[0].caption

@@ -1,0 +1,46 @@
+"""Phrase encoder: shapes, unit norm, padding and batch-order invariance, empty rows."""
+
+import torch
+
+from regioncap.models.config import TextEncoderConfig
+from regioncap.models.text_encoder import TextEncoder
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return TextEncoder(20, TextEncoderConfig(embed_dim=8, hidden_dim=16, max_len=5, **kw), 12).eval()
+
+
+def test_shape_and_unit_norm():
+    enc = make()
+    out = enc(torch.tensor([[4, 5, 6], [7, 0, 0]]), torch.tensor([3, 1]))
+    assert out.shape == (2, 12)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_padding_and_batch_order_do_not_change_a_row():
+    enc = make(bidirectional=True)
+    a = enc(torch.tensor([[4, 5, 6]]), torch.tensor([3]))
+    batch = enc(torch.tensor([[7, 0, 0, 0, 0], [4, 5, 6, 9, 9]]), torch.tensor([1, 3]))  # 9s lie past the length
+    assert torch.allclose(batch[1], a[0], atol=1e-6)
+
+
+def test_zero_length_rows_and_empty_batch():
+    enc = make()
+    out = enc(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+    assert out.shape == (2, 12) and torch.isfinite(out).all()
+    assert enc(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long)).shape == (0, 12)
+
+
+def test_tokens_past_max_len_are_ignored():
+    enc = make()
+    long = enc(torch.tensor([[4, 5, 6, 7, 8, 9, 10, 11]]), torch.tensor([8]))
+    cut = enc(torch.tensor([[4, 5, 6, 7, 8]]), torch.tensor([5]))
+    assert torch.allclose(long, cut)
+
+
+def test_gradients_reach_every_parameter():
+    enc = make(num_layers=2)
+    enc.train()
+    enc(torch.tensor([[4, 5, 6], [7, 8, 0]]), torch.tensor([3, 2])).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())

@@ -1,0 +1,203 @@
+"""Write a model folder's model card and upload the model to the Hugging Face Hub.
+
+    python -m train.publish --model DIR --repo-id USER/NAME [--private] [--metrics JSON] [--token T] [--dry-run]
+
+1. Checks DIR: config.json, model.safetensors and vocab.json present and valid, no pickle file
+   anywhere in it (refused: exit 2 with a one-line message, nothing uploaded).
+2. (Re)writes DIR/README.md with ``regioncap.hub.write_model_card``: architecture from config.json,
+   the training facts recorded in the previous card, and the metrics of the last evaluation
+   (``--metrics`` or DIR/eval.json, as written by ``python -m train.evaluate --json``); then adds the
+   Hub metadata (datasets, metrics) and the intended-use and limitations sections.
+3. Creates the repo if needed (``HfApi.create_repo(exist_ok=True)``) and uploads exactly
+   config.json, model.safetensors, vocab.json and README.md in one commit.
+
+The token comes from --token, else huggingface_hub's usual sources (HF_TOKEN, ``hf auth login``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from regioncap import hub
+from regioncap.errors import RegionCapError
+
+UPLOAD_FILES = (hub.CONFIG_FILE, hub.WEIGHTS_FILE, hub.VOCAB_FILE, hub.CARD_FILE)
+EVAL_FILE = "eval.json"
+# Card order of the evaluation's keys (train.evaluate); the counts follow the scores.
+METRIC_KEYS = ("det_ap50", "grounding_acc", "grounding_acc_any", "bleu1", "bleu2", "bleu3", "bleu4",
+               "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
+               "num_images", "num_sentences", "num_phrases", "num_regions_captioned")
+HUB_METRICS = ["bleu", "accuracy", "recall", "map"]
+
+INTENDED_USE = """## Intended use
+
+- Describing the regions of a photo with short phrases and finding the regions that match a typed
+  phrase (`python -m regioncap caption|query`, the Gradio app, or `RegionCaptioner.analyze`).
+- Research and teaching on region-phrase alignment (Karpathy & Fei-Fei, CVPR 2015) and as a
+  baseline for dense captioning and phrase grounding.
+"""
+
+LIMITATIONS = """## Limitations
+
+- The model only knows what its training data shows: a model trained on the synthetic scenes
+  describes coloured shapes, not people or animals; one trained on Flickr30k Entities inherits that
+  data's bias towards people-centred scenes and its annotators' wording, including gendered and
+  stereotyped descriptions.
+- Captions are short (one phrase per region) and can be wrong with high confidence; the caption
+  score is a sequence log-probability, not a calibrated probability.
+- The detector knows eight coarse entity types; small, crowded or unusual objects are often missed.
+- English only. Not suitable for identifying people, surveillance, or any decision about a person.
+"""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Write the model card and upload a model folder to the Hugging Face Hub.")
+    p.add_argument("--model", required=True, help="model folder (config.json, model.safetensors, vocab.json)")
+    p.add_argument("--repo-id", required=True, help="Hub repo, USER/NAME")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--metrics", default=None, metavar="JSON",
+                   help=f"evaluation JSON from train.evaluate (default: DIR/{EVAL_FILE} if present)")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+    p.add_argument("--dataset", action="append", default=None, metavar="ID",
+                   help="training data set for the card's metadata (repeatable; default: guessed from the "
+                        "recorded training data: synthetic-scenes or flickr30k-entities)")
+    p.add_argument("--commit-message", default="Upload regioncap model")
+    p.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
+    return p
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_model_dir(directory: Path):
+    """Refuse an incomplete folder, one holding pickle files, or one that does not load -> its config.
+
+    The last check loads the model exactly as users will (``RegionCaptioner.from_pretrained``:
+    strict config, vocabulary and weights), so a folder that would fail for them is never published.
+    """
+    if not directory.is_dir():
+        raise RegionCapError(f"{directory}: no such model folder")
+    pickled = sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                     if p.is_file() and p.suffix.lower() in hub.PICKLE_SUFFIXES)
+    if pickled:
+        raise RegionCapError(f"{directory}: holds pickle-format file(s) {', '.join(pickled)}; refusing to publish "
+                             "a folder with pickle files (remove them; regioncap uses model.safetensors)")
+    for name in UPLOAD_FILES[:3]:
+        if not (directory / name).is_file():
+            raise RegionCapError(f"{directory / name}: missing (a model folder needs {', '.join(UPLOAD_FILES[:3])})")
+    from regioncap.models.model import RegionCaptioner
+
+    return RegionCaptioner.from_pretrained(directory).config
+
+
+def read_metrics(path: Path) -> dict:
+    """The evaluation JSON -> ordered card metrics (scores, counts, then where it was measured)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegionCapError(f"{path}: not a readable metrics JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RegionCapError(f"{path}: metrics JSON must be an object")
+    metrics = {k: data[k] for k in METRIC_KEYS if isinstance(data.get(k), (int, float))}
+    if not metrics:
+        raise RegionCapError(f"{path}: no metrics of train.evaluate in it ({', '.join(METRIC_KEYS[:3])}, ...)")
+    if data.get("data"):
+        metrics["evaluated on"] = f"{data['data']}, split {data.get('split', '?')}"
+    return metrics
+
+
+def recorded_training(card: Path) -> dict | None:
+    """The "Training data" bullets (``- **key**: value``) of an existing card, to keep them on rewrite."""
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    section = re.search(r"^## Training data\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    if not section:
+        return None
+    items = dict(re.findall(r"^- \*\*(.+?)\*\*: (.*)$", section.group(1), flags=re.M))
+    return items or None
+
+
+def write_card(directory: Path, config, metrics: dict | None, training: dict | None,
+               datasets: list[str]) -> Path:
+    """hub.write_model_card, then the Hub metadata and the intended-use / limitations sections."""
+    from huggingface_hub import ModelCard
+
+    path = hub.write_model_card(directory, config, metrics=metrics, training=training)
+    card = ModelCard(path.read_text(encoding="utf-8"))
+    card.data.library_name = card.data.library_name or "regioncap"
+    card.data.datasets = datasets
+    if metrics:
+        card.data.metrics = HUB_METRICS
+    text = card.text.rstrip("\n") + "\n"
+    for section in (INTENDED_USE, LIMITATIONS):
+        if section.splitlines()[0] not in text:
+            text += "\n" + section
+    card.text = text
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(card), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise RegionCapError(f"--repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from None
+    if repo_id.count("/") != 1:
+        raise RegionCapError(f"--repo-id {repo_id!r}: expected USER/NAME")
+
+
+def _default_datasets(training: dict | None, metrics: dict | None) -> list[str]:
+    described = " ".join(str(v) for v in (training or {}).values()) + str((metrics or {}).get("evaluated on", ""))
+    return ["synthetic-scenes"] if "synth" in described.lower() else ["flickr30k-entities"]
+
+
+def main(args, api=None) -> int:
+    """Check, write the card, upload. ``api``: an ``HfApi``-like client (tests pass a fake)."""
+    directory = Path(args.model)
+    try:
+        _check_repo_id(args.repo_id)
+        config = check_model_dir(directory)
+        metrics_path = Path(args.metrics) if args.metrics else directory / EVAL_FILE
+        if args.metrics and not metrics_path.is_file():
+            raise RegionCapError(f"{metrics_path}: no such metrics file")
+        metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
+    except RegionCapError as exc:
+        _fail(str(exc))
+    training = recorded_training(directory / hub.CARD_FILE)
+    datasets = args.dataset or _default_datasets(training, metrics)
+    write_card(directory, config, metrics, training, datasets)
+    print(f"wrote {directory / hub.CARD_FILE}; datasets: {', '.join(datasets)}"
+          + ("" if args.dataset else " (guessed; set with --dataset)")
+          + ("" if metrics else f"; no metrics (run train.evaluate --json {directory / EVAL_FILE} to add them)"))
+    if args.dry_run:
+        print("would upload: " + ", ".join(UPLOAD_FILES))
+        return 0
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = api if api is not None else HfApi(token=args.token)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in UPLOAD_FILES]
+    try:
+        url = api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
+        api.create_commit(args.repo_id, operations, commit_message=args.commit_message, repo_type="model")
+    except Exception as exc:  # auth, network, a bad repo id: all reported in one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _fail(f"upload to {args.repo_id} failed: {type(exc).__name__}: {first}")
+    print(f"uploaded {', '.join(UPLOAD_FILES)} to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
