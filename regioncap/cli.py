@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -84,8 +85,8 @@ def run(args) -> dict:
     """Run one command; returns the JSON-ready dict."""
     from regioncap.data.image import load_image
 
+    image = load_image(args.image)  # first: a bad image fails fast, before torch is imported
     name, model = _load_model(args)
-    image = load_image(args.image)
     result = model.analyze(image, max_regions=args.max_regions, score_threshold=args.threshold)
     if args.command == "query":
         matches = result.query(args.phrase, top_k=args.top_k)
@@ -111,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    json.dump(out, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    sys.stdout.write(to_json(out) + "\n")
     return 0
+
+
+_NUMBER_LIST = re.compile(r"\[\s+(-?[\d.eE+-]+(?:,\s+-?[\d.eE+-]+)*)\s+\]")
+
+
+def to_json(data: dict) -> str:
+    """Indented JSON with lists of numbers (boxes) kept on one line."""
+    text = json.dumps(data, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def _one_line(exc: BaseException) -> str:

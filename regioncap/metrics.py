@@ -101,17 +101,25 @@ def average_precision_50(detections: Sequence[dict], ground_truth: Sequence[dict
     positives (also in images without ground truth of that class). All images' detections are then
     ranked by score (stable: ties in image order), and precision is made monotone and sampled at
     the 101 recall points 0, 0.01, ..., 1 (0 beyond the highest recall reached). IoU has no "+1"
-    in widths and heights and is computed in float64 like pycocotools' C code.
+    in widths and heights and is computed in float64 like pycocotools' C code. An inverted box
+    (x2 < x1 or y2 < y1) is a ValueError: pycocotools would silently drop it as outside the area range.
     """
     if len(detections) != len(ground_truth):
         raise ValueError(f"average_precision_50: {len(detections)} detection dicts but {len(ground_truth)} images")
-    rec_thresholds = torch.linspace(0, 1, 101, dtype=torch.float64)
+    for item in list(detections) + list(ground_truth):
+        _check_labels(item["labels"], num_classes)
+        boxes = _as_boxes(item["boxes"])
+        if bool(((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any()):
+            # pycocotools would silently ignore such a box (its negative area is outside every area range)
+            raise ValueError("average_precision_50: boxes must have x1 <= x2 and y1 <= y2")
+    # Exactly numpy's linspace(0, 1, 101) = k * 0.01 (torch.linspace differs in the last bit for 10 of
+    # the points, which moves a recall of exactly k/100 to the other side of a threshold).
+    rec_thresholds = torch.arange(101, dtype=torch.float64) * 0.01
+    rec_thresholds[-1] = 1.0
     aps = []
     for c in range(1, num_classes + 1):
         scores_c, tp_c, n_gt = [], [], 0
         for det, gt in zip(detections, ground_truth):
-            _check_labels(det["labels"], num_classes)
-            _check_labels(gt["labels"], num_classes)
             g = _as_boxes(gt["boxes"])[torch.as_tensor(gt["labels"]).reshape(-1) == c]
             keep = torch.as_tensor(det["labels"]).reshape(-1) == c
             d = _as_boxes(det["boxes"])[keep]

@@ -34,8 +34,8 @@ def test_integer_accepted_for_float():
     (lambda d: d.update(vocab_size="50"), "vocab_size must be an integer"),
     (lambda d: d.update(vocab_size=True), "vocab_size must be an integer"),
     (lambda d: d["detector"].update(pretrained=1), "pretrained must be a boolean"),
-    (lambda d: d["detector"].update(anchor_sizes=[16, "32"]), "anchor_sizes must be a list of an integer"),
-    (lambda d: d.update(entity_types="people"), "entity_types must be a list of a string"),
+    (lambda d: d["detector"].update(anchor_sizes=[16, "32"]), "anchor_sizes must be a list of integers"),
+    (lambda d: d.update(entity_types="people"), "entity_types must be a list of strings"),
     (lambda d: d["detector"].update(arch="huge"), "detector.arch must be one of"),
     (lambda d: d["captioner"].update(rnn="transformer"), "captioner.rnn must be one of"),
     (lambda d: d.update(region_encoder=[]), "region_encoder must be a JSON object"),
@@ -56,4 +56,5 @@ def test_not_an_object():
 
 def test_validate_direct_construction():
     with pytest.raises(ValueError, match="backbone_channels"):
-        RegionCaptionerConfig(vocab_size=9, entity_types=["a"], detector=DetectorConfig(backbone_channels=[8])).validate()
+        config = RegionCaptionerConfig(vocab_size=9, entity_types=["a"], detector=DetectorConfig(backbone_channels=[8]))
+        config.validate()

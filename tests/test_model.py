@@ -98,8 +98,9 @@ def test_analyze_detections(tiny_model):
 
 def test_analyze_keeps_the_training_mode(tiny_model):
     tiny_model.train()
+    tiny_model.detector.eval()  # e.g. a trainer that keeps the detector frozen
     tiny_model.analyze(torch.rand(3, 40, 40), score_threshold=0.0)
-    assert tiny_model.training
+    assert tiny_model.training and tiny_model.captioner.training and not tiny_model.detector.training
 
 
 def test_analyze_user_boxes(tiny_model, image_file):

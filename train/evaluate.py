@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,7 @@ from regioncap.data.image import load_image
 from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError
 from regioncap.metrics import average_precision_50, bleu, grounding_accuracy, recall_at_k
+from regioncap.models.alignment import image_sentence_scores
 
 TEXT_BATCH = 512
 
@@ -48,7 +49,8 @@ class ImageTruth:
     """One image's annotation in the form the metrics need; boxes are FloatTensor[*, 4] xyxy pixels.
 
     Attributes:
-        image: anything ``model.analyze`` and ``load_image`` accept (a path or a PIL image).
+        image: FloatTensor[3, H, W] in [0, 1], or a path / PIL image (decoded with load_image);
+            dropped (set to None) once the image has been run.
         det_boxes, det_labels: the detector's ground truth, FloatTensor[N, 4] and Int64Tensor[N] in 1..C.
         merged: FloatTensor[C, 4], the union box of each chain that has boxes (chain_regions order).
         chain_boxes: C FloatTensors [n_c, 4], every box of each chain.
@@ -82,7 +84,7 @@ def truth_from_dataset(dataset: Flickr30kEntities, index: int) -> ImageTruth:
     """ImageTruth of image ``index``: detector targets from ``dataset[index]`` (the boxes and labels
     the detector is trained on), chains, phrases and sentences from its record."""
     rec = dataset.records[index]
-    _, target = dataset[index]
+    image, target = dataset[index]  # the evaluation transform only converts: original pixels and boxes
     chains = chain_regions(rec)
     order = {c: i for i, c in enumerate(chains)}
     boxes = rec.annotation.boxes
@@ -94,7 +96,7 @@ def truth_from_dataset(dataset: Flickr30kEntities, index: int) -> ImageTruth:
                 refs[order[ph.chain_id]].append(tokenize(ph.text))
                 phrases.append((ph.text, order[ph.chain_id]))
     return ImageTruth(
-        image=rec.image_path,
+        image=image,
         det_boxes=target["boxes"], det_labels=target["labels"],
         merged=torch.tensor([merged_box(boxes[c]) for c in chains], dtype=torch.float32).reshape(-1, 4),
         chain_boxes=[torch.tensor(boxes[c], dtype=torch.float32).reshape(-1, 4) for c in chains],
@@ -108,7 +110,7 @@ def run_image(model, truth: ImageTruth, entity_types: list[str], regions: int = 
     Detection uses analyze(max_regions=100, score_threshold=0.05), the usual setting for AP; its
     ``regions`` highest-scoring detections are the grounding and retrieval candidates.
     """
-    image = load_image(truth.image)  # decoded once for both calls
+    image = truth.image if isinstance(truth.image, torch.Tensor) else load_image(truth.image)  # once for both calls
     res = model.analyze(image, max_regions=100, score_threshold=0.05, captions=False)  # no decoding needed
     n = len(res.regions)
     boxes = torch.tensor([r.box for r in res.regions], dtype=torch.float32).reshape(n, 4)
@@ -162,8 +164,6 @@ def encode_texts(model, texts: list[str], batch_size: int = TEXT_BATCH) -> tuple
 def compute_metrics(truths: list[ImageTruth], outputs: list[_ImageOutput], text_vectors: torch.Tensor,
                     text_ok: torch.Tensor, text_index: dict[str, int], num_classes: int) -> dict:
     """All metrics from the per-image outputs and the encoded phrase texts (rows of text_vectors)."""
-    from regioncap.models.alignment import image_sentence_scores
-
     out = {"det_ap50": average_precision_50([o.det for o in outputs],
                                             [{"boxes": t.det_boxes, "labels": t.det_labels} for t in truths],
                                             num_classes)}
@@ -184,13 +184,14 @@ def compute_metrics(truths: list[ImageTruth], outputs: list[_ImageOutput], text_
     cands = [tokenize(cap) for o in outputs for cap in o.captions]
     refs = [r for t in truths for r in t.chain_refs if r]
     out.update(bleu(cands, refs))
-    out.update(_retrieval(truths, outputs, text_vectors, text_ok, text_index, image_sentence_scores))
+    out.update(_retrieval(truths, outputs, text_vectors, text_ok, text_index))
     out.update(num_images=len(truths), num_sentences=sum(len(t.sentences) for t in truths),
                num_phrases=len(preds), num_regions_captioned=len(cands))
     return out
 
 
-def _retrieval(truths, outputs, text_vectors, text_ok, text_index, image_sentence_scores) -> dict:
+def _retrieval(truths, outputs, text_vectors, text_ok, text_index) -> dict:
+    """recall@K over the [images, sentences] matrix of S_kl (phrases the model refused are left out)."""
     rows, phrase_sentence, sentence_image = [], [], []
     for k, t in enumerate(truths):
         for words in t.sentences:
@@ -225,7 +226,7 @@ def evaluate(model, truths, num_classes: int, entity_types: list[str], regions: 
         for truth in tqdm(truths, total=total, desc="evaluate", unit="img", disable=not progress,
                           dynamic_ncols=True):
             outputs.append(run_image(model, truth, entity_types, regions))
-            kept.append(truth)
+            kept.append(replace(truth, image=None))  # keep the annotations, not the pixels
         texts = list(dict.fromkeys(text for t in kept for text in
                                    [p for p, _ in t.phrases] + [p for s in t.sentences for p in s]))
         vectors, ok = encode_texts(model, texts)

@@ -57,7 +57,9 @@ def _reduce(loss: Tensor, count: int, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
 
 
-def sentence_ranking_loss(scores: Tensor, sentence_image: Tensor, margin: float = 1.0, reduction: str = "sum") -> Tensor:
+def sentence_ranking_loss(
+    scores: Tensor, sentence_image: Tensor, margin: float = 1.0, reduction: str = "sum"
+) -> Tensor:
     """Bidirectional max-margin ranking loss over image-sentence scores.
 
     Each sentence l with its image k = ``sentence_image[l]`` is a positive pair with score S_kl.

@@ -127,56 +127,80 @@ class CaptionDecoder(nn.Module):
 
         A plain beam can lose the greedy path (it is pruned for prefixes that later finish worse),
         so greedy decoding is run too and, per region, the caption with the higher log-probability
-        is kept. ``beam_size=1`` is exactly greedy decoding.
+        is kept. ``beam_size=1`` is exactly greedy decoding. Greedy decoding is a beam of width 1,
+        so both run in one loop with one RNN call per step (the per-step cost of a small batch is
+        mostly reading the RNN's weights, so the greedy rows come almost free).
 
         Returns:
             (word ids per region without specials, FloatTensor[R] sequence log-probability).
         """
         beam_size = beam_size or self.cfg.beam_size
-        greedy_ids, greedy_score = self.greedy(v, max_len)
         if beam_size <= 1:
-            return greedy_ids, greedy_score
-        beam_ids, beam_score = self._beam(v, beam_size, max_len)
+            return self.greedy(v, max_len)
+        (greedy_ids, greedy_score), (beam_ids, beam_score) = self._beams(v, (1, beam_size), max_len)
         better = beam_score > greedy_score
         ids = [b if keep else g for b, g, keep in zip(beam_ids, greedy_ids, better.tolist())]
         return ids, torch.where(better, beam_score, greedy_score)
 
     def _beam(self, v: Tensor, beam_size: int, max_len: int | None = None):
         """Plain batched beam search (sum of log-probabilities, no length penalty)."""
+        return self._beams(v, (beam_size,), max_len)[0]
+
+    def _beams(self, v: Tensor, widths: tuple[int, ...], max_len: int | None = None):
+        """Plain beam searches of several widths over the same regions, stepped together.
+
+        The RNN runs once per step over the rows of every width (width k: R*k rows, region-major);
+        each width keeps its own scores, finished flags and sequences. Returns one
+        (word ids per region, FloatTensor[R] log-probability) pair per width.
+        """
         max_len = max_len or self.cfg.max_len
-        r, k = v.shape[0], beam_size
+        r, dev = v.shape[0], v.device
         if r == 0:
-            return [], v.new_zeros(0)
-        vk = v.repeat_interleave(k, dim=0)  # [R*K, D]
+            return [([], v.new_zeros(0)) for _ in widths]
+        vk = torch.cat([v.repeat_interleave(k, dim=0) for k in widths])  # [R*sum(K), D]
         state = self._initial_state(vk)
-        words = v.new_full((r * k,), START, dtype=torch.long)
-        score = v.new_full((r, k), float("-inf"))
-        score[:, 0] = 0.0  # all beams start identical: keep one alive
-        done = torch.zeros(r, k, dtype=torch.bool, device=v.device)
-        seqs = v.new_zeros((r, k, 0), dtype=torch.long)
+        words = v.new_full((vk.shape[0],), START, dtype=torch.long)
+        scores, dones, seqs = [], [], []
+        for k in widths:
+            score = v.new_full((r, k), float("-inf"))
+            score[:, 0] = 0.0  # all beams start identical: keep one alive
+            scores.append(score)
+            dones.append(torch.zeros(r, k, dtype=torch.bool, device=dev))
+            seqs.append(v.new_zeros((r, k, 0), dtype=torch.long))
+        # a finished beam continues with a single zero-cost <pad> so it keeps its place
+        finished = v.new_full((self.vocab_size,), float("-inf"))
+        finished[PAD] = 0.0
+        region = torch.arange(r, device=dev)[:, None]
         for step in range(max_len):
-            logp, state = self._step(vk, words, state)
-            logp = self._mask(logp, step).view(r, k, -1)  # [R, K, V]
-            # a finished beam continues with a single zero-cost <pad> so it keeps its place
-            finished = torch.full_like(logp[0, 0], float("-inf"))
-            finished[PAD] = 0.0
-            logp = torch.where(done[..., None], finished, logp)
-            cand = (score[..., None] + logp).view(r, -1)  # [R, K*V]
-            score, flat = cand.topk(k, dim=1)  # [R, K]
-            src, words2 = flat // self.vocab_size, flat % self.vocab_size
-            seqs = torch.cat([seqs.gather(1, src[..., None].expand(-1, -1, seqs.shape[2])), words2[..., None]], 2)
-            done = done.gather(1, src) | (words2 == END)
-            gather = (src + torch.arange(r, device=v.device)[:, None] * k).view(-1)
+            logp_all, state = self._step(vk, words, state)
+            logp_all = self._mask(logp_all, step)
+            gathers, next_words, offset, stop = [], [], 0, True
+            for j, (k, logp) in enumerate(zip(widths, logp_all.split([r * k for k in widths]))):
+                logp = torch.where(dones[j][..., None], finished, logp.view(r, k, -1))  # [R, K, V]
+                cand = (scores[j][..., None] + logp).view(r, -1)  # [R, K*V]
+                scores[j], flat = cand.topk(k, dim=1)  # [R, K]
+                src, words2 = flat // self.vocab_size, flat % self.vocab_size
+                seqs[j] = torch.cat([seqs[j].gather(1, src[..., None].expand(-1, -1, seqs[j].shape[2])),
+                                     words2[..., None]], 2)
+                dones[j] = dones[j].gather(1, src) | (words2 == END)
+                gathers.append((src + region * k).view(-1) + offset)
+                next_words.append(words2.view(-1))
+                offset += r * k
+                # sums of log-probs only fall: stop once no live beam can beat a finished one
+                best_done = scores[j].masked_fill(~dones[j], float("-inf")).amax(dim=1)
+                best_live = scores[j].masked_fill(dones[j], float("-inf")).amax(dim=1)
+                stop = stop and bool((best_done >= best_live).all())
+            gather = torch.cat(gathers)
             state = tuple(s[:, gather] for s in state) if isinstance(state, tuple) else state[:, gather]
-            words = words2.view(-1)
-            # sums of log-probs only fall: stop once no live beam can beat a finished one
-            best_done = score.masked_fill(~done, float("-inf")).amax(dim=1)
-            best_live = score.masked_fill(done, float("-inf")).amax(dim=1)
-            if bool((best_done >= best_live).all()):
+            words = torch.cat(next_words)
+            if stop:
                 break
-        best = score.argmax(dim=1)  # [R]
-        rows = seqs[torch.arange(r, device=v.device), best].tolist()
-        return [_strip(row) for row in rows], score[torch.arange(r, device=v.device), best]
+        out = []
+        for score, seq in zip(scores, seqs):
+            best = score.argmax(dim=1)  # [R]
+            rows = seq[region[:, 0], best].tolist()
+            out.append(([_strip(row) for row in rows], score[region[:, 0], best]))
+        return out
 
 
 def _strip(ids: list[int]) -> list[int]:

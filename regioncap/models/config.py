@@ -233,7 +233,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is list:
+        item = typing.get_args(hint)[0]
+        return "a list of " + {bool: "booleans", int: "integers", float: "numbers", str: "strings"}[item]
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[hint]

@@ -215,7 +215,9 @@ class RegionCaptioner(nn.Module):
         cfg, out = self.config, {}
         grad_regions = "align" in losses or not cfg.captioner.detach_regions
         need_features = "detector" in losses or cfg.region_encoder.kind == "roi"
-        det_targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets] if "detector" in losses else None
+        dev = images[0].device
+        det_targets = ([{"boxes": t["boxes"].to(dev), "labels": t["labels"].to(dev)} for t in targets]
+                       if "detector" in losses else None)
         for k, t in enumerate(det_targets or []):
             if (t["boxes"][:, 2:] <= t["boxes"][:, :2]).any():
                 raise ValueError(f"image {k}: detector target boxes must have positive width and height")
@@ -228,28 +230,27 @@ class RegionCaptioner(nn.Module):
             _, head_losses = self.detector.roi_heads(features, proposals, image_list.image_sizes, det_targets)
             out["loss_detector"] = sum(rpn_losses.values()) + sum(head_losses.values())
         if "align" in losses or "caption" in losses:
-            boxes = [t["region_boxes"] for t in targets]
+            boxes = [t["region_boxes"].to(dev) for t in targets]
             with contextlib.nullcontext() if grad_regions else torch.no_grad():
                 v = self._encode_regions(images, image_list, features, boxes)  # [R, D]
             region_image = torch.repeat_interleave(
                 torch.arange(len(boxes), device=v.device), torch.tensor([len(b) for b in boxes], device=v.device))
             boxed = text["boxed"].to(v.device)
             if "align" in losses:
-                out["loss_align"] = self._align_loss(v, region_image, text, boxed)
+                out["loss_align"] = self._align_loss(v, region_image, len(images), text, boxed)
             if "caption" in losses:
                 v_cap = v.detach() if cfg.captioner.detach_regions else v
                 idx = text["region"].to(v.device)[boxed]
-                tokens, lengths = text["tokens"].to(v.device)[boxed], text["lengths"][boxed]
+                tokens, lengths = text["tokens"].to(v.device)[boxed], text["lengths"].to(v.device)[boxed]
                 out["loss_caption"] = self.captioner.loss(v_cap[idx], tokens, lengths)
         return out
 
-    def _align_loss(self, v: Tensor, region_image: Tensor, text: dict, boxed: Tensor) -> Tensor:
+    def _align_loss(self, v: Tensor, region_image: Tensor, num_images: int, text: dict, boxed: Tensor) -> Tensor:
         cfg, dev = self.config, v.device
         s = self.text_encoder(text["tokens"].to(dev), text["lengths"])  # [P, D]
         sim = region_phrase_similarity(v, s)  # [P, R]
         sentence_image = text["sentence_image"].to(dev)
-        scores = image_sentence_scores(sim, region_image, text["sentence"].to(dev),
-                                       int(region_image.max()) + 1, len(sentence_image))
+        scores = image_sentence_scores(sim, region_image, text["sentence"].to(dev), num_images, len(sentence_image))
         loss = sentence_ranking_loss(scores, sentence_image, cfg.align_margin, cfg.align_reduction)
         phrase = phrase_region_loss(sim[boxed], text["region"].to(dev)[boxed], cfg.phrase_margin,
                                     region_image=region_image, reduction=cfg.align_reduction)
@@ -258,13 +259,14 @@ class RegionCaptioner(nn.Module):
     # -- inference ----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _eval(self):
-        was_training = self.training
+        modes = [(m, m.training) for m in self.modules()]  # restored one by one: a frozen part stays frozen
         self.eval()
         try:
             with torch.inference_mode():
                 yield
         finally:
-            self.train(was_training)
+            for module, mode in modes:
+                module.training = mode
 
     def _to_tensor(self, image) -> Tensor:
         """PIL / path / bytes / numpy (via load_image) or FloatTensor[3, H, W] in [0, 1] -> tensor on device."""
@@ -331,7 +333,8 @@ class RegionCaptioner(nn.Module):
                 regions.append(Region(box=[round(c, 2) for c in box], caption=texts[k], score=float(score),
                                       caption_score=float(logps[k]), label=label))
                 k += 1
-            results.append(AnalysisResult(regions, vecs[1:].cpu(), vecs[0].cpu(), int(im.shape[2]),
+            # clone outside inference mode: callers get ordinary tensors they may modify
+            results.append(AnalysisResult(regions, vecs[1:].cpu().clone(), vecs[0].cpu().clone(), int(im.shape[2]),
                                           int(im.shape[1]), {n: round(t, 2) for n, t in timings.items()}, self))
         return results
 
@@ -369,7 +372,8 @@ class RegionCaptioner(nn.Module):
             return torch.zeros(0, self.config.joint_dim)
         tokens, lengths = pad_sequences(seqs)
         with self._eval():
-            return self.text_encoder(tokens.to(self.device), lengths).float().cpu()
+            s = self.text_encoder(tokens.to(self.device), lengths).float().cpu()
+        return s.clone()  # an ordinary tensor, not an inference-mode one
 
     # -- files -----------------------------------------------------------------------------------------
     def save_pretrained(self, directory, metrics: dict | None = None, training: dict | None = None) -> Path:

@@ -89,15 +89,19 @@ class VGG19RegionEncoder(nn.Module):
     def __init__(self, cfg: RegionEncoderConfig, joint_dim: int, download: bool | None = None):
         super().__init__()
         from torchvision.models import VGG19_Weights, vgg19
+        from torchvision.models.vgg import cfgs, make_layers
 
         download = cfg.pretrained if download is None else (download and cfg.pretrained)
-        try:
-            vgg = vgg19(weights=VGG19_Weights.IMAGENET1K_V1 if download else None)
-        except (OSError, RuntimeError, ValueError):
-            raise ModelFileError("could not download torchvision's VGG-19 weights (offline?); "
-                                 "use region_encoder.kind 'roi' or connect") from None
+        if download:
+            try:
+                features = vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
+            except (OSError, RuntimeError, ValueError):
+                raise ModelFileError("could not download torchvision's VGG-19 weights (offline?); "
+                                     "use region_encoder.kind 'roi' or connect") from None
+        else:  # the same layers as vgg19().features, without initialising its 120M-weight classifier
+            features = make_layers(cfgs["E"], batch_norm=False)
         self.crop_size = cfg.vgg_crop_size
-        self.features = vgg.features
+        self.features = features
         self.pool = nn.AdaptiveAvgPool2d((7, 7))
         self.project = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(512 * 7 * 7, joint_dim))
 

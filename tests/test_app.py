@@ -1,0 +1,228 @@
+"""The Gradio app (app.py) served in-process with a tiny random model and driven through gradio_client."""
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no calls home
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "assets" / "examples" / "shapes-grey.jpg"
+DOWNLOADS = tempfile.mkdtemp(prefix="regioncap-client-")  # gradio_client's copies of the outputs
+
+
+def load_app():
+    """app.py as a module, wherever pytest is started from."""
+    if "app" in sys.modules:
+        return sys.modules["app"]
+    spec = importlib.util.spec_from_file_location("app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_tiny_model(directory: Path) -> Path:
+    """A random-initialised RegionCaptioner small enough to run in well under a second on a CPU."""
+    import torch
+
+    from regioncap.data.flickr30k import ENTITY_TYPES
+    from regioncap.data.vocab import Vocabulary
+    from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
+                                         RegionEncoderConfig, TextEncoderConfig)
+    from regioncap.models.model import RegionCaptioner
+
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(["a large red circle with dots", "the small blue striped square",
+                              "a green star next to a yellow triangle on a grey background"])
+    config = RegionCaptionerConfig(
+        vocab_size=len(vocab), entity_types=list(ENTITY_TYPES), joint_dim=32,
+        detector=DetectorConfig(min_size=96, max_size=128, backbone_channels=[8, 8, 16, 16], fpn_channels=16,
+                                box_head_dim=32),
+        region_encoder=RegionEncoderConfig(hidden_dim=32, geometry_dim=8),
+        text_encoder=TextEncoderConfig(embed_dim=16, hidden_dim=16),
+        captioner=CaptionerConfig(embed_dim=16, hidden_dim=16, beam_size=2, max_len=6))
+    RegionCaptioner(config, vocab).save_pretrained(directory, training={"data": "none (random weights, for tests)"})
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(model_dir):
+    """(demo, url): the app served in this process on a free port, with the queue settings of `python app.py`."""
+    app = load_app()
+    demo = app.build_app(str(model_dir))
+    port = free_port()
+    app.serve(demo, server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    demo, url = start_app(tiny_model)
+    yield url
+    demo.close()
+
+
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=DOWNLOADS)
+
+
+def caption(c, path=EXAMPLE, max_regions=10, threshold=0.0):
+    from gradio_client import handle_file
+
+    return c.predict(handle_file(str(path)), max_regions, threshold, api_name="/caption")
+
+
+def test_caption_returns_an_annotated_image_a_table_and_json(server):
+    c = client(server)
+    image_path, table, json_path = caption(c)
+    with Image.open(image_path) as im:
+        im.load()
+        assert max(im.size) == 720  # the 224x185 example is drawn enlarged, so labels stay legible
+    assert table["headers"][:3] == ["#", "caption", "entity type"]
+    data = json.loads(Path(json_path).read_text())
+    assert {"image", "model", "width", "height", "regions", "timings_ms"} <= set(data)
+    assert data["image"] == EXAMPLE.name and (data["width"], data["height"]) == Image.open(EXAMPLE).size
+    assert 0 < len(data["regions"]) <= 10 and len(table["data"]) == len(data["regions"])
+    for row, region in zip(table["data"], data["regions"]):
+        assert row[1] == region["caption"] and row[2] == region["label"]
+        assert row[5] == ", ".join(str(round(v)) for v in region["box"])
+    _, table, _ = caption(c, max_regions=2)
+    assert len(table["data"]) <= 2
+
+
+def test_query_reuses_the_session_and_matches_caption_regions(server):
+    from gradio_client import handle_file
+
+    c = client(server)
+    _, table, _ = caption(c)
+    boxes = {row[5] for row in table["data"]}
+    image_path, matches = c.predict("a red circle", 3, api_name="/query")  # no image: the session's one
+    assert Path(image_path).is_file() and 1 <= len(matches["data"]) <= 3
+    assert {row[4] for row in matches["data"]} <= boxes
+    sims = [row[3] for row in matches["data"]]
+    assert sims == sorted(sims, reverse=True)
+    assert all(table["data"][row[1] - 1][5] == row[4] for row in matches["data"])  # "region #" = table row
+    fresh = client(server)  # a new session passes the image itself
+    _, standalone = fresh.predict("a red circle", 3, handle_file(str(EXAMPLE)), 10, 0.0, api_name="/query")
+    assert standalone["data"] == matches["data"]
+
+
+def test_user_box_and_sentence_alignment(server):
+    c = client(server)
+    _, table, _ = caption(c)
+    _, with_box, json_path = c.predict("10, 20, 120, 90", api_name="/caption_box")
+    assert len(with_box["data"]) == len(table["data"]) + 1
+    assert with_box["data"][-1][2] == "your box" and with_box["data"][-1][5] == "10, 20, 120, 90"
+    assert json.loads(Path(json_path).read_text())["regions"][-1]["label"] == "user"
+    image_path, highlighted, summary = c.predict("a red circle next to a blue square", api_name="/align")
+    assert Path(image_path).is_file() and "S_kl" in summary
+    tagged = [t["token"] for t in highlighted if t["class_or_confidence"]]
+    assert tagged == ["a red circle", "a blue square"]
+
+
+def test_bad_input_gives_a_readable_error_and_the_app_keeps_serving(server, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    c = client(server)
+    with pytest.raises(AppError, match="No image yet"):
+        c.predict("a red circle", 3, api_name="/query")
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a picture")
+    with pytest.raises(AppError, match="notes.jpg: not an image"):
+        caption(c, not_image)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 6000)).save(huge)  # 48 Mpixel, a few kB on disk
+    with pytest.raises(AppError, match="too large"):
+        caption(c, huge)
+    big_file = tmp_path / "big.jpg"
+    big_file.write_bytes(b"\xff\xd8" + os.urandom(21 * 1024 * 1024))  # over the app's 20 MB upload limit
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        caption(c, big_file)
+    caption(c)
+    for phrase, message in [("", "empty phrase"), ("qwzx vbnm", "vocabulary"), ("word " * 100, "too long")]:
+        with pytest.raises(AppError, match=message):
+            c.predict(phrase, 3, api_name="/query")
+    with pytest.raises(AppError, match="four numbers"):
+        c.predict("1, 2, 3", api_name="/caption_box")
+    with pytest.raises(AppError, match="empty"):
+        c.predict("", api_name="/align")
+    with pytest.raises(AppError, match="No image"):
+        c.predict(None, 10, 0.0, api_name="/caption")
+    _, matches = c.predict("a red circle", 3, handle_file(str(EXAMPLE)), 10, 0.0, api_name="/query")
+    assert matches["data"]  # still serving
+
+
+def test_concurrent_identical_requests_all_get_complete_images(server):
+    # DESIGN.md pitfall: identical outputs returned at once must not come back truncated.
+    c = client(server)
+    from gradio_client import handle_file
+
+    jobs = [c.submit(handle_file(str(EXAMPLE)), 10, 0.0, api_name="/caption") for _ in range(8)]
+    for job in jobs:
+        with Image.open(job.result(timeout=60)[0]) as im:
+            im.load()
+
+
+def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
+    app = load_app()
+    holder = app.ModelHolder(str(tiny_model))
+    holder._load()
+    banner, text = app.RegionApp(holder).model_panel()
+    assert not banner.visible and str(tiny_model) in text and "random weights, for tests" in text
+    assert "vocabulary" in text and "shapes world" not in text  # the note is for models trained on shapes
+    holder = app.ModelHolder(str(tmp_path / "missing"))
+    holder._load()
+    banner, text = app.RegionApp(holder).model_panel()
+    assert banner.visible and "No model loaded" in text and "missing" in text
+
+
+def test_python_app_py_starts_fast_and_explains_a_missing_model(tmp_path):
+    port = free_port()
+    env = {**os.environ, "REGIONCAP_MODEL": str(tmp_path / "no-such-model"), "GRADIO_SERVER_PORT": str(port)}
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        while time.monotonic() - start < 30:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.2)
+        elapsed = time.monotonic() - start
+        assert elapsed < 15, f"took {elapsed:.1f} s to answer"
+        from gradio_client.exceptions import AppError
+
+        with pytest.raises(AppError, match="No model is loaded.*no-such-model"):
+            caption(client(f"http://127.0.0.1:{port}/"))
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)  # still serving
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert "Traceback" not in output

@@ -1,0 +1,47 @@
+"""Drawing regions: labels inside the image, readable on dark and light images, input untouched."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regioncap.models.model import Region
+from regioncap.viz import PALETTE, draw_regions, label_rects
+
+
+def regions():
+    return [Region([2, 1, 40, 30], "a large red circle", 0.9, -1.0, "other"),
+            Region([50, 40, 119, 79], "a very long caption " * 10, 0.8, -2.0, "other"),
+            Region([0, 0, 120, 80], "the whole thing", 0.7, -3.0, "scene")]
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255)])
+def test_draws_visibly_on_dark_and_light_images(colour):
+    image = Image.new("RGB", (120, 80), colour)
+    before = np.asarray(image).copy()
+    out = draw_regions(image, regions())
+    assert out.size == image.size and out.mode == "RGB"
+    assert np.array_equal(np.asarray(image), before)  # input untouched
+    arr = np.asarray(out)
+    assert (arr != before).any(axis=2).mean() > 0.05
+    # the first box's colour and a dark outline are both drawn
+    assert (arr == PALETTE[0]).all(axis=2).any() and (arr == (0, 0, 0)).all(axis=2).any()
+
+
+def test_labels_stay_inside_the_image_and_do_not_overlap():
+    image = Image.new("RGB", (120, 80), (40, 40, 40))
+    rects = label_rects(image, regions())
+    assert len(rects) == 3
+    for x0, y0, x1, y1 in rects:
+        assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 80
+    for i in range(3):
+        for j in range(i + 1, 3):
+            a, b = rects[i], rects[j]
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def test_dict_regions_custom_labels_tiny_image_and_empty():
+    image = Image.new("RGB", (16, 12), (200, 200, 200))
+    out = draw_regions(image, [{"box": [-5, -5, 50, 50], "caption": "x"}], labels=["0.93"], highlight=0)
+    assert out.size == (16, 12)
+    assert all(0 <= c for r in label_rects(image, [{"box": [-5, -5, 50, 50]}]) for c in r)
+    assert np.array_equal(np.asarray(draw_regions(image, [])), np.asarray(image))
