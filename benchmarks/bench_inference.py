@@ -245,6 +245,10 @@ def _status(field: str) -> float:
     return int(re.search(rf"{field}:\s+(\d+) kB", text).group(1)) / 1024
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _reset_peak() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
@@ -258,11 +262,16 @@ def measure_here(args, key: str) -> dict:
     v, _, n = key.partition("@")
     runners, _ = build_runners(args, {v})
     gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     reset = _reset_peak()
     base = _status("VmRSS")
     runners[v](0, int(n) if n else min(args.regions))  # peak memory does not grow with more images
     peak = _status("VmHWM")
-    return {"peak_mb": round(peak, 1), "run_mb": round(peak - base, 1), "reset": reset}
+    out = {"peak_mb": round(peak, 1), "run_mb": round(peak - base, 1), "reset": reset}
+    if args.device.startswith("cuda"):
+        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 def measure_subprocess(argv: list[str], key: str) -> dict:
@@ -310,7 +319,7 @@ def check_targets(res: dict, rat: dict, app: dict | None) -> list[dict]:
         checks.append({"target": f"{name} @{n} regions {op} {limit}", "value": value, "met": ok})
     e = res.get("e", {}).get("median_ms")
     checks.append({"target": "(e) query median <= 20 ms", "value": e, "met": None if e is None else e <= 20})
-    if app:
+    if app and "rss_mb" in app:
         after = list(app["rss_mb"].values())[-1]
         checks.append({"target": "app RSS < 1500 MB after the images", "value": after, "met": after < 1500})
     return checks
@@ -320,7 +329,7 @@ def print_report(report: dict) -> None:
     cfg = report["setup"]
     print(f"model: {cfg['model']} | device {cfg['device']} | threads {cfg['threads']} | images {cfg['images']} "
           f"(long side {cfg['image_size']} px) | repeats {cfg['repeats']} + warm-up {cfg['warmup']} | "
-          f"load average {cfg['loadavg']}")
+          f"load average (1/5/15 min) {cfg['loadavg_start']} at start, {cfg['loadavg_end']} at end")
     print(f"{'variant':50} {'regions':>7} {'median ms':>10} {'min ms':>9} {'peak MB':>8} {'+run MB':>8}  notes")
     for key, r in report["results"].items():
         v, _, n = key.partition("@")
@@ -329,7 +338,7 @@ def print_report(report: dict) -> None:
         print(f"{LABELS[v]:50} {n or '-':>7} {r['median_ms']:10.1f} {r['min_ms']:9.1f} "
               f"{mem.get('peak_mb', '-'):>8} {mem.get('run_mb', '-'):>8}  {notes}")
     print("ratios (medians): " + "  ".join(f"{k} = {v:.2f}" if v else f"{k} = -" for k, v in report["ratios"].items()))
-    if report.get("app_memory"):
+    if report.get("app_memory") and "rss_mb" in report["app_memory"]:
         print("app memory (RSS MB): " + ", ".join(f"{k} {v}" for k, v in report["app_memory"]["rss_mb"].items())
               + f"; peak {report['app_memory']['peak_mb']}")
     for t in report["targets"]:
@@ -370,9 +379,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(app_memory(args) if args._measure == "app" else measure_here(args, args._measure)))
         return {}
     names = set(args.variants.split(",")) & set(VARIANTS)
-    setup = {"model": args.model or "random weights, default config", "device": args.device, "threads": torch.get_num_threads(), "images": args.images,
-             "image_size": args.image_size, "repeats": args.repeats, "warmup": args.warmup,
-             "regions": args.regions, "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    setup = {"model": args.model or "random weights, default config", "device": args.device,
+             "threads": torch.get_num_threads(), "images": args.images, "image_size": args.image_size,
+             "repeats": args.repeats, "warmup": args.warmup, "regions": args.regions, "loadavg_start": _load()}
     results = {}
     if names:
         runners, info = build_runners(args, names)
@@ -384,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key in results:
             results[key]["memory"] = measure_subprocess(argv, key)
     app = measure_subprocess(argv, "app") if args.app_memory > 0 else None
+    setup["loadavg_end"] = _load()
     rat = ratios(args, results)
     report = {"setup": setup, "results": results, "ratios": rat, "app_memory": app,
               "targets": check_targets(results, rat, app)}
