@@ -8,7 +8,8 @@ avoid earlier labels, and shortened with an ellipsis when wider than the image.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -61,7 +62,7 @@ def _layout(size: tuple[int, int], boxes: list[list[float]], texts: list[str], d
     """Tag rectangles (x0, y0, x1, y1) inside the image and the (possibly shortened) texts."""
     width, height = size
     placed, fitted = [], []
-    for (x1, y1, x2, y2), text in zip(boxes, texts):
+    for (x1, y1, _x2, y2), text in zip(boxes, texts):
         text = _fit(draw, text, font, max(1, width - 2 * pad))
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = min(width, right - left + 2 * pad), min(height, bottom - top + 2 * pad)

@@ -147,7 +147,7 @@ def _coco_ap50(dets, gts, num_classes):
 def test_ap50_matches_pycocotools(seed):
     g = torch.Generator().manual_seed(seed)
     num_classes, dets, gts = 4, [], []
-    for img in range(6):
+    for _ in range(6):
         n = int(torch.randint(0, 6, (1,), generator=g))
         xy = torch.randint(0, 80, (n, 2), generator=g).float()
         wh = torch.randint(4, 40, (n, 2), generator=g).float()

@@ -72,7 +72,7 @@ def test_every_file_parses_and_keeps_the_promises(generated):
         assert len(sents) == 5 and all(s.sentence.endswith(" .") for s in sents)
         singles = {c for c, b in ann.boxes.items() if len(b) == 1}
         assert 2 <= len(singles) <= 4
-        for chain, boxes in ann.boxes.items():
+        for boxes in ann.boxes.values():
             for x1, y1, x2, y2 in boxes:
                 assert 0 <= x1 < x2 <= ann.width - 1 and 0 <= y1 < y2 <= ann.height - 1
         mentions = Counter()

@@ -246,7 +246,7 @@ def main(args) -> int:
         if world > 1:
             train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
-        def checkpoint():
+        def checkpoint(optimizer=optimizer, scheduler=scheduler, state=state):
             if is_main:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, state, config.to_dict())
                 write_json_atomic(out / HISTORY_NAME, {"records": history})

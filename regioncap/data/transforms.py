@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 FILL = (124, 116, 104)
 
 
-def build_transforms(train: bool) -> "BoxTransform":
+def build_transforms(train: bool) -> BoxTransform:
     """The training (augmenting) or evaluation (conversion only) transform."""
     steps: list = [v2.ToImage()]
     if train:

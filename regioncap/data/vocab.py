@@ -14,7 +14,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from nltk.tokenize import TreebankWordTokenizer
 
@@ -67,7 +67,7 @@ class Vocabulary:
                 self.id_to_token.append(tok)
 
     @classmethod
-    def build(cls, texts: Iterable[str | list[str]], min_count: int = 1) -> "Vocabulary":
+    def build(cls, texts: Iterable[str | list[str]], min_count: int = 1) -> Vocabulary:
         """Build from texts (strings are tokenized; lists are taken as tokens) keeping words seen >= min_count times."""
         counts: Counter[str] = Counter()
         for text in texts:
@@ -111,7 +111,7 @@ class Vocabulary:
         return {"tokens": list(self.id_to_token), "min_count": self.min_count}
 
     @classmethod
-    def from_dict(cls, data, source: str = "vocabulary") -> "Vocabulary":
+    def from_dict(cls, data, source: str = "vocabulary") -> Vocabulary:
         """Rebuild from :meth:`to_dict`'s output; anything malformed -> ModelFileError naming `source`."""
         if not isinstance(data, dict) or set(data) != {"tokens", "min_count"}:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -138,7 +138,7 @@ class Vocabulary:
         return path
 
     @classmethod
-    def load(cls, path) -> "Vocabulary":
+    def load(cls, path) -> Vocabulary:
         """Read vocab.json (the file, or a folder holding it). Missing or malformed -> ModelFileError."""
         path = Path(path)
         if path.is_dir():
