@@ -16,6 +16,7 @@ serve a truncated file when two requests return the same PIL image at once (DESI
 
 from __future__ import annotations
 
+import atexit
 import collections
 import functools
 import hashlib
@@ -75,6 +76,7 @@ class OutputFiles:
     def __init__(self, keep: int = 256):
         self.root, self.keep = Path(tempfile.mkdtemp(prefix="regioncap-app-")), keep
         self.dirs, self.lock = collections.deque(), threading.Lock()
+        atexit.register(shutil.rmtree, self.root, ignore_errors=True)
 
     def path(self, name: str) -> Path:
         folder = Path(tempfile.mkdtemp(dir=self.root))
@@ -112,6 +114,8 @@ class ModelHolder:
             from regioncap.models.model import RegionCaptioner
 
             self.path = self.path or hub.default_model_path()
+            if self.path == hub.DEFAULT_MODEL and not Path(self.path).is_dir():  # not a Hub id to look up
+                raise RegionCapError(f"{self.path}/: the bundled demo model is missing from this checkout")
             self.directory = hub.resolve_model_dir(self.path)
             self.model = RegionCaptioner.from_pretrained(self.path)
         except RegionCapError as e:
