@@ -47,7 +47,7 @@ DEFAULTS = {"max_regions": 10, "threshold": 0.5, "top_k": 3}
 MAX_USER_BOXES, MAX_PHRASE, MAX_SENTENCE = 20, 200, 1000
 TABLE_HEADERS = ["#", "caption", "entity type", "detector score", "caption score", "box (x1, y1, x2, y2)"]
 MATCH_HEADERS = ["rank", "region #", "caption", "similarity", "box (x1, y1, x2, y2)"]
-PHRASE_COLOURS = {str(i + 1): "#%02x%02x%02x" % PALETTE[i % len(PALETTE)] for i in range(64)}
+PHRASE_COLOURS = {str(i + 1): "#" + "".join(f"{c:02x}" for c in PALETTE[i % len(PALETTE)]) for i in range(64)}
 SHAPES_NOTE = ("This demo model was trained only on synthetic scenes of coloured, patterned shapes (circles, "
                "squares, triangles, stars, hexagons, crosses) on plain backgrounds: on a real photo it will "
                "still talk about shapes. Its entity types are stand-ins ({mapping}).")
@@ -82,8 +82,9 @@ class OutputFiles:
         folder = Path(tempfile.mkdtemp(dir=self.root))
         with self.lock:
             self.dirs.append(folder)
-            old = self.dirs.popleft() if len(self.dirs) > self.keep else self.root / "-"
-        shutil.rmtree(old, ignore_errors=True)
+            old = self.dirs.popleft() if len(self.dirs) > self.keep else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return folder / name
 
     def image(self, image: Image.Image, stem: str) -> str:
@@ -412,7 +413,7 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                     gr.Examples(examples, inputs=image, label="Examples (synthetic scenes the demo model knows)")
             with gr.Column(scale=3), gr.Tabs():
                 with gr.Tab("Caption"):
-                    annotated = gr.Image(label="Regions", elem_id="annotated", **picture)
+                    annotated = gr.Image(label="Annotated image", elem_id="annotated", **picture)
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Regions", interactive=False, wrap=True,
                                          datatype=["number", "str", "str", "number", "number", "str"],
                                          column_widths=["6%", "34%", "13%", "12%", "12%", "23%"],
@@ -430,7 +431,7 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                             elem_id="phrase")
                         top_k = gr.Slider(1, 10, value=DEFAULTS["top_k"], step=1, label="Best matches", scale=1)
                     search_note = gr.Markdown()
-                    search_image = gr.Image(label="Best matches (the rest is dimmed)", elem_id="search-image",
+                    search_image = gr.Image(label="Highlighted matches", elem_id="search-image",
                                             **picture)
                     matches = gr.Dataframe(headers=MATCH_HEADERS, label="Matches, best first", interactive=False,
                                            datatype=["number", "number", "str", "number", "str"], elem_id="matches")
@@ -450,8 +451,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
         live = {**private, "trigger_mode": "always_last", "show_progress": "hidden"}
         raw = {"preprocess": False}  # the handlers read uploads themselves, so a bad file gets a clear message
 
-        def then_refresh(event):  # a new analysis: redo the search and the alignment on its regions
-            event.then(user_errors(app.query_live), [phrase, top_k, view], search_out, **live).then(
+        def then_refresh(event):  # after a new analysis, redo the search and the alignment on its regions
+            event.success(user_errors(app.query_live), [phrase, top_k, view], search_out, **live).then(
                 user_errors(app.align_live), [sentence, view], align_out, **live)
 
         caption_live, box_handler = user_errors(app.caption_live), user_errors(app.caption_box)

@@ -109,14 +109,15 @@ class Reference:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
+def scene(seed: int, index: int, size: int) -> Image.Image:
+    """Synthetic scene ``index`` of set ``seed``, scaled so that its long side is ``size`` px."""
+    im = synthetic.make_example(seed, index, str(index))[0]
+    scale = size / max(im.size)
+    return im.resize((max(8, round(im.width * scale)), max(8, round(im.height * scale))), Image.BILINEAR)
+
+
 def make_images(n: int, size: int) -> list[Image.Image]:
-    """Synthetic scenes (seed 7) scaled so the long side is ``size`` px."""
-    out = []
-    for i in range(n):
-        im = synthetic.make_example(7, 10_000 + i, str(i))[0]
-        scale = size / max(im.size)
-        out.append(im.resize((max(8, round(im.width * scale)), max(8, round(im.height * scale))), Image.BILINEAR))
-    return out
+    return [scene(7, 10_000 + i, size) for i in range(n)]
 
 
 def make_boxes(image: Image.Image, n: int, seed: int) -> list[list[float]]:
@@ -208,31 +209,22 @@ def _words(result) -> dict:
     return out
 
 
-def keys_for(args, names) -> list[tuple[str, int | None]]:
-    return [(v, n) for v in VARIANTS if v in names for n in (args.regions if v in PER_REGIONS else [None])]
-
-
-def key_name(v: str, n: int | None) -> str:
-    return f"{v}@{n}" if n is not None else v
-
-
 def time_all(args, runners) -> dict:
     """Interleaved: each repeat runs every (variant, regions) on every image, rotating the start."""
-    keys = keys_for(args, runners)
+    keys = [(f"{v}@{n}" if v in PER_REGIONS else v, v, n if v in PER_REGIONS else min(args.regions))
+            for v in VARIANTS if v in runners for n in (args.regions if v in PER_REGIONS else [0])]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times = {key_name(*k): [] for k in keys}
-    extra = {key_name(*k): [] for k in keys}
+    times, extra = {k[0]: [] for k in keys}, {k[0]: [] for k in keys}
     for rep in range(args.warmup + args.repeats):
-        order = keys[rep % len(keys):] + keys[:rep % len(keys)]
-        for v, n in order:
+        for key, v, n in keys[rep % len(keys):] + keys[:rep % len(keys)]:
             for i in range(args.images):
                 sync()
                 t0 = time.perf_counter()
-                out = runners[v](i, n if n is not None else min(args.regions))
+                out = runners[v](i, n)
                 sync()
                 if rep >= args.warmup:
-                    times[key_name(v, n)].append((time.perf_counter() - t0) * 1e3)
-                    extra[key_name(v, n)].append(out)
+                    times[key].append((time.perf_counter() - t0) * 1e3)
+                    extra[key].append(out)
     return {k: {"median_ms": statistics.median(t), "min_ms": min(t), "samples": len(t),
                 **{f"mean_{f}": statistics.fmean(o[f] for o in extra[k]) for f in (extra[k][0] if extra[k] else {})}}
             for k, t in times.items() if t}
@@ -290,10 +282,7 @@ def app_memory(args) -> dict:
              else load_model(None, device)[0])
     rss["model loaded"] = _status("VmRSS")
     for k in range(args.app_memory):
-        im = synthetic.make_example(11, k, str(k))[0]
-        scale = args.image_size / max(im.size)
-        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
-        last = model.analyze(im, max_regions=args.max_regions, score_threshold=args.threshold)
+        last = model.analyze(scene(11, k, args.image_size), max_regions=args.max_regions, score_threshold=args.threshold)
         last.query(query_phrase(model))
         if k + 1 in (1, 10) or k + 1 == args.app_memory:
             rss[f"after {k + 1} images"] = _status("VmRSS")

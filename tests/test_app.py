@@ -141,8 +141,19 @@ def test_user_box_and_sentence_alignment(server):
     assert json.loads(Path(json_path).read_text())["regions"][-1]["label"] == "user"
     image_path, highlighted, summary = c.predict("a red circle next to a blue square", api_name="/align")
     assert Path(image_path).is_file() and "S_kl" in summary
-    tagged = [t["token"] for t in highlighted if t["class_or_confidence"]]
-    assert tagged == ["a red circle", "a blue square"]
+    tagged = [(t["token"], t["class_or_confidence"]) for t in highlighted if t["class_or_confidence"]]
+    assert tagged == [("a red circle", "1"), ("a blue square", "2")]
+    _, highlighted, _ = c.predict("A zebra near a Red Circle.", api_name="/align")  # "a zebra": no known word
+    assert [t["token"] for t in highlighted if t["class_or_confidence"]] == ["a Red Circle"]
+
+
+def test_box_parsing_and_display_size():
+    app = load_app()
+    assert app._parse_box("[120, 90, 10.5, 20]", 200, 100) == [10.5, 20, 120, 90]  # any corner order
+    with pytest.raises(app.RegionCapError, match="four numbers.*200x100"):
+        app._parse_box("10 20 30", 200, 100)
+    assert app._canvas(Image.new("RGB", (4000, 1000)))[1] == app.DISPLAY_MAX / 4000
+    assert app._canvas(Image.new("RGB", (1000, 1100)))[1] == 1.0
 
 
 def test_bad_input_gives_a_readable_error_and_the_app_keeps_serving(server, tmp_path):
@@ -201,6 +212,10 @@ def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
     banner, text = app.RegionApp(holder).model_panel()
     assert not banner.visible and str(tiny_model) in text and "random weights, for tests" in text
     assert "vocabulary" in text and "shapes world" not in text  # the note is for models trained on shapes
+    holder = app.ModelHolder(str(make_tiny_model(tmp_path / "shapes", data="synthetic scenes, seed 0")))
+    holder.load()
+    banner, text = app.RegionApp(holder).model_panel()
+    assert banner.visible and "only on synthetic scenes" in banner.value and "circle = people" in text
     holder = app.ModelHolder(str(tmp_path / "missing"))
     holder.load()
     banner, text = app.RegionApp(holder).model_panel()

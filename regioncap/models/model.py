@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 from torchvision.models.detection.transform import resize_boxes
 
@@ -36,6 +38,8 @@ from regioncap.models.text_encoder import TextEncoder
 logger = logging.getLogger(__name__)
 
 LOSSES = ("detector", "align", "caption")
+MAX_SIDE = 2048  # analyze() first reduces longer images to this (or detector.max_size if larger)
+MIN_DETECTOR_SIDE = 8  # thin images are padded so the detector's resize keeps at least this many pixels
 
 
 class RegionCaptioner(nn.Module):
@@ -102,7 +106,8 @@ class RegionCaptioner(nn.Module):
         if targets is None:
             if self.training:
                 raise ValueError("targets are required in training mode")
-            return self._analyze_batch([self._to_tensor(im) for im in images])
+            prepared = [self._prepare(im) for im in images]
+            return self._analyze_batch([p[0] for p in prepared], frames=[p[1] for p in prepared])
         losses = tuple(losses)
         bad = set(losses) - set(LOSSES)
         if bad or not losses:
@@ -177,6 +182,34 @@ class RegionCaptioner(nn.Module):
         arr = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy())
         return arr.permute(2, 0, 1).to(self.device, torch.float32).div_(255.0)
 
+    def _prepare(self, image) -> tuple[Tensor, tuple[int, int, int, int]]:
+        """The tensor the model works on, and its frame ``(content_w, content_h, width, height)``.
+
+        An image with a side over ``max(MAX_SIDE, detector.max_size)`` is reduced first (the detector
+        reduces it further anyway), so a 40-Mpixel photo never becomes a 480 MB float tensor; a very
+        thin one (e.g. 1 x 300) is zero-padded right/bottom so that the detector's resize keeps
+        ``MIN_DETECTOR_SIDE`` pixels across. ``content_*`` is the image's size inside the work tensor,
+        ``width``/``height`` the original's: results are mapped back to the original's pixels.
+        """
+        limit = max(MAX_SIDE, self.config.detector.max_size)
+        if isinstance(image, Tensor):
+            tensor = self._to_tensor(image)
+            width, height = tensor.shape[2], tensor.shape[1]
+            w, h = _fit(width, height, limit)
+            if (w, h) != (width, height):
+                tensor = F.interpolate(tensor[None], size=(h, w), mode="bilinear", antialias=True)[0]
+        else:
+            pil = load_image(image)
+            width, height = pil.size
+            w, h = _fit(width, height, limit)
+            if (w, h) != (width, height):
+                pil = pil.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            tensor = self._to_tensor(pil)
+        short = -(-MIN_DETECTOR_SIDE * max(w, h) // self.config.detector.max_size)  # ceil
+        if min(w, h) < short:
+            tensor = F.pad(tensor, (0, max(0, short - w), 0, max(0, short - h)))
+        return tensor, (w, h, int(width), int(height))
+
     def analyze(self, image, max_regions: int = 10, score_threshold: float = 0.5, boxes=None,
                 captions: bool = True) -> AnalysisResult:
         """Detect (or take ``boxes``), encode and caption the regions of one image.
@@ -196,22 +229,27 @@ class RegionCaptioner(nn.Module):
             raise RegionCapError(f"max_regions must be an integer >= 0, got {max_regions!r}")
         if not isinstance(score_threshold, (int, float)) or not 0.0 <= float(score_threshold) <= 1.0:
             raise RegionCapError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
-        tensor = self._to_tensor(image)
-        user = None if boxes is None else [_user_boxes(boxes, tensor.shape[2], tensor.shape[1]).to(tensor.device)]
-        return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions)[0]
+        tensor, frame = self._prepare(image)
+        scale = torch.tensor([frame[2] / frame[0], frame[3] / frame[1]] * 2)
+        user = None if boxes is None else [(_user_boxes(boxes, frame[2], frame[3]) / scale).to(tensor.device)]
+        return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions, [frame])[0]
 
     def _analyze_batch(self, images: list[Tensor], max_regions: int = 10, score_threshold: float = 0.5,
-                       user_boxes: list[Tensor] | None = None, captions: bool = True) -> list[AnalysisResult]:
+                       user_boxes: list[Tensor] | None = None, captions: bool = True,
+                       frames: list[tuple[int, int, int, int]] | None = None) -> list[AnalysisResult]:
+        """Analyse work tensors; ``frames`` (see :meth:`_prepare`, default: the tensors' own sizes) say
+        where each image lies in its tensor and its original size, to which boxes are mapped back."""
+        frames = frames or [(im.shape[2], im.shape[1]) * 2 for im in images]
         t0 = time.perf_counter()
         with self._eval():
             need_features = user_boxes is None or self.config.region_encoder.kind == "roi"
             image_list, features, _ = self._features(images) if need_features else (None, None, None)
             if user_boxes is None:
-                dets = self._detect(images, image_list, features, max_regions, score_threshold)
+                dets = self._detect(images, image_list, features, max_regions, score_threshold, frames)
             else:
                 dets = [(b, torch.ones(len(b)), ["user"] * len(b)) for b in user_boxes]
             t1 = time.perf_counter()
-            whole = [im.new_tensor([[0.0, 0.0, im.shape[2], im.shape[1]]]) for im in images]
+            whole = [im.new_tensor([[0.0, 0.0, f[0], f[1]]]) for im, f in zip(images, frames)]
             region_boxes = [torch.cat([w, d[0].to(w)]) for w, d in zip(whole, dets)]
             v = self._encode_regions(images, image_list, features, region_boxes).float()  # [sum(1 + N_i), D]
             per_image = list(v.split([len(b) for b in region_boxes]))
@@ -226,15 +264,16 @@ class RegionCaptioner(nn.Module):
         timings = {"detect": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3, "caption": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
         results, k = [], 0
-        for im, (b, scores, labels), vecs in zip(images, dets, per_image):
+        for (cw, ch, width, height), (b, scores, labels), vecs in zip(frames, dets, per_image):
             regions = []
+            b = b.cpu() * torch.tensor([width / cw, height / ch] * 2) if (cw, ch) != (width, height) else b
             for box, score, label in zip(b.tolist(), scores.tolist(), labels):
                 regions.append(Region(box=[round(c, 2) for c in box], caption=texts[k], score=float(score),
                                       caption_score=float(logps[k]), label=label))
                 k += 1
             # clone outside inference mode: callers get ordinary tensors they may modify
-            results.append(AnalysisResult(regions, vecs[1:].cpu().clone(), vecs[0].cpu().clone(), int(im.shape[2]),
-                                          int(im.shape[1]), {n: round(t, 2) for n, t in timings.items()}, self))
+            results.append(AnalysisResult(regions, vecs[1:].cpu().clone(), vecs[0].cpu().clone(), int(width),
+                                          int(height), {n: round(t, 2) for n, t in timings.items()}, self))
         return results
 
     def _detect(self, images, image_list, features, max_regions, score_threshold):
