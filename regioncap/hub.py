@@ -70,7 +70,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     if path.is_dir():
         return path
     name = str(name_or_path)
-    if not _REPO_ID.match(name):
+    # The bundled default and explicit paths ("./x", "/x", "~/x") are never Hub repo ids.
+    local_only = name == DEFAULT_MODEL or name.startswith((".", "/", "~"))
+    if local_only or not _REPO_ID.match(name):
         raise ModelFileError(f"{name}: no such model folder")
     from huggingface_hub import snapshot_download
 
@@ -103,10 +105,16 @@ def check_model_dir(directory: Path) -> None:
 def load_config(path: Path) -> RegionCaptionerConfig:
     """Parse and validate config.json; anything wrong -> ModelFileError naming the file."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: not a readable JSON config ({exc})") from None
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
     return RegionCaptionerConfig.from_dict(data, source=str(path))
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a valid number in a config (JSON has no NaN or Infinity)")
 
 
 def save_config(config: RegionCaptionerConfig, path: Path) -> None:
@@ -155,6 +163,15 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     data_len = size - 8 - n
     for name, entry in header.items():
         _check_entry(path, name, entry, data_len)
+    end, last = 0, None  # tensors must tile the data exactly: no overlap (aliasing), no gap, nothing after
+    for name, entry in sorted(header.items(), key=lambda item: tuple(item[1]["data_offsets"])):
+        begin = entry["data_offsets"][0]
+        if begin != end:
+            what = f"overlaps tensor {last!r}" if begin < end else f"leaves a gap of {begin - end} bytes before it"
+            raise ModelFileError(f"{path}: tensor {name!r} {what} (forged or corrupt safetensors header)")
+        end, last = entry["data_offsets"][1], name
+    if end != data_len:
+        raise ModelFileError(f"{path}: {data_len - end} bytes after the last tensor (forged or corrupt file)")
     return header
 
 
@@ -196,8 +213,18 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], source: Path) -> None:
-    """Strict comparison: missing, unexpected or wrongly shaped weights -> ModelFileError naming ``source``."""
+def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], source: Path,
+                     embeddings: tuple[str, ...] | list[str] = (), vocab_source: Path | None = None) -> None:
+    """Strict comparison: missing, unexpected or wrongly shaped weights -> ModelFileError naming ``source``.
+
+    ``embeddings`` names word-embedding weights (one row per token): a row count that differs from the
+    model's is reported as a vocabulary that does not belong to the weights, naming ``vocab_source``.
+    """
+    for name in embeddings:
+        want, got = expected.get(name), loaded.get(name)
+        if want is not None and got is not None and got.ndim == 2 and got.shape[0] != want.shape[0]:
+            raise ModelFileError(f"{vocab_source or 'vocabulary'}: has {want.shape[0]} tokens but weight {name} "
+                                 f"in {Path(source).name} has {got.shape[0]} rows (vocabulary and weights do not match)")
     missing = sorted(set(expected) - set(loaded))
     unexpected = sorted(set(loaded) - set(expected))
     if missing:

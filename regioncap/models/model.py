@@ -183,28 +183,23 @@ class RegionCaptioner(nn.Module):
         return arr.permute(2, 0, 1).to(self.device, torch.float32).div_(255.0)
 
     def _prepare(self, image) -> tuple[Tensor, tuple[int, int, int, int]]:
-        """The tensor the model works on, and its frame ``(content_w, content_h, width, height)``.
-
-        An image with a side over ``max(MAX_SIDE, detector.max_size)`` is reduced first (the detector
-        reduces it further anyway), so a 40-Mpixel photo never becomes a 480 MB float tensor; a very
-        thin one (e.g. 1 x 300) is zero-padded right/bottom so that the detector's resize keeps
-        ``MIN_DETECTOR_SIDE`` pixels across. ``content_*`` is the image's size inside the work tensor,
-        ``width``/``height`` the original's: results are mapped back to the original's pixels.
-        """
+        """(work tensor, frame ``(content_w, content_h, width, height)``): an image with a side over
+        ``max(MAX_SIDE, detector.max_size)`` is reduced first (no 480 MB tensor for a 40-Mpixel photo;
+        the detector reduces it anyway), a very thin one (1 x 300) zero-padded right/bottom so that the
+        detector's resize keeps MIN_DETECTOR_SIDE pixels across. Results map back to width x height."""
         limit = max(MAX_SIDE, self.config.detector.max_size)
+        if not isinstance(image, Tensor):
+            image = load_image(image)
+            width, height = image.size
+            if max(width, height) > limit:
+                image = image.resize(_fit(width, height, limit), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        tensor = self._to_tensor(image)
         if isinstance(image, Tensor):
-            tensor = self._to_tensor(image)
             width, height = tensor.shape[2], tensor.shape[1]
-            w, h = _fit(width, height, limit)
-            if (w, h) != (width, height):
+            if max(width, height) > limit:
+                w, h = _fit(width, height, limit)
                 tensor = F.interpolate(tensor[None], size=(h, w), mode="bilinear", antialias=True)[0]
-        else:
-            pil = load_image(image)
-            width, height = pil.size
-            w, h = _fit(width, height, limit)
-            if (w, h) != (width, height):
-                pil = pil.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            tensor = self._to_tensor(pil)
+        h, w = tensor.shape[1:]
         short = -(-MIN_DETECTOR_SIDE * max(w, h) // self.config.detector.max_size)  # ceil
         if min(w, h) < short:
             tensor = F.pad(tensor, (0, max(0, short - w), 0, max(0, short - h)))
@@ -276,19 +271,24 @@ class RegionCaptioner(nn.Module):
                                           int(height), {n: round(t, 2) for n, t in timings.items()}, self))
         return results
 
-    def _detect(self, images, image_list, features, max_regions, score_threshold):
-        """RPN -> RoI heads -> postprocess; per image (boxes [N, 4] original pixels, scores [N], labels)."""
+    def _detect(self, images, image_list, features, max_regions, score_threshold, frames):
+        """RPN -> RoI heads -> postprocess; per image (boxes [N, 4] work-tensor pixels, scores [N], labels).
+
+        Boxes are clipped to the image's content (``frames``), so a padded strip never holds a region.
+        """
         det = self.detector
         proposals, _ = det.rpn(image_list, features)
         detections, _ = det.roi_heads(features, proposals, image_list.image_sizes)
         detections = det.transform.postprocess(detections, image_list.image_sizes,
                                                [tuple(im.shape[-2:]) for im in images])
         out = []
-        for d in detections:
-            keep = torch.nonzero(d["scores"] >= score_threshold).flatten()
+        for d, (cw, ch, *_) in zip(detections, frames):
+            boxes = torch.min(d["boxes"], d["boxes"].new_tensor([cw, ch, cw, ch]))
+            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (d["scores"] >= score_threshold)
+            keep = torch.nonzero(ok).flatten()
             keep = keep[d["scores"][keep].argsort(descending=True)][:max_regions]
             labels = [self.config.entity_types[int(i) - 1] for i in d["labels"][keep]]
-            out.append((d["boxes"][keep], d["scores"][keep], labels))
+            out.append((boxes[keep], d["scores"][keep], labels))
         return out
 
     # -- text ------------------------------------------------------------------------------------------
@@ -337,12 +337,24 @@ class RegionCaptioner(nn.Module):
                                  f"config.json says vocab_size {config.vocab_size}")
         weights_path = directory / hub.WEIGHTS_FILE
         state = hub.load_weights(weights_path)
+        try:  # shapes first, on the meta device: a forged config.json cannot make us allocate terabytes
+            with torch.device("meta"):
+                skeleton = cls(config, vocab, download=False)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelFileError(f"{directory / hub.CONFIG_FILE}: describes no buildable model ({exc})") from None
+        embeddings = [f"{n}.weight" for n, m in skeleton.named_modules() if isinstance(m, nn.Embedding)]
+        hub.check_state_dict(skeleton.state_dict(), state, weights_path, embeddings, directory / hub.VOCAB_FILE)
         model = cls(config, vocab, download=False)
-        hub.check_state_dict(model.state_dict(), state, weights_path)
         model.load_state_dict(state, strict=True)
         model.name_or_path = str(name_or_path)
         logger.info("loaded %s (%s, %d regions classes)", name_or_path, config.detector.arch, len(config.entity_types))
         return model.to(device).eval()
+
+
+def _fit(width: int, height: int, limit: int) -> tuple[int, int]:
+    """(w, h) reduced proportionally so that neither side exceeds ``limit`` (unchanged if it fits)."""
+    scale = limit / max(width, height)
+    return (width, height) if scale >= 1 else (max(1, round(width * scale)), max(1, round(height * scale)))
 
 
 def _user_boxes(boxes, width: int, height: int) -> Tensor:
