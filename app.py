@@ -118,7 +118,8 @@ class ModelHolder:
             if self.path == hub.DEFAULT_MODEL and not Path(self.path).is_dir():  # not a Hub id to look up
                 raise RegionCapError(f"{self.path}/: the bundled demo model is missing from this checkout")
             self.directory = hub.resolve_model_dir(self.path)
-            self.model = RegionCaptioner.from_pretrained(self.path)
+            revision = os.environ.get("REGIONCAP_MODEL_REVISION") or None  # pin a Hub revision
+            self.model = RegionCaptioner.from_pretrained(self.path, revision=revision)
         except RegionCapError as e:
             self.error = str(e)
         except Exception as e:  # a broken install must still leave a page that says what happened
