@@ -117,8 +117,8 @@ class ModelHolder:
             self.path = self.path or hub.default_model_path()
             if self.path == hub.DEFAULT_MODEL and not Path(self.path).is_dir():  # not a Hub id to look up
                 raise RegionCapError(f"{self.path}/: the bundled demo model is missing from this checkout")
-            self.directory = hub.resolve_model_dir(self.path)
             revision = os.environ.get("REGIONCAP_MODEL_REVISION") or None  # pin a Hub revision
+            self.directory = hub.resolve_model_dir(self.path, revision)
             self.model = RegionCaptioner.from_pretrained(self.path, revision=revision)
         except RegionCapError as e:
             self.error = str(e)
@@ -449,8 +449,9 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
         settings, caption_out = [image, max_regions, threshold], [annotated, table, download, view]
         search_out, align_out = [search_image, matches, search_note], [align_image, aligned, align_note]
         private = {"api_visibility": "private"}  # UI-only events; the API is the four named endpoints
-        live = {**private, "trigger_mode": "always_last", "show_progress": "hidden"}
-        raw = {"preprocess": False}  # the handlers read uploads themselves, so a bad file gets a clear message
+        model = {"concurrency_id": "model"}  # one shared limit for every event that runs the model
+        live = {**private, **model, "trigger_mode": "always_last", "show_progress": "hidden"}
+        raw = {"preprocess": False, **model}  # handlers read uploads themselves: a bad file gets a clear message
 
         def then_refresh(event):  # after a new analysis, redo the search and the alignment on its regions
             event.success(user_errors(app.query_live), [phrase, top_k, view], search_out, **live).then(
@@ -471,7 +472,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
         then_refresh(box.submit(box_handler, [box, *settings, view], caption_out, api_name="caption_box_on_submit",
                                 **raw, **private))
         then_refresh(annotated.select(user_errors(app.click_corner), [box, view],
-                                      [*caption_out[:3], box, box_note, view], api_name="click_corner", **private))
+                                      [*caption_out[:3], box, box_note, view], api_name="click_corner", **private,
+                                      **model))
         for name, trigger in (("phrase", phrase.change), ("top_k", top_k.release)):
             trigger(user_errors(app.query_live), [phrase, top_k, view], search_out, api_name=f"query_on_{name}", **live)
         sentence.change(user_errors(app.align_live), [sentence, view], align_out, api_name="align_on_change", **live)

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from regioncap.errors import RegionCapError
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # Pillow's decoders log/warn their own complaint about a hostile file: one line is ours
+        logging.getLogger("PIL").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", module="PIL")
     try:
         out = run(args)
     except (RegionCapError, OSError) as exc:

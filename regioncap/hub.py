@@ -223,8 +223,8 @@ def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.
     for name in embeddings:
         want, got = expected.get(name), loaded.get(name)
         if want is not None and got is not None and got.ndim == 2 and got.shape[0] != want.shape[0]:
-            raise ModelFileError(f"{vocab_source or 'vocabulary'}: has {want.shape[0]} tokens but weight {name} "
-                                 f"in {Path(source).name} has {got.shape[0]} rows (vocabulary and weights do not match)")
+            raise ModelFileError(f"{vocab_source or 'vocabulary'}: has {want.shape[0]} tokens but weight {name} in "
+                                 f"{Path(source).name} has {got.shape[0]} rows (vocabulary and weights do not match)")
     missing = sorted(set(expected) - set(loaded))
     unexpected = sorted(set(loaded) - set(expected))
     if missing:

@@ -22,10 +22,10 @@ from torch.utils.data import Dataset
 
 from regioncap.data.flickr30k import (ENTITY_TYPES, NOTVISUAL, NOTVISUAL_CHAIN, Annotation, Phrase, Sentence,
                                       read_annotation, read_sentences, read_split)
-from regioncap.data.image import load_image
+from regioncap.data.image import load_image, probe_image
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import PAD, Vocabulary
-from regioncap.errors import AnnotationError
+from regioncap.errors import AnnotationError, ImageError
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class Flickr30kEntities(Dataset):
             raise AnnotationError(f"{split_file}: split file not found")
         self.records: list[Record] = []
         self.skipped: list[tuple[str, str]] = []
+        self._unreadable: set[Path] = set()
         for image_id in read_split(split_file):
             record = self._read(image_id)
             if record is not None:
@@ -109,6 +110,10 @@ class Flickr30kEntities(Dataset):
         try:
             if not image_path.is_file():
                 raise AnnotationError(f"{image_path}: image file not found")
+            try:  # the header only: an empty, non-image or oversized file is found now, not mid-training
+                probe_image(image_path)
+            except ImageError as e:
+                raise AnnotationError(str(e)) from None
             return Record(image_id, image_path, read_annotation(ann_path), read_sentences(sent_path))
         except AnnotationError as e:
             if self.strict:
@@ -147,9 +152,25 @@ class Flickr30kEntities(Dataset):
         return pairs
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
-        """(image FloatTensor[3, H, W] in [0, 1], target); see collate_fn for the target's keys."""
-        rec = self.records[index]
-        image = load_image(rec.image_path)
+        """(image FloatTensor[3, H, W] in [0, 1], target); see collate_fn for the target's keys.
+
+        An image whose body turns out corrupt (its header was fine) raises AnnotationError with
+        ``strict``; otherwise it is logged once and the next readable image is returned instead.
+        """
+        self.records[index]  # IndexError past the end, as a sequence must (iteration stops on it)
+        for step in range(len(self.records)):
+            rec = self.records[(index + step) % len(self.records)]
+            try:
+                return self._item(rec, load_image(rec.image_path))
+            except ImageError as e:
+                if self.strict:
+                    raise AnnotationError(str(e)) from None
+                if rec.image_path not in self._unreadable:
+                    self._unreadable.add(rec.image_path)
+                    logger.warning("%s (using the next image instead)", e)
+        raise AnnotationError(f"{self.root / 'Images'}: no readable image in the {self.split} split")
+
+    def _item(self, rec: Record, image) -> tuple[torch.Tensor, dict]:
         ann = rec.annotation
         chains = chain_regions(rec)
         labels_by_chain = chain_labels(rec)

@@ -9,7 +9,9 @@ the same to the model wherever it comes from:
 * every mode ends as RGB: alpha (LA, PA, RGBA, P with transparency) composited on white,
   16/32-bit greyscale scaled to 8 bits, 1-bit, CMYK, YCbCr converted;
 * images with more than ``max_pixels`` pixels are refused from the header, *before* decoding;
-  corrupt, truncated, empty and non-image input raise ImageError naming the source.
+  corrupt, truncated, empty and non-image input raise ImageError naming the source;
+* only the photo formats in ``FORMATS`` are opened: Pillow's other plugins (EPS runs Ghostscript,
+  PSD, DDS, FITS, ...) are a needless attack surface for uploads.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from regioncap.errors import ImageError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")  # Pillow ids opened (JPEG covers MPO too)
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+
+
+def _formats() -> list[str]:
+    """FORMATS this Pillow build can open (AVIF, for one, is optional)."""
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
 
 
 def _describe(src) -> str:
@@ -123,18 +132,45 @@ def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     raise ImageError(f"unsupported image source of type {type(src).__name__}")
 
 
-def _open(fp, max_pixels, what: str) -> Image.Image:
+def probe_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone (no decoding): a cheap check that a file
+    :func:`load_image` will at least open. Raises ImageError like load_image (missing, empty, not an
+    accepted format, too large); a corrupt body is only found when the image is decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: {'is a folder, not an image' if path.is_dir() else 'file not found'}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty (0 bytes)")
     try:
-        im = Image.open(fp)  # reads the header only
+        with open(path, "rb") as f:
+            im = _open_header(f, str(path))
+            with im:
+                _check_size(im, max_pixels, str(path))
+                return im.size
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _open(fp, max_pixels, what: str) -> Image.Image:
+    im = _open_header(fp, what)
+    with im:
+        _check_size(im, max_pixels, what)
+        return _finish(im, what)
+
+
+def _open_header(fp, what: str) -> Image.Image:
+    try:
+        im = Image.open(fp, formats=_formats())  # reads the header only
     except UnidentifiedImageError:
-        raise ImageError(f"{what}: not an image, or a format Pillow cannot read") from None
+        raise ImageError(f"{what}: not an image, or not one of the accepted formats "
+                         "(JPEG, PNG, GIF, WebP, BMP, TIFF, AVIF)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{what}: image too large (decompression bomb check: {e})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{what}: cannot read image ({e})") from None
-    with im:
-        _check_size(im, max_pixels, what)
-        return _finish(im, what)
+    except Exception as e:  # a plugin tripping over hostile bytes (struct.error, IndexError, ...)
+        raise ImageError(f"{what}: cannot read image ({type(e).__name__}: {e})") from None
+    return im
 
 
 def _finish(im: Image.Image, what: str) -> Image.Image:
@@ -143,8 +179,14 @@ def _finish(im: Image.Image, what: str) -> Image.Image:
         if getattr(im, "is_animated", False):
             im.seek(0)
         im.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{what}: image too large (decompression bomb check: {e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{what}: corrupt or truncated image ({e})") from None
+    except MemoryError:
+        raise ImageError(f"{what}: not enough memory to decode this image") from None
+    except Exception as e:  # decoders raise more than OSError on hostile input (struct.error, IndexError, ...)
+        raise ImageError(f"{what}: corrupt or truncated image ({type(e).__name__}: {e})") from None
     try:
         upright = ImageOps.exif_transpose(im)
     except Exception as e:  # a broken EXIF block should not lose the picture

@@ -210,7 +210,8 @@ class RegionCaptioner(nn.Module):
         """Detect (or take ``boxes``), encode and caption the regions of one image.
 
         Args:
-            image: PIL image, path, bytes, numpy array, or FloatTensor[3, H, W] in [0, 1].
+            image: PIL image, path, bytes, numpy array, or FloatTensor[3, H, W] in [0, 1]. A side over
+                MAX_SIDE is reduced before detection; boxes are always in ``image``'s own pixels.
             max_regions: keep at most this many detections (highest score first).
             score_threshold: drop detections scoring below this.
             boxes: optional user boxes ``[[x1, y1, x2, y2], ...]`` in the image's pixels; they are

@@ -1,0 +1,503 @@
+"""Hostile and malformed input (issue 7): images, text, model files and training data.
+
+Each case goes through the public way in: ``load_image`` / ``RegionCaptioner.analyze`` / ``query`` /
+``align``, the command line (exit code 2, one line on stderr, no traceback) and ``train.train.main``.
+The app's handlers and the served app are in test_load.py. Cases test_image.py, test_hub.py and
+test_cli.py already cover are not repeated here.
+"""
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from regioncap import hub
+from regioncap.cli import main as cli_main
+from regioncap.data.image import FORMATS, load_image, probe_image
+from regioncap.errors import ImageError, ModelFileError, TextError
+from regioncap.models import model as model_module
+from regioncap.models import results as results_module
+from regioncap.models.model import MAX_SIDE, RegionCaptioner
+from regioncap.models.results import MAX_SENTENCE_TOKENS, MAX_TEXT_CHARS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _save(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small valid PNG whose header claims width x height (a decompression bomb's calling card)."""
+    data = bytearray(_save(Image.new("L", (8, 8)), "PNG"))
+    ihdr = bytearray(data[16:29])
+    ihdr[0:8] = struct.pack(">II", width, height)
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def _tiff_with_samples_per_pixel(n: int) -> bytes:
+    """A TIFF whose SamplesPerPixel tag is forged (Pillow logs an error of its own before refusing it)."""
+    data = bytearray(_save(Image.new("RGB", (4, 4)), "TIFF"))
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[entry:entry + 2])[0] == 277:
+            data[entry + 8:entry + 10] = struct.pack("<H", n)
+    return bytes(data)
+
+
+def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def _exif_rotated_jpeg() -> bytes:
+    """40x20 stored, red left half; EXIF orientation 6 -> shown 20x40 with red on top."""
+    im = Image.new("RGB", (40, 20), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _save(im, "JPEG", quality=95, exif=exif.tobytes())
+
+
+BAD_IMAGES = {  # file name -> (bytes, what the one-line message must say)
+    "notes.jpg": (b"this is a shopping list, not a picture\n", "not an image"),
+    "empty.jpg": (b"", "empty"),
+    "truncated.jpg": (_save(_noise(64, 64), "JPEG", quality=90)[:1500], "corrupt or truncated"),
+    "huge.png": (_png_claiming(8000, 8000), "too large"),
+    "bomb.png": (_png_claiming(100_000, 100_000), "too large"),
+    "ghostscript.jpg": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "not an image"),
+    "forged.tif": (_tiff_with_samples_per_pixel(5000), "not an image"),
+    "zeros.png": (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "not an image"),
+}
+
+
+# -- 1. images: load_image ------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_animated_webp_and_apng_give_the_first_frame(fmt):
+    frames = [Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 0, 255))]
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    data = _save(frames[0], fmt, save_all=True, append_images=frames[1:], duration=50, loop=0, **extra)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    r, g, b = load_image(data).getpixel((4, 4))
+    assert r > 200 and b < 60
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    arr = np.array([[0, 32896, 65535]], np.uint16)
+    out = load_image(_save(Image.fromarray(arr), "PNG"))
+    assert [out.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
+
+
+def test_pillow_bomb_guard_stays_on_and_is_reworded():
+    sources = [ROOT / "app.py", *sorted((ROOT / "regioncap").rglob("*.py"))]
+    for path in sources:  # nothing of ours switches Pillow's guards off
+        text = path.read_text(encoding="utf-8")
+        assert "MAX_IMAGE_PIXELS" not in text and "LOAD_TRUNCATED_IMAGES" not in text, path
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS >= 40_000_000
+    with pytest.raises(ImageError, match="too large .*decompression bomb"):
+        load_image(_png_claiming(100_000, 100_000), max_pixels=None)  # our limit off: Pillow's still refuses
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_bad_image_files_are_one_clear_image_error(name, tmp_path):
+    data, message = BAD_IMAGES[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=message) as info:
+        load_image(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+    if name != "truncated.jpg":  # a corrupt body is only found by decoding; everything else from the header
+        with pytest.raises(ImageError, match=message):
+            probe_image(path)
+
+
+def test_only_photo_formats_are_opened():
+    assert set(FORMATS) >= {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"}
+    for fmt in ("PPM", "TGA", "PCX"):
+        with pytest.raises(ImageError, match="not one of the accepted formats"):
+            load_image(_save(Image.new("RGB", (4, 4)), fmt))
+    assert load_image(_save(Image.new("RGB", (4, 4), (9, 9, 9)), "BMP")).getpixel((0, 0)) == (9, 9, 9)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mutated_images_never_raise_anything_but_image_error():
+    # A small seeded fuzz: random byte flips and cuts of valid files of every accepted format.
+    rng = np.random.default_rng(7)
+    seeds = [_save(_noise(24, 16), fmt) for fmt in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")]
+    for data in seeds:
+        for _ in range(60):
+            d = bytearray(data)
+            for pos in rng.integers(0, len(d), rng.integers(1, 8)):
+                d[pos] = rng.integers(0, 256)
+            if rng.random() < 0.3:
+                d = d[: rng.integers(1, len(d))]
+            try:
+                assert load_image(bytes(d)).mode == "RGB"
+            except ImageError:
+                pass
+
+
+# -- 1. images: analyze ---------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(1, 1), (5, 5), (1, 300), (300, 2), (3, 1)])
+def test_tiny_and_thin_images_are_analysed(tiny_model, size):
+    result = tiny_model.analyze(Image.new("RGB", size, (200, 40, 40)), max_regions=5, score_threshold=0.0)
+    assert (result.width, result.height) == size and result.image_vector.isfinite().all()
+    for r in result.regions:
+        x1, y1, x2, y2 = r.box
+        assert 0 <= x1 < x2 <= size[0] and 0 <= y1 < y2 <= size[1]
+    assert result.query("a red circle", top_k=2) is not None
+    whole = tiny_model.analyze(Image.new("RGB", size), boxes=[[0, 0, size[0], size[1]]])
+    assert whole.regions[0].box == [0.0, 0.0, float(size[0]), float(size[1])]
+
+
+def test_large_image_is_reduced_before_the_detector_and_boxes_come_back_in_its_pixels(tiny_model, monkeypatch):
+    image = _noise(400, 300).resize((4000, 3000), Image.Resampling.NEAREST)
+    seen, raw = [], []
+    transform = tiny_model.detector.transform
+    real_call, real_post = transform.forward, transform.postprocess
+
+    def spy_call(images, targets=None):
+        seen.extend(tuple(im.shape[-2:]) for im in images)
+        return real_call(images, targets)
+
+    def spy_post(result, image_shapes, original_sizes):
+        out = real_post(result, image_shapes, original_sizes)
+        raw.append((out[0]["boxes"].clone(), out[0]["scores"].clone(), original_sizes[0]))
+        return out
+
+    monkeypatch.setattr(transform, "forward", spy_call)
+    monkeypatch.setattr(transform, "postprocess", spy_post)
+    result = tiny_model.analyze(image, max_regions=10, score_threshold=0.0)
+    assert (result.width, result.height) == (4000, 3000)
+    assert seen == [(1536, 2048)] and max(seen[0]) == MAX_SIDE  # the detector never saw 4000 x 3000
+    boxes, scores, work = raw[0]
+    assert tuple(work) == (1536, 2048) and result.regions
+    for r in result.regions:  # each region is one of the detector's boxes scaled by 4000/2048 = 3000/1536
+        assert any(torch.allclose(torch.tensor(r.box), b * 4000 / 2048, atol=0.02) for b in boxes), r.box
+        assert 0 <= r.box[0] < r.box[2] <= 4000 and 0 <= r.box[1] < r.box[3] <= 3000
+    user = tiny_model.analyze(image, boxes=[[3000, 2000, 3990, 2990], [-5, -5, 9000, 9000]])
+    assert [r.box for r in user.regions] == [pytest.approx([3000, 2000, 3990, 2990]), [0, 0, 4000, 3000]]
+
+
+def test_exif_orientation_reaches_analyze_and_the_cli(tiny_model, saved_model, tmp_path, capsys):
+    result = tiny_model.analyze(_exif_rotated_jpeg(), score_threshold=0.0)
+    assert (result.width, result.height) == (20, 40)
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_exif_rotated_jpeg())
+    assert cli_main(["caption", str(path), "--model", str(saved_model[1]), "--threshold", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["width"], out["height"]) == (20, 40)
+    assert all(r["box"][2] <= 20 and r["box"][3] <= 40 for r in out["regions"])
+
+
+def _cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "regioncap", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_cli_refuses_bad_images_with_exactly_one_line(name, tmp_path):
+    # The real entry point in a subprocess: what a user's terminal shows, Pillow's own logging included.
+    data, message = BAD_IMAGES[name]
+    (tmp_path / name).write_bytes(data)
+    proc = _cli("caption", name, "--model", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"regioncap: error: {name}: ") and message in lines[0]
+
+
+# -- 2. text --------------------------------------------------------------------------------------
+@pytest.fixture
+def analysed(tiny_model, image_file):
+    return tiny_model.analyze(image_file, max_regions=5, score_threshold=0.0)
+
+
+@pytest.mark.parametrize("phrase, message", [
+    ("", "empty phrase"), ("   \n\t ", "empty phrase"), (None, "empty phrase"),
+    ("一只红色的圆", "vocabulary"), ("красный круг", "vocabulary"), ("دائرة حمراء", "vocabulary"),
+    ("🔴🟦⭐", "vocabulary"), ("qwzx " * 2000, "vocabulary"), ("\x00\x1b[31m\ud800", "vocabulary"),
+])
+def test_unusable_phrases_are_a_text_error(analysed, phrase, message):
+    with pytest.raises(TextError, match=message) as info:
+        analysed.query(phrase)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("phrase", ["a red 圆 circle 🔴", "ＲＥＤ circle", "a\x00red\tcircle", "RED CIRCLE!!!"])
+def test_mixed_scripts_with_a_known_word_are_answered(analysed, phrase):
+    matches = analysed.query(phrase, top_k=2)
+    assert len(matches) == 2 and all(-1.0001 <= sim <= 1.0001 for _, sim in matches)
+
+
+def test_the_length_the_model_reads_is_capped(tiny_model, analysed, monkeypatch):
+    read, encoded = [], []
+    real_tokenize, real_forward = model_module.tokenize, tiny_model.text_encoder.forward
+    for module in (model_module, results_module):
+        monkeypatch.setattr(module, "tokenize", lambda text: read.append(len(text)) or real_tokenize(text))
+    monkeypatch.setattr(tiny_model.text_encoder, "forward",
+                        lambda tokens, lengths: encoded.append(tuple(tokens.shape)) or real_forward(tokens, lengths))
+    long = "a large red circle " * 527  # 10,013 characters
+    start = time.perf_counter()
+    assert len(analysed.query(long)) == 3
+    alignment = analysed.align(long)
+    assert time.perf_counter() - start < 5
+    max_len = tiny_model.config.text_encoder.max_len
+    assert read and max(read) <= MAX_TEXT_CHARS
+    assert encoded and all(width <= max_len for _, width in encoded)
+    assert 1 <= len(alignment) <= MAX_SENTENCE_TOKENS and sum(n for n, _ in encoded[1:]) == len(alignment)
+
+
+@pytest.mark.parametrize("sentence", ["", "🙂 🙃", "这是一个句子", "the of and . , !"])
+def test_align_refuses_sentences_without_known_content_words(analysed, sentence):
+    with pytest.raises(TextError):
+        analysed.align(sentence)
+
+
+def test_cli_query_with_unusable_text_is_one_line(saved_model, image_file, capsys):
+    for phrase in ("一只红色的圆", "🔴" * 5000):
+        assert cli_main(["query", str(image_file), phrase, "--model", str(saved_model[1])]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "vocabulary" in err and len(err) < 200
+    assert cli_main(["query", str(image_file), "red " * 2500, "--model", str(saved_model[1]), "--threshold", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["matches"]
+
+
+# -- 3. model files -------------------------------------------------------------------------------
+def _forge_header(path: Path, edit) -> None:
+    """Rewrite model.safetensors' JSON header with ``edit(header)``, keeping the tensor bytes."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+
+
+def _two_same_size(header) -> tuple[str, str]:
+    by_size = {}
+    for name, e in header.items():
+        if name != "__metadata__":
+            by_size.setdefault(e["data_offsets"][1] - e["data_offsets"][0], []).append(name)
+    return next(tuple(sorted(names)[:2]) for names in by_size.values() if len(names) > 1)
+
+
+def _first_f32(header) -> str:
+    return next(n for n, e in sorted(header.items()) if n != "__metadata__" and e["dtype"] == "F32")
+
+
+def _overlap(h):
+    a, b = sorted(_two_same_size(h), key=lambda name: h[name]["data_offsets"])
+    h[b]["data_offsets"] = list(h[a]["data_offsets"])  # the later tensor aliases the earlier one's bytes
+
+
+def _set(key, value):
+    def edit(h):
+        h[_first_f32(h)][key] = value
+    return edit
+
+
+FORGED_HEADERS = {
+    "overlapping offsets": (_overlap, "overlaps tensor"),
+    "F64 over F32 bytes": (_set("dtype", "F64"), "lies outside the file's data"),
+    "I32 for a float weight": (_set("dtype", "I32"), "has dtype torch.int32, expected torch.float32"),
+    "unknown dtype": (_set("dtype", "F33"), "malformed safetensors entry"),
+    "negative dimension": (_set("shape", [-4, 2]), "malformed safetensors entry"),
+    "string offsets": (_set("data_offsets", ["0", "8"]), "malformed safetensors entry"),
+    "a tensor dropped (gap)": (lambda h: h.pop(_first_f32(h)), "gap|bytes after the last tensor"),
+    "header is a list": (lambda h: h.clear(), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED_HEADERS))
+def test_forged_safetensors_headers_are_refused(case, saved_model):
+    _, folder = saved_model
+    path = folder / "model.safetensors"
+    edit, message = FORGED_HEADERS[case]
+    if message is None:  # a JSON array instead of an object
+        data = path.read_bytes()
+        path.write_bytes(struct.pack("<Q", 2) + b"[]" + data[8 + struct.unpack("<Q", data[:8])[0]:])
+        message = "not a JSON object"
+    else:
+        _forge_header(path, edit)
+    with pytest.raises(ModelFileError, match=message) as info:
+        RegionCaptioner.from_pretrained(folder)
+    assert str(info.value).startswith(str(path))
+
+
+def _edit_config(folder: Path, edit) -> Path:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+    return path
+
+
+CONFIG_EDITS = {
+    "missing section": (lambda c: c.pop("captioner"), "missing key 'captioner'"),
+    "missing nested key": (lambda c: c["detector"].pop("min_size"), r"detector\.missing key\(s\) min_size"),
+    "unknown key": (lambda c: c.update(evil="x"), r"unknown key\(s\) evil"),
+    "list of strings": (lambda c: c["detector"].update(backbone_channels=["8", "8", "16", "16"]),
+                        "backbone_channels must be a list of integers"),
+    "bool for an int": (lambda c: c["text_encoder"].update(max_len=True), "max_len must be an integer"),
+    "section not an object": (lambda c: c.update(text_encoder=[1, 2]), "text_encoder must be a JSON object"),
+    "bad choice": (lambda c: c["captioner"].update(rnn="transformer"), "captioner.rnn must be one of"),
+    "NaN": (lambda c: c.update(align_margin=float("nan")), "NaN is not a valid number"),
+    "dropout 5": (lambda c: c["captioner"].update(dropout=5.0), "describes no buildable model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_EDITS))
+def test_bad_configs_name_the_file_and_the_problem(case, saved_model):
+    edit, message = CONFIG_EDITS[case]
+    path = _edit_config(saved_model[1], edit)
+    with pytest.raises(ModelFileError, match=message) as info:
+        RegionCaptioner.from_pretrained(saved_model[1])
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_config_json_that_is_not_an_object(saved_model):
+    (saved_model[1] / "config.json").write_text("[1, 2, 3]")
+    with pytest.raises(ModelFileError, match="config.json: top level must be a JSON object"):
+        RegionCaptioner.from_pretrained(saved_model[1])
+
+
+def test_a_forged_config_cannot_make_loading_allocate(saved_model):
+    # 3 x 100,000^2 floats would be 120 GB: the shapes are checked on the meta device, nothing is allocated.
+    _edit_config(saved_model[1], lambda c: c["text_encoder"].update(hidden_dim=100_000))
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=r"model.safetensors: weight text_encoder\..* needs \[300000"):
+        RegionCaptioner.from_pretrained(saved_model[1])
+    assert time.perf_counter() - start < 10
+
+
+def test_vocab_that_does_not_match_the_embedding(saved_model):
+    _, folder = saved_model
+    vocab = json.loads((folder / "vocab.json").read_text())
+    n = len(vocab["tokens"])
+    (folder / "vocab.json").write_text(json.dumps({**vocab, "tokens": vocab["tokens"] + ["zebra"]}))
+    _edit_config(folder, lambda c: c.update(vocab_size=n + 1))  # vocab and config agree; the weights do not
+    with pytest.raises(ModelFileError, match=rf"vocab.json: has {n + 1} tokens but weight .*embed.weight in "
+                                             rf"model.safetensors has {n} rows"):
+        RegionCaptioner.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("tokens, message", [
+    (["<pad>", "<start>", "<end>", "<unk>", "red", "red"], "duplicates"),
+    (["red", "circle"], "must start with"),
+    ("red circle", "list of non-empty strings"),
+])
+def test_malformed_vocab_is_refused(saved_model, tokens, message):
+    path = saved_model[1] / "vocab.json"
+    path.write_text(json.dumps({"tokens": tokens, "min_count": 1}))
+    with pytest.raises(ModelFileError, match=message) as info:
+        RegionCaptioner.from_pretrained(saved_model[1])
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_a_pickle_only_model_folder_through_the_cli(saved_model, image_file, tmp_path, capsys):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    torch.save({"w": torch.zeros(2)}, folder / "pytorch_model.bin")
+    for name in ("config.json", "vocab.json"):
+        (folder / name).write_bytes((saved_model[1] / name).read_bytes())
+    assert cli_main(["caption", str(image_file), "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pytorch_model.bin" in err and "pickle" in err
+    _edit_config(saved_model[1], lambda c: c["detector"].update(min_size="big"))
+    assert cli_main(["caption", str(image_file), "--model", str(saved_model[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json: detector.min_size must be an integer" in err
+
+
+def test_cli_revision_reaches_the_hub_client(saved_model, image_file, monkeypatch, capsys):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs.get("revision")))
+        return str(saved_model[1])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    code = cli_main(["caption", str(image_file), "--model", "someone/regioncap-tiny", "--revision", "0123abc"])
+    assert code == 0, capsys.readouterr().err
+    assert calls == [("someone/regioncap-tiny", "0123abc")]
+    assert json.loads(capsys.readouterr().out)["model"] == "someone/regioncap-tiny"
+    assert hub.resolve_model_dir("someone/regioncap-tiny", revision="v1.0") == saved_model[1]
+    assert calls[-1] == ("someone/regioncap-tiny", "v1.0")
+
+
+# -- 4. training data -----------------------------------------------------------------------------
+TINY_TRAIN = ["--min-size", "96", "--max-size", "128", "--detector-batch-size", "2", "--workers", "0",
+              "--log-every", "1", "--no-augment", "--stages", "alignment", "--epochs", "1", "--max-steps", "1",
+              "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def corrupted_data(tmp_path_factory):
+    """A synthetic set whose train split has a malformed annotation, a malformed sentence file, a
+    non-image .jpg (found from the header) and a truncated JPEG (found only when decoded)."""
+    from regioncap.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("corrupted")
+    generate(root, images=10, seed=3)
+    ids = (root / "train.txt").read_text().split()
+    (root / "Annotations" / f"{ids[0]}.xml").write_text("<annotation><size><width>10</width>")
+    (root / "Sentences" / f"{ids[1]}.txt").write_text("A [/EN#/people man] walks .\n")
+    (root / "Images" / f"{ids[2]}.jpg").write_text("not a jpeg at all")
+    image = root / "Images" / f"{ids[3]}.jpg"
+    image.write_bytes(image.read_bytes()[:len(image.read_bytes()) // 2])
+    return root, ids
+
+
+def _train(data, out, *extra):
+    from train.train import get_args_parser, main
+
+    return main(get_args_parser().parse_args(["--data", str(data), "--out", str(out), *TINY_TRAIN, *extra]))
+
+
+def test_training_skips_malformed_files_and_says_how_many(corrupted_data, tmp_path, capsys, caplog):
+    root, ids = corrupted_data
+    assert _train(root, tmp_path / "m") == 0
+    err = capsys.readouterr().err
+    assert "skipped 3 malformed file(s); first: " in err and f"Annotations/{ids[0]}.xml: invalid XML" in err
+    assert f"{ids[3]}.jpg: corrupt or truncated" in caplog.text and "using the next image" in caplog.text
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+
+    from regioncap.data.dataset import Flickr30kEntities
+
+    dataset = Flickr30kEntities(root, "train")
+    items = list(dataset)  # the truncated image is replaced by the next one; iteration still ends
+    assert len(items) == len(dataset) == 5 and all(image.shape[0] == 3 for image, _ in items)
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+    skipped = dict(dataset.skipped)
+    assert sorted(skipped) == sorted([str(root / "Annotations" / f"{ids[0]}.xml"),
+                                      str(root / "Sentences" / f"{ids[1]}.txt"),
+                                      str(root / "Images" / f"{ids[2]}.jpg")])
+    assert "malformed phrase tag" in skipped[str(root / "Sentences" / f"{ids[1]}.txt")]
+    assert "not an image" in skipped[str(root / "Images" / f"{ids[2]}.jpg")]
+
+
+def test_strict_training_stops_before_it_starts(corrupted_data, tmp_path):
+    root, ids = corrupted_data
+    with pytest.raises(SystemExit, match=f"error: .*Annotations/{ids[0]}.xml: invalid XML"):
+        _train(root, tmp_path / "strict", "--strict")
+    assert not (tmp_path / "strict").exists()  # nothing trained, nothing written
