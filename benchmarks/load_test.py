@@ -52,8 +52,9 @@ from PIL import Image  # noqa: E402
 PHRASE = "a red circle"
 
 
-def make_tiny_model(directory: Path) -> Path:
-    """A random-initialised model that answers in well under a second on a CPU."""
+def make_tiny_model(directory: Path, data: str = "none (random weights)") -> Path:
+    """A random-initialised model that answers in well under a second on a CPU (also used by the app tests);
+    ``data`` is what its model card says it was trained on."""
     import torch
 
     from regioncap.data.flickr30k import ENTITY_TYPES
@@ -72,7 +73,7 @@ def make_tiny_model(directory: Path) -> Path:
         region_encoder=RegionEncoderConfig(hidden_dim=32, geometry_dim=8),
         text_encoder=TextEncoderConfig(embed_dim=16, hidden_dim=16),
         captioner=CaptionerConfig(embed_dim=16, hidden_dim=16, beam_size=2, max_len=6))
-    RegionCaptioner(config, vocab).save_pretrained(directory, training={"data": "none (random weights)"})
+    RegionCaptioner(config, vocab).save_pretrained(directory, training={"data": data})
     return directory
 
 

@@ -117,11 +117,7 @@ def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError("image data is empty (0 bytes)")
         return _open(io.BytesIO(bytes(src)), max_pixels, "image data")
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file():
-            raise ImageError(f"{path}: {'is a folder, not an image' if path.is_dir() else 'file not found'}")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path}: file is empty (0 bytes)")
+        path = _existing_file(src)
         try:
             with open(path, "rb") as f:
                 return _open(f, max_pixels, what)
@@ -132,15 +128,21 @@ def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     raise ImageError(f"unsupported image source of type {type(src).__name__}")
 
 
-def probe_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) of an image file from its header alone (no decoding): a cheap check that a file
-    :func:`load_image` will at least open. Raises ImageError like load_image (missing, empty, not an
-    accepted format, too large); a corrupt body is only found when the image is decoded."""
-    path = Path(path)
+def _existing_file(src) -> Path:
+    """``src`` as a Path to a non-empty file; ImageError otherwise."""
+    path = Path(src)
     if not path.is_file():
         raise ImageError(f"{path}: {'is a folder, not an image' if path.is_dir() else 'file not found'}")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes)")
+    return path
+
+
+def probe_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone (no decoding): a cheap check that a file
+    :func:`load_image` will at least open. Raises ImageError like load_image (missing, empty, not an
+    accepted format, too large); a corrupt body is only found when the image is decoded."""
+    path = _existing_file(path)
     try:
         with open(path, "rb") as f:
             im = _open_header(f, str(path))
