@@ -92,13 +92,17 @@ class Annotation:
     nobox: list[str] = field(default_factory=list)
 
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
     except OSError as e:
         raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _read_text(path: Path) -> str:
+    data = _read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -212,13 +216,7 @@ def read_annotation(path) -> Annotation:
         AnnotationError: the file is missing, not well-formed XML, or lacks a required field.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file not found") from None
-    except OSError as e:
-        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
-    return parse_annotation(data, str(path))
+    return parse_annotation(_read_bytes(path), str(path))
 
 
 def read_split(path) -> list[str]:
