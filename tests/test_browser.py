@@ -42,7 +42,9 @@ def browser_context(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    model = make_tiny_model(tmp_path_factory.mktemp("tiny-model"), data="synthetic scenes (random weights)")
+    # REGIONCAP_BROWSER_MODEL=assets/demo-model takes the screenshots with a real model instead.
+    model = os.environ.get("REGIONCAP_BROWSER_MODEL") or make_tiny_model(
+        tmp_path_factory.mktemp("tiny-model"), data="synthetic scenes (random weights)")
     demo, url = start_app(model)
     yield url
     demo.close()
