@@ -27,7 +27,7 @@ def test_all_losses_fall_on_a_few_synthetic_images(tmp_path):
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-        history.append({k: float(v) for k, v in losses.items()})
+        history.append({k: float(v.detach()) for k, v in losses.items()})
     first, last = history[0], history[-1]
     assert set(first) == {"loss_detector", "loss_align", "loss_caption"}
     for name in first:
