@@ -226,7 +226,7 @@ def time_all(args, runners) -> dict:
                     times[key].append((time.perf_counter() - t0) * 1e3)
                     extra[key].append(out)
     return {k: {"median_ms": statistics.median(t), "min_ms": min(t), "samples": len(t),
-                **{f"mean_{f}": statistics.fmean(o[f] for o in extra[k]) for f in (extra[k][0] if extra[k] else {})}}
+                **{f"median_{f}": statistics.median(o[f] for o in extra[k]) for f in (extra[k][0] if extra[k] else {})}}
             for k, t in times.items() if t}
 
 
@@ -275,18 +275,41 @@ def measure_subprocess(argv: list[str], key: str) -> dict:
 
 
 def app_memory(args) -> dict:
-    """Load the model as the app does, analyse N different images, query each; RSS along the way."""
-    rss = {"start": _status("VmRSS")}
-    device = torch.device(args.device)
-    model = (RegionCaptioner.from_pretrained(args.model, device=device) if args.model
-             else load_model(None, device)[0])
+    """RSS while the app's own handlers serve N different uploads, in this (fresh) process.
+
+    With a model folder, app.py's ModelHolder loads it and RegionApp.analyze / caption_outputs /
+    query_outputs handle every image (JPEG uploads in a temp folder), so its result cache (32 entries)
+    and output files count; without one (random weights), analyze + query are called directly.
+    """
+    import tempfile
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rss, mode = {"start": _status("VmRSS")}, "RegionCaptioner.analyze + query (random weights)"
+    if args.model and args.device == "cpu":
+        import app as webapp  # the repository root is on sys.path
+
+        holder = webapp.ModelHolder(args.model)
+        holder.load()
+        service, model, mode = webapp.RegionApp(holder), holder.get(), "app.py handlers (gradio imported)"
+    else:
+        model = load_model(args.model, torch.device(args.device))[0]
     rss["model loaded"] = _status("VmRSS")
-    for k in range(args.app_memory):
-        last = model.analyze(scene(11, k, args.image_size), max_regions=args.max_regions, score_threshold=args.threshold)
-        last.query(query_phrase(model))
-        if k + 1 in (1, 10) or k + 1 == args.app_memory:
-            rss[f"after {k + 1} images"] = _status("VmRSS")
-    return {"rss_mb": {k: round(v, 1) for k, v in rss.items()}, "peak_mb": round(_status("VmHWM"), 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.app_memory):
+            image = scene(11, k, args.image_size)
+            if mode.startswith("app.py"):
+                image.save(path := f"{tmp}/upload{k}.jpg", quality=90)
+                view = service.analyze(path, args.max_regions, args.threshold)
+                service.caption_outputs(view)
+                if view.result.regions:
+                    service.query_outputs(view, query_phrase(model), 3)
+            else:
+                model.analyze(image, max_regions=args.max_regions, score_threshold=args.threshold).query(
+                    query_phrase(model))
+            if k + 1 in (1, 10, 32) or k + 1 == args.app_memory:
+                rss[f"after {k + 1} images"] = _status("VmRSS")
+    return {"mode": mode, "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "peak_mb": round(_status("VmHWM"), 1)}
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -319,17 +342,21 @@ def print_report(report: dict) -> None:
     print(f"model: {cfg['model']} | device {cfg['device']} | threads {cfg['threads']} | images {cfg['images']} "
           f"(long side {cfg['image_size']} px) | repeats {cfg['repeats']} + warm-up {cfg['warmup']} | "
           f"load average (1/5/15 min) {cfg['loadavg_start']} at start, {cfg['loadavg_end']} at end")
-    print(f"{'variant':50} {'regions':>7} {'median ms':>10} {'min ms':>9} {'peak MB':>8} {'+run MB':>8}  notes")
+    print(f"{'variant':50} {'regions':>7} {'median ms':>10} {'min ms':>9} {'peak MB':>8} {'+run MB':>8}  "
+          "notes (medians per call; *_ms: analyze()'s own stage timings)")
     for key, r in report["results"].items():
         v, _, n = key.partition("@")
         mem = r.get("memory", {})
-        notes = ", ".join(f"{k[5:]} {x:.1f}" for k, x in r.items() if k.startswith("mean_"))
+        notes = ", ".join(f"{k[7:]} {x:.1f}" for k, x in r.items() if k.startswith("median_") and k != "median_ms")
         print(f"{LABELS[v]:50} {n or '-':>7} {r['median_ms']:10.1f} {r['min_ms']:9.1f} "
               f"{mem.get('peak_mb', '-'):>8} {mem.get('run_mb', '-'):>8}  {notes}")
     print("ratios (medians): " + "  ".join(f"{k} = {v:.2f}" if v else f"{k} = -" for k, v in report["ratios"].items()))
     if report.get("app_memory") and "rss_mb" in report["app_memory"]:
-        print("app memory (RSS MB): " + ", ".join(f"{k} {v}" for k, v in report["app_memory"]["rss_mb"].items())
-              + f"; peak {report['app_memory']['peak_mb']}")
+        app = report["app_memory"]
+        print(f"app memory, {app['mode']} (RSS MB): " + ", ".join(f"{k} {v}" for k, v in app["rss_mb"].items())
+              + f"; peak {app['peak_mb']}")
+    elif report.get("app_memory"):
+        print(f"app memory: failed: {report['app_memory']}")
     for t in report["targets"]:
         mark = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
@@ -339,7 +366,8 @@ def print_report(report: dict) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else None,
-                   help="model folder (default assets/demo-model if present, else random weights)")
+                   help="model folder (default assets/demo-model if present, else random weights); "
+                        "'random': random weights with the default config")
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
@@ -362,6 +390,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser().parse_args(argv)
+    args.model = None if args.model == "random" else args.model
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._measure:

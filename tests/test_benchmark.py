@@ -31,7 +31,7 @@ def test_every_variant_and_ratio_is_reported(bench, saved_model, tmp_path, capsy
     for r in data["results"].values():
         assert r["median_ms"] > 0 and r["samples"] == 1
     # the same boxes reach every variant: ours caption exactly the boxes asked for
-    assert data["results"]["b@3"]["mean_regions"] == data["results"]["c@3"]["mean_regions"] == 3
+    assert data["results"]["b@3"]["median_regions"] == data["results"]["c@3"]["median_regions"] == 3
     assert set(data["ratios"]) == {f"{r}@{n}" for r in ("a/b", "a/c", "c/d") for n in (2, 3)}
     assert all(v > 0 for v in data["ratios"].values())
     for name in data["ratios"]:

@@ -149,8 +149,9 @@ class CaptionDecoder(nn.Module):
     def _beams(self, v: Tensor, widths: tuple[int, ...], max_len: int | None = None):
         """Plain beam searches of several widths over the same regions, stepped together.
 
-        The RNN runs once per step over the rows of every width (width k: R*k rows, region-major);
-        each width keeps its own scores, finished flags and sequences. Returns one
+        The RNN runs once per step over the rows of every width (width k: R*k rows, region-major),
+        skipping rows whose beam has finished or is dead (most rows after a few words: captions are
+        short); each width keeps its own scores, finished flags and sequences. Returns one
         (word ids per region, FloatTensor[R] log-probability) pair per width.
         """
         max_len = max_len or self.cfg.max_len
@@ -172,7 +173,16 @@ class CaptionDecoder(nn.Module):
         finished[PAD] = 0.0
         region = torch.arange(r, device=dev)[:, None]
         for step in range(max_len):
-            logp_all, state = self._step(vk, words, state)
+            # finished beams (they only add <pad>) and dead ones (score -inf) need no RNN step
+            need = torch.cat([(~d & (sc > float("-inf"))).view(-1) for d, sc in zip(dones, scores)])
+            if bool(need.all()):
+                logp_all, state = self._step(vk, words, state)
+            else:
+                idx = need.nonzero().squeeze(1)
+                logp_need, state_need = self._step(vk[idx], words[idx], _rows(state, idx))
+                logp_all = logp_need.new_zeros(vk.shape[0], self.vocab_size).index_copy_(0, idx, logp_need)
+                state = (tuple(s.index_copy(1, idx, n) for s, n in zip(state, state_need))
+                         if isinstance(state, tuple) else state.index_copy(1, idx, state_need))
             logp_all = self._mask(logp_all, step)
             gathers, next_words, offset, stop = [], [], 0, True
             for j, (k, logp) in enumerate(zip(widths, logp_all.split([r * k for k in widths]))):
@@ -201,6 +211,11 @@ class CaptionDecoder(nn.Module):
             rows = seq[region[:, 0], best].tolist()
             out.append(([_strip(row) for row in rows], score[region[:, 0], best]))
         return out
+
+
+def _rows(state, idx: Tensor):
+    """Rows ``idx`` of an RNN state [layers, N, H] (LSTM: a tuple of two)."""
+    return tuple(s[:, idx] for s in state) if isinstance(state, tuple) else state[:, idx]
 
 
 def _strip(ids: list[int]) -> list[int]:

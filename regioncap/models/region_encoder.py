@@ -24,6 +24,11 @@ from regioncap.models.config import RegionEncoderConfig
 logger = logging.getLogger(__name__)
 
 GEOMETRY_FEATURES = 7
+# Crops per VGG-19 pass. On a CPU one batch of many 224px crops is no faster per crop (it loses cache
+# locality: 36 crops at once took 164 ms/crop, 2 at a time 143) and holds ~40 MB of activations per
+# crop (benchmarks/bench_inference.py); a GPU wants big batches.
+VGG_CHUNK = {"cpu": 2}
+VGG_CHUNK_DEFAULT = 64
 
 
 def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -125,4 +130,6 @@ class VGG19RegionEncoder(nn.Module):
         x = torch.cat(crops, dim=0) * 2.0 - 1.0  # [sum R_i, 3, S, S] in [-1, 1], as the seed fed VGG
         if x.shape[0] == 0:
             return x.new_zeros((0, self.project[-1].out_features))
-        return F.normalize(self.project(self.pool(self.features(x))), dim=-1)
+        chunk = VGG_CHUNK.get(x.device.type, VGG_CHUNK_DEFAULT)
+        pooled = torch.cat([self.pool(self.features(c)) for c in x.split(chunk)])  # [sum R_i, 512, 7, 7]
+        return F.normalize(self.project(pooled), dim=-1)
