@@ -58,3 +58,11 @@ def test_validate_direct_construction():
     with pytest.raises(ValueError, match="backbone_channels"):
         config = RegionCaptionerConfig(vocab_size=9, entity_types=["a"], detector=DetectorConfig(backbone_channels=[8]))
         config.validate()
+
+
+def test_absurd_layer_counts_are_refused_before_building(make_config):
+    data = make_config().to_dict()
+    for section in ("text_encoder", "captioner"):
+        forged = {**data, section: {**data[section], "num_layers": 10**6}}
+        with pytest.raises(ModelFileError, match="num_layers"):
+            RegionCaptionerConfig.from_dict(forged)

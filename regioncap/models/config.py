@@ -63,6 +63,9 @@ class DetectorConfig:
             raise ValueError("detector.backbone_channels must be multiples of 8 with norm='group'")
 
 
+MAX_RNN_LAYERS = 8  # a forged config.json must not make loading build thousands of layers
+
+
 @dataclass
 class RegionEncoderConfig:
     """Region encoder: ``roi`` (RoIAlign on the detector's FPN) or ``vgg19`` (the seed's crops)."""
@@ -95,6 +98,8 @@ class TextEncoderConfig:
     def validate(self) -> None:
         if min(self.embed_dim, self.hidden_dim, self.num_layers, self.max_len) < 1:
             raise ValueError("text_encoder sizes must be positive")
+        if self.num_layers > MAX_RNN_LAYERS:
+            raise ValueError(f"text_encoder.num_layers must be <= {MAX_RNN_LAYERS}")
 
 
 @dataclass
@@ -114,6 +119,8 @@ class CaptionerConfig:
         _choice("captioner.rnn", self.rnn, RNN_TYPES)
         if min(self.embed_dim, self.hidden_dim, self.num_layers, self.beam_size, self.max_len) < 1:
             raise ValueError("captioner sizes must be positive")
+        if self.num_layers > MAX_RNN_LAYERS:
+            raise ValueError(f"captioner.num_layers must be <= {MAX_RNN_LAYERS}")
 
 
 _SECTIONS = {
