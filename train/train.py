@@ -212,7 +212,8 @@ def main(args) -> int:
     if args.max_images:
         dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
 
-    model = RegionCaptioner(config, vocab).to(device)
+    # A resumed run takes every weight from the checkpoint: never re-download COCO weights for it.
+    model = RegionCaptioner(config, vocab, download=False if state is not None else None).to(device)
     if state is not None:
         model.load_state_dict(model_state, strict=True)
     if is_main:
