@@ -176,7 +176,7 @@ def tiny_model(synth, tmp_path_factory):
 
     torch.manual_seed(0)
     ds = Flickr30kEntities(synth, "train")
-    vocab = Vocabulary.build(ph.text for r in ds.records for s in r.sentences for ph in s.phrases)
+    vocab = Vocabulary.build(ds.phrase_texts())
     cfg = RegionCaptionerConfig(
         vocab_size=len(vocab), entity_types=list(ENTITY_TYPES), joint_dim=16,
         detector=DetectorConfig(min_size=96, max_size=128, backbone_channels=[8, 8, 16, 16], fpn_channels=16),

@@ -12,7 +12,7 @@ from tests.conftest import tiny_config
 def test_all_losses_fall_on_a_few_synthetic_images(tmp_path):
     generate(tmp_path, images=5, seed=21, splits=(1.0, 0.0, 0.0))
     data = Flickr30kEntities(tmp_path, "train")
-    vocab = Vocabulary.build([p.text for r in data.records for s in r.sentences for p in s.phrases])
+    vocab = Vocabulary.build(data.phrase_texts())
     data.vocab = vocab
     images, targets, text = collate_fn([data[i] for i in range(len(data))])
     torch.manual_seed(0)

@@ -46,10 +46,8 @@ def move_batch(batch, device: torch.device):
     """Move a collated (images, targets, text) batch to `device`."""
     images, targets, text = batch
     images = [im.to(device, non_blocking=True) for im in images]
+    # Tensors only: the per-image phrase lists stay behind, the model reads phrases from `text`.
     targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-    targets = [
-        {**t, "phrases": [p.to(device) for p in t["phrases"]]} if "phrases" in t else t for t in targets
-    ]
     text = {k: v.to(device) for k, v in text.items()}
     return images, targets, text
 

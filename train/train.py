@@ -134,8 +134,7 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
 
 
 def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:
-    texts = [ph.text for rec in dataset.records for sent in rec.sentences for ph in sent.phrases]
-    return Vocabulary.build(texts, min_count=min_count)
+    return Vocabulary.build(dataset.phrase_texts(), min_count=min_count)
 
 
 def make_optimizer(model: RegionCaptioner, stage: str, args, steps: int):

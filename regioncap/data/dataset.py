@@ -130,9 +130,13 @@ class Flickr30kEntities(Dataset):
     def __repr__(self) -> str:
         return f"Flickr30kEntities(root={str(self.root)!r}, split={self.split!r}, images={len(self)})"
 
+    def phrase_texts(self):
+        """Every phrase text of every sentence of this split (the corpus a vocabulary is built from)."""
+        return (ph.text for r in self.records for s in r.sentences for ph in s.phrases)
+
     def _vocab(self) -> Vocabulary:
         if self.vocab is None:
-            self.vocab = Vocabulary.build(ph.text for r in self.records for s in r.sentences for ph in s.phrases)
+            self.vocab = Vocabulary.build(self.phrase_texts())
             logger.info("built a vocabulary of %d tokens from the %s split", len(self.vocab), self.split)
         return self.vocab
 
