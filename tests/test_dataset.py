@@ -145,3 +145,48 @@ def test_synthetic_set_end_to_end(tmp_path):
         assert text["region"].max() < sum(len(t["region_boxes"]) for t in targets)
         assert len(text["sentence_image"]) == 15 and (text["lengths"] > 0).all()
     assert len(ds.vocab) > 20  # built from the split on first use
+
+
+@pytest.fixture()
+def truncated(tmp_path):
+    """A 6-image synthetic train split whose image 2 is a truncated JPEG (the header is fine)."""
+    synthetic.generate(tmp_path, images=6, seed=3, splits=(1, 0, 0))
+    ids = (tmp_path / "train.txt").read_text().split()
+    image = tmp_path / "Images" / f"{ids[2]}.jpg"
+    image.write_bytes(image.read_bytes()[: len(image.read_bytes()) // 2])
+    return tmp_path, ids
+
+
+def test_a_corrupt_image_never_gets_another_images_annotations(truncated):
+    from train.evaluate import truth_from_dataset
+
+    root, ids = truncated
+    ds = Flickr30kEntities(root, "train")
+    assert ds.ids == ids  # the header is fine: the record is kept until the body is decoded
+    for i in range(len(ds)):
+        image, target = ds[i]
+        assert target["index"] == (3 if i == 2 else i)  # the sample says whose pixels it holds
+        assert target["image_id"] == ds.records[target["index"]].id
+        assert tuple(image.shape[-2:]) == (ds.records[target["index"]].annotation.height,
+                                           ds.records[target["index"]].annotation.width)
+    # evaluation takes the ground truth from the sample's own record: image 3's boxes, not image 2's
+    truth = truth_from_dataset(ds, 2)
+    rec3 = ds.records[3]
+    assert truth.merged.tolist() == [merged_box(rec3.annotation.boxes[c]) for c in chain_regions(rec3)]
+    assert len(truth.sentences) == len(rec3.sentences)
+
+
+def test_skip_mode_returns_none_and_collate_drops_it(truncated, caplog):
+    from train.evaluate import truth_from_dataset
+
+    root, ids = truncated
+    ds = Flickr30kEntities(root, "train", on_unreadable="skip")
+    assert ds[2] is None and truth_from_dataset(ds, 2) is None
+    assert "skipped" in caplog.text and f"{ids[2]}.jpg" in caplog.text
+    images, targets, text = collate_fn([ds[1], ds[2], ds[3]])
+    assert len(images) == 2 and [t["index"] for t in targets] == [1, 3]
+    assert int(text["sentence_image"].max()) == 1  # sentences point at the two kept images
+    images, targets, text = next(iter(DataLoader(ds, batch_size=6, collate_fn=collate_fn)))
+    assert [t["image_id"] for t in targets] == ids[:2] + ids[3:]
+    with pytest.raises(ValueError, match="on_unreadable"):
+        Flickr30kEntities(root, "train", on_unreadable="drop")

@@ -9,6 +9,14 @@ One item is one image with everything the three training objectives need:
   and chains with neither boxes nor a scene flag are left out.
 
 Chains are ordered as in the annotation file (``chain_regions``), so region indices are stable.
+
+A sample always carries its own identity: ``target["index"]`` and ``target["image_id"]`` name the
+record whose pixels *and* annotations it holds, so a consumer takes ground truth from
+``dataset.records[target["index"]]``, never from the index it asked for. The two differ only when
+an image turns out corrupt on decoding: ``on_unreadable="next"`` (default, training: every batch
+stays full and every DDP rank takes the same number of steps) returns the next readable image,
+``on_unreadable="skip"`` (evaluation: no image counted twice) returns ``None``, which
+``collate_fn`` drops.
 """
 
 from __future__ import annotations
@@ -79,13 +87,18 @@ class Flickr30kEntities(Dataset):
             None means ``build_transforms(train=False)``.
         strict: raise AnnotationError on the first malformed or missing file instead of logging
             and skipping the image (skipped files are listed in ``.skipped`` as (path, problem)).
+        on_unreadable: what ``__getitem__`` does (not strict) with an image whose body turns out
+            corrupt: "next" returns the next readable image, "skip" returns None.
     """
 
     entity_types = ENTITY_TYPES
     chain_regions = staticmethod(chain_regions)
 
-    def __init__(self, root, split: str, vocab: Vocabulary | None = None, transforms=None, strict: bool = False):
-        self.root, self.split = Path(root), split
+    def __init__(self, root, split: str, vocab: Vocabulary | None = None, transforms=None, strict: bool = False,
+                 on_unreadable: str = "next"):
+        if on_unreadable not in ("next", "skip"):
+            raise ValueError(f"on_unreadable must be 'next' or 'skip', got {on_unreadable!r}")
+        self.root, self.split, self.on_unreadable = Path(root), split, on_unreadable
         self.vocab, self.transforms, self.strict = vocab, transforms, strict
         self._default_transforms = build_transforms(train=False)
         split_file = self.root / f"{split}.txt"
@@ -155,26 +168,33 @@ class Flickr30kEntities(Dataset):
                         pairs.append((i, s, p, ph, merged_box(chain_boxes), [list(b) for b in chain_boxes]))
         return pairs
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict] | None:
         """(image FloatTensor[3, H, W] in [0, 1], target); see collate_fn for the target's keys.
 
-        An image whose body turns out corrupt (its header was fine) raises AnnotationError with
-        ``strict``; otherwise it is logged once and the next readable image is returned instead.
+        ``target["index"]`` is the index of the record the sample was made from. An image whose
+        body turns out corrupt (its header was fine) raises AnnotationError with ``strict``;
+        otherwise it is logged once and, by ``on_unreadable``, the next readable image is returned
+        (its own index and annotations) or None.
         """
         self.records[index]  # IndexError past the end, as a sequence must (iteration stops on it)
+        index %= len(self.records)
         for step in range(len(self.records)):
-            rec = self.records[(index + step) % len(self.records)]
+            i = (index + step) % len(self.records)
+            rec = self.records[i]
             try:
-                return self._item(rec, load_image(rec.image_path))
+                return self._item(rec, load_image(rec.image_path), i)
             except ImageError as e:
                 if self.strict:
                     raise AnnotationError(str(e)) from None
                 if rec.image_path not in self._unreadable:
                     self._unreadable.add(rec.image_path)
-                    logger.warning("%s (using the next image instead)", e)
+                    logger.warning("%s (%s)", e, "skipped" if self.on_unreadable == "skip" else
+                                   "using the next image instead")
+                if self.on_unreadable == "skip":
+                    return None
         raise AnnotationError(f"{self.root / 'Images'}: no readable image in the {self.split} split")
 
-    def _item(self, rec: Record, image) -> tuple[torch.Tensor, dict]:
+    def _item(self, rec: Record, image, index: int) -> tuple[torch.Tensor, dict]:
         ann = rec.annotation
         chains = chain_regions(rec)
         labels_by_chain = chain_labels(rec)
@@ -224,6 +244,7 @@ class Flickr30kEntities(Dataset):
             "phrase_boxed": torch.tensor(boxed, dtype=torch.bool),
             "num_sentences": len(rec.sentences),
             "image_id": rec.id,
+            "index": index,
             "size": (int(h), int(w)),
         }
         return image_t, target
@@ -240,7 +261,7 @@ def pad_sequences(seqs: list[torch.Tensor], pad: int = PAD) -> tuple[torch.Tenso
 
 
 def collate_fn(batch):
-    """Batch ``(image, target)`` items into ``(images, targets, text)``.
+    """Batch ``(image, target)`` items into ``(images, targets, text)``; None items (skipped) are dropped.
 
     text:
         tokens LongTensor[P, L] (PAD-padded), lengths LongTensor[P],
@@ -249,6 +270,7 @@ def collate_fn(batch):
         (every sentence of every image counts, even one without usable phrases),
         boxed BoolTensor[P].
     """
+    batch = [item for item in batch if item is not None]
     images = [item[0] for item in batch]
     targets = [item[1] for item in batch]
     seqs, region, sentence, boxed, sentence_image = [], [], [], [], []
