@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
-from regioncap.data.dataset import Flickr30kEntities, collate_fn
+from regioncap.data.dataset import Flickr30kEntities
 from regioncap.data.flickr30k import ENTITY_TYPES
+from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
@@ -76,11 +77,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="alignment stage also trains the detector (loss_detector + loss_align)")
     p.add_argument("--align-reduction", default="sum", choices=["sum", "mean"],
                    help="ranking losses summed over the batch (the seed's) or averaged per positive pair")
-    p.add_argument("--vocab-min-count", type=int, default=1)
+    p.add_argument("--vocab-min-count", type=int, default=5,
+                   help="words seen fewer times become <unk> (default 5, as NeuralTalk)")
     p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes per process (default: min(4, CPUs))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: epoch ends only)")
@@ -232,8 +235,7 @@ def main(args) -> int:
             state = TrainState(stage=stage, done_stages=state.done_stages if state else [])
         bs = args.detector_batch_size if stage == "detector" else args.batch_size
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn,
-                            num_workers=args.workers, persistent_workers=args.workers > 0)
+        loader = make_train_loader(dataset, bs, sampler, args.workers, device)  # pin_memory on CUDA
         total_steps = epochs[stage] * len(loader)
         if args.max_steps:
             total_steps = min(total_steps, args.max_steps)
@@ -255,6 +257,7 @@ def main(args) -> int:
         try:
             while state.epoch < epochs[stage] and not (args.max_steps and state.step >= args.max_steps):
                 sampler.set_epoch(state.epoch)
+                loader.batch_sampler.skip = state.batch_in_epoch  # a resumed epoch loads no skipped batch
                 train_one_epoch(train_model, _SchedulerStep(optimizer, scheduler), loader, losses=losses,
                                 device=device, state=state, history=history, args=args,
                                 on_checkpoint=checkpoint, is_main=is_main)
