@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from regioncap.data.dataset import Flickr30kEntities, chain_regions, is_notvisual, merged_box
+from regioncap.data.dataset import Flickr30kEntities, chain_boxes, chain_regions, is_notvisual, merged_box
 from regioncap.data.image import load_image
 from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError
@@ -91,7 +91,7 @@ def truth_from_dataset(dataset: Flickr30kEntities, index: int) -> ImageTruth | N
     rec = dataset.records[target["index"]]  # the sample's own record, whatever index was asked for
     chains = chain_regions(rec)
     order = {c: i for i, c in enumerate(chains)}
-    boxes = rec.annotation.boxes
+    boxes = chain_boxes(rec)  # continuous coordinates, as the detector predicts them
     refs: list[list[list[str]]] = [[] for _ in chains]
     phrases = []
     for sent in rec.sentences:

@@ -9,6 +9,14 @@ One item is one image with everything the three training objectives need:
   and chains with neither boxes nor a scene flag are left out.
 
 Chains are ordered as in the annotation file (``chain_regions``), so region indices are stable.
+Boxes leave the data set in torchvision's continuous coordinates (``chain_boxes``, through
+``flickr30k.to_continuous``), never as the files' inclusive pixel indices.
+
+Orientation: an image's ``<size>`` is compared with its header when the data set is read. The
+boxes are taken to be drawn on the stored pixels when the stored size matches (Flickr30k Entities
+was annotated in 2015 browsers, which ignored EXIF orientation), so such an image is loaded
+without EXIF rotation; when only the EXIF-rotated size matches, it is loaded upright; when neither
+matches, the image is skipped (listed in ``.skipped``) with both sizes in the message.
 
 A sample always carries its own identity: ``target["index"]`` and ``target["image_id"]`` name the
 record whose pixels *and* annotations it holds, so a consumer takes ground truth from
@@ -29,8 +37,8 @@ import torch
 from torch.utils.data import Dataset
 
 from regioncap.data.flickr30k import (ENTITY_TYPES, NOTVISUAL, NOTVISUAL_CHAIN, Annotation, Phrase, Sentence,
-                                      read_annotation, read_sentences, read_split)
-from regioncap.data.image import load_image, probe_image
+                                      read_annotation, read_sentences, read_split, to_continuous)
+from regioncap.data.image import load_image, probe_image_frame
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import PAD, Vocabulary
 from regioncap.errors import AnnotationError, ImageError
@@ -51,12 +59,17 @@ class Record(NamedTuple):
         return self.id
 
 
+def chain_boxes(record: Record) -> dict[str, list[list[float]]]:
+    """Chain id -> its boxes in torchvision's continuous ``[x1, y1, x2, y2]`` (``to_continuous``), in file order."""
+    return {chain: [to_continuous(b) for b in boxes] for chain, boxes in record.annotation.boxes.items()}
+
+
 def chain_regions(record: Record) -> list[str]:
     """The chain ids that have boxes, in annotation-file order (region i + 1 of the image is chain i)."""
     return [chain for chain, boxes in record.annotation.boxes.items() if boxes]
 
 
-def merged_box(boxes: list[list[int]]) -> list[int]:
+def merged_box(boxes: list[list[float]]) -> list[float]:
     """The union [x1, y1, x2, y2] of a chain's boxes (the "merged" grounding protocol)."""
     return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
@@ -107,6 +120,7 @@ class Flickr30kEntities(Dataset):
         self.records: list[Record] = []
         self.skipped: list[tuple[str, str]] = []
         self._unreadable: set[Path] = set()
+        self._stored_frame: set[str] = set()  # ids whose boxes fit the stored (not EXIF-rotated) pixels
         for image_id in read_split(split_file):
             record = self._read(image_id)
             if record is not None:
@@ -124,10 +138,12 @@ class Flickr30kEntities(Dataset):
             if not image_path.is_file():
                 raise AnnotationError(f"{image_path}: image file not found")
             try:  # the header only: an empty, non-image or oversized file is found now, not mid-training
-                probe_image(image_path)
+                (w, h), orientation = probe_image_frame(image_path)
             except ImageError as e:
                 raise AnnotationError(str(e)) from None
-            return Record(image_id, image_path, read_annotation(ann_path), read_sentences(sent_path))
+            record = Record(image_id, image_path, read_annotation(ann_path), read_sentences(sent_path))
+            self._check_frame(record, (w, h), orientation)
+            return record
         except AnnotationError as e:
             if self.strict:
                 raise
@@ -136,6 +152,19 @@ class Flickr30kEntities(Dataset):
             self.skipped.append((path, message[len(path) + 2:] if path else message))
             logger.debug("skipping %s", message)
             return None
+
+    def _check_frame(self, rec: Record, stored: tuple[int, int], orientation: int) -> None:
+        """Pick the pixel frame the annotation's ``<size>`` (and so its boxes) fits; AnnotationError if none."""
+        size = (rec.annotation.width, rec.annotation.height)
+        upright = stored[::-1] if orientation >= 5 else stored  # EXIF orientations 5-8 swap the axes
+        if orientation != 1 and size == stored:
+            self._stored_frame.add(rec.id)
+            logger.info("%s: EXIF orientation %d ignored: the annotation's size %dx%d is the stored one",
+                        rec.image_path, orientation, *size)
+        elif size != upright:
+            raise AnnotationError(f"{rec.image_path}: image is {upright[0]}x{upright[1]} (EXIF orientation "
+                                  f"{orientation}, stored {stored[0]}x{stored[1]}) but its annotation's <size> "
+                                  f"is {size[0]}x{size[1]}: the boxes would be wrong")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -156,16 +185,16 @@ class Flickr30kEntities(Dataset):
     def phrase_pairs(self) -> list[tuple[int, int, int, Phrase, list[int], list[list[int]]]]:
         """(image_index, sentence_index, phrase_index, Phrase, merged_box, all_boxes) per phrase with boxes.
 
-        Boxes are the annotation's 0-based ``[x1, y1, x2, y2]`` (before any transform).
+        Boxes are continuous ``[x1, y1, x2, y2]`` (``chain_boxes``) in the original image (before any transform).
         """
         pairs = []
         for i, rec in enumerate(self.records):
-            boxes = rec.annotation.boxes
+            boxes = chain_boxes(rec)
             for s, sent in enumerate(rec.sentences):
                 for p, ph in enumerate(sent.phrases):
                     if boxes.get(ph.chain_id):
-                        chain_boxes = boxes[ph.chain_id]
-                        pairs.append((i, s, p, ph, merged_box(chain_boxes), [list(b) for b in chain_boxes]))
+                        mine = boxes[ph.chain_id]
+                        pairs.append((i, s, p, ph, merged_box(mine), [list(b) for b in mine]))
         return pairs
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict] | None:
@@ -182,7 +211,11 @@ class Flickr30kEntities(Dataset):
             i = (index + step) % len(self.records)
             rec = self.records[i]
             try:
-                return self._item(rec, load_image(rec.image_path), i)
+                image = load_image(rec.image_path, exif=rec.id not in self._stored_frame)
+                if image.size != (rec.annotation.width, rec.annotation.height):  # the header said otherwise
+                    raise ImageError(f"{rec.image_path}: decoded as {image.width}x{image.height}, but its "
+                                     f"annotation's <size> is {rec.annotation.width}x{rec.annotation.height}")
+                return self._item(rec, image, i)
             except ImageError as e:
                 if self.strict:
                     raise AnnotationError(str(e)) from None
@@ -195,13 +228,13 @@ class Flickr30kEntities(Dataset):
         raise AnnotationError(f"{self.root / 'Images'}: no readable image in the {self.split} split")
 
     def _item(self, rec: Record, image, index: int) -> tuple[torch.Tensor, dict]:
-        ann = rec.annotation
+        boxes = chain_boxes(rec)
         chains = chain_regions(rec)
         labels_by_chain = chain_labels(rec)
         distinct: dict[tuple, int] = {}
         labels: list[int] = []
         for chain in chains:
-            for box in ann.boxes[chain]:
+            for box in boxes[chain]:
                 key = tuple(box)
                 if key not in distinct:
                     distinct[key] = len(distinct)
@@ -209,7 +242,7 @@ class Flickr30kEntities(Dataset):
                 if labels[distinct[key]] == 0 and chain in labels_by_chain:
                     labels[distinct[key]] = ENTITY_TYPES.index(labels_by_chain[chain]) + 1
         labels = [lab or ENTITY_TYPES.index("other") + 1 for lab in labels]
-        all_boxes = [list(k) for k in distinct] + [merged_box(ann.boxes[c]) for c in chains]
+        all_boxes = [list(k) for k in distinct] + [merged_box(boxes[c]) for c in chains]
         transform = self.transforms if self.transforms is not None else self._default_transforms
         image_t, boxes_t = transform(image, torch.tensor(all_boxes, dtype=torch.float32).reshape(-1, 4))
         h, w = image_t.shape[-2:]
@@ -218,7 +251,7 @@ class Flickr30kEntities(Dataset):
 
         vocab = self._vocab()
         region_of = {c: i + 1 for i, c in enumerate(chains)}
-        scene = set(ann.scene)
+        scene = set(rec.annotation.scene)
         phrases, regions, sentence_ids, boxed = [], [], [], []
         for s, sent in enumerate(rec.sentences):
             for ph in sent.phrases:
