@@ -51,12 +51,12 @@ class ResumableBatchSampler(BatchSampler):
 
 
 def make_train_loader(dataset, batch_size: int, sampler: Sampler, workers: int | None = None,
-                      device: torch.device | str = "cpu") -> DataLoader:
+                      device: torch.device | str = "cpu", pin_memory: bool | None = None) -> DataLoader:
     """The training DataLoader: ``collate_fn`` batches, ``workers`` processes (None: ``default_workers()``),
-    pinned memory when training on CUDA (faster, asynchronous host-to-device copies), and a
+    pinned memory (None: when training on CUDA; faster, asynchronous host-to-device copies), and a
     :class:`ResumableBatchSampler` reachable as ``loader.batch_sampler``. A skipped (empty) batch
     collates to ``([], [], text with no rows)``."""
     workers = default_workers() if workers is None else workers
     return DataLoader(dataset, batch_sampler=ResumableBatchSampler(sampler, batch_size), collate_fn=collate_fn,
                       num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.device(device).type == "cuda")
+                      pin_memory=torch.device(device).type == "cuda" if pin_memory is None else pin_memory)
