@@ -34,7 +34,7 @@ from regioncap.data.flickr30k import ENTITY_TYPES
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
-from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
+from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
 from regioncap.models.model import RegionCaptioner
 from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
@@ -67,7 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="detector architecture; 'small' trains from scratch")
     p.add_argument("--pretrained-detector", action="store_true",
                    help="start the detector from torchvision's COCO weights (downloads them; needs a network)")
-    p.add_argument("--encoder", default="roi", choices=["roi", "vgg19"], help="region encoder")
+    p.add_argument("--encoder", default="roi", choices=list(REGION_ENCODERS),
+                   help="region encoder: roi (the detector's features), vgg19 (Fast R-CNN-style: VGG-19 "
+                        "once per image + RoIAlign), vgg19-crops (the seed's: VGG-19 per box crop)")
     p.add_argument("--rnn", default="gru", choices=["gru", "lstm"], help="caption decoder cell")
     p.add_argument("--joint-dim", type=int, default=256)
     p.add_argument("--min-size", type=int, default=None, help="detector input min side (default: config's)")

@@ -31,7 +31,7 @@ from regioncap.models.alignment import (image_sentence_scores, phrase_region_los
 from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import build_detector
-from regioncap.models.region_encoder import RoIRegionEncoder, VGG19RegionEncoder
+from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder
 
@@ -63,8 +63,9 @@ class RegionCaptioner(nn.Module):
         if config.region_encoder.kind == "roi":
             names = list(self.detector.roi_heads.box_roi_pool.featmap_names)
             self.region_encoder = RoIRegionEncoder(self.detector.backbone.out_channels, names, config.region_encoder, d)
-        else:
-            self.region_encoder = VGG19RegionEncoder(config.region_encoder, d, download)
+        else:  # vgg19 / vgg19-crops: their own convolutions on the original image
+            vgg = VGG19RegionEncoder if config.region_encoder.kind == "vgg19" else VGG19CropEncoder
+            self.region_encoder = vgg(config.region_encoder, d, download)
         self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d)
         self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
 
@@ -80,7 +81,7 @@ class RegionCaptioner(nn.Module):
 
     def _encode_regions(self, images, image_list, features, boxes: list[Tensor]) -> Tensor:
         """Region vectors FloatTensor[sum R_i, D] for per-image boxes in original pixel coordinates."""
-        if self.config.region_encoder.kind == "vgg19":
+        if self.config.region_encoder.kind != "roi":
             return self.region_encoder(images, boxes, [tuple(im.shape[-2:]) for im in images])
         sizes = image_list.image_sizes
         scaled = [resize_boxes(b, list(im.shape[-2:]), list(s)) for b, im, s in zip(boxes, images, sizes)]
