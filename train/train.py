@@ -35,7 +35,7 @@ from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
-from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
+from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
 from regioncap.models.model import RegionCaptioner
 from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
@@ -76,10 +76,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained-detector", action=argparse.BooleanOptionalAction, default=None,
                    help="start the detector from torchvision's COCO weights (downloaded once, or found in "
                         "$TORCH_HOME/hub/checkpoints/)")
-    p.add_argument("--encoder", default="roi", choices=["roi", "vgg19"], help="region encoder")
+    p.add_argument("--encoder", default="roi", choices=list(REGION_ENCODERS),
+                   help="region encoder: roi (the detector's features), vgg19 (Fast R-CNN-style: VGG-19 "
+                        "once per image + RoIAlign), vgg19-crops (the seed's: VGG-19 per box crop)")
     p.add_argument("--pretrained-encoder", action="store_true",
-                   help="--encoder vgg19: start from torchvision's ImageNet VGG-19 (downloaded once, or found in "
-                        "$TORCH_HOME/hub/checkpoints/)")
+                   help="--encoder vgg19 or vgg19-crops: start from torchvision's ImageNet VGG-19 (downloaded "
+                        "once, or found in $TORCH_HOME/hub/checkpoints/)")
     p.add_argument("--rnn", default="gru", choices=["gru", "lstm"], help="caption decoder cell")
     p.add_argument("--joint-dim", type=int, default=256)
     p.add_argument("--min-size", type=int, default=None, help="detector input min side (default: the arch's)")
@@ -187,7 +189,7 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
     return RegionCaptionerConfig(
         vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
         region_encoder=RegionEncoderConfig(kind=args.encoder,
-                                           pretrained=args.encoder == "vgg19" and args.pretrained_encoder),
+                                           pretrained=args.encoder != "roi" and args.pretrained_encoder),
         text_encoder=TextEncoderConfig(),
         captioner=CaptionerConfig(rnn=args.rnn), align_reduction=args.align_reduction)
 
