@@ -71,8 +71,9 @@ def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, ph
         hits = index.search(SENTENCE, top_k=3)
         assert sorted(h.path for h in hits) == sorted(str(p.resolve()) for p in paths)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        analysed = {h.path: tiny_model.analyze(h.path, max_regions=10, score_threshold=0.0) for h in hits}
         for hit in hits:
-            fresh = tiny_model.analyze(hit.path, max_regions=10, score_threshold=0.0).align(SENTENCE)
+            fresh = analysed[hit.path].align(SENTENCE)
             assert hit.score == fresh.score  # exactly, not approximately
             assert [(m.phrase, m.similarity, m.region_index) for m in hit.matches] == \
                    [(a.phrase, a.similarity, a.region_index) for a in fresh]
@@ -80,8 +81,7 @@ def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, ph
         assert len(regions) == 5 and [r.similarity for r in regions] == sorted((r.similarity for r in regions),
                                                                                reverse=True)
         for r in regions:
-            result = tiny_model.analyze(r.path, max_regions=10, score_threshold=0.0)
-            same = [sim for region, sim in result.query("a red circle", top_k=10) if region.box == r.box]
+            same = [sim for region, sim in analysed[r.path].query("a red circle", top_k=10) if region.box == r.box]
             assert same == [r.similarity]
         assert len(index.search(SENTENCE, top_k=1)) == 1
 
