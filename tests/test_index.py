@@ -56,11 +56,11 @@ def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data():
     store.create(dim, {"model_id": "random"})
     rows = v.split(counts)
     store.client.upsert(store.images, [models.PointStruct(id=k, vector=rows[k].tolist()) for k in range(len(counts))])
-    for l, q in enumerate(sentences):
+    for j, q in enumerate(sentences):
         found = store.client.query_points(store.images, query=q.tolist(), limit=len(counts)).points
         got = torch.tensor([p.score for p in sorted(found, key=lambda p: p.id)])
-        torch.testing.assert_close(got, expected[:, l], atol=1e-5, rtol=0)
-        assert [p.id for p in found] == expected[:, l].argsort(descending=True).tolist()
+        torch.testing.assert_close(got, expected[:, j], atol=1e-5, rtol=0)
+        assert [p.id for p in found] == expected[:, j].argsort(descending=True).tolist()
 
 
 def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, photos, tmp_path):
@@ -181,4 +181,5 @@ def test_one_process_per_folder_and_clear_errors(tiny_model, photos, tmp_path):
 def test_expand_paths_is_sorted_absolute_and_deduplicated(photos, tmp_path):
     folder, paths = photos
     files, missing = expand_paths([folder, paths[0], tmp_path / "nope"])
-    assert files == sorted(p.resolve() for p in paths) and missing == [(str(tmp_path / "nope"), "no such file or folder")]
+    assert files == sorted(p.resolve() for p in paths)
+    assert missing == [(str(tmp_path / "nope"), "no such file or folder")]

@@ -32,7 +32,7 @@ from regioncap.models.results import AnalysisResult, Region, sentence_phrases
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 1000
-RERANK_MARGIN = 10  # extra candidates fetched so that float differences at the cut cannot drop an image
+RERANK_MARGIN = 3  # extra candidates re-scored: Qdrant's and torch's float rounding may order near-ties apart
 IMAGE_FIELDS = ["hash", "paths", "width", "height", "regions", "max_regions", "threshold"]
 
 

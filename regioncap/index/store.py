@@ -53,7 +53,9 @@ def open_client(location, create: bool, timeout: int = 10):
         raise SearchIndexError(f"{folder}: no index there (build one with `python -m regioncap index PHOTOS "
                                f"--index {folder}`)")
     try:
-        return QdrantClient(path=str(folder))
+        client = QdrantClient(path=str(folder))
+        fast_commits(client)
+        return client
     except RuntimeError as e:
         if "already accessed" in str(e):
             raise SearchIndexError(f"{folder}: the index is open in another process (an index folder can be "
@@ -61,6 +63,26 @@ def open_client(location, create: bool, timeout: int = 10):
         raise SearchIndexError(f"{folder}: cannot open the index ({_first_line(e)})") from None
     except Exception as e:  # a damaged storage.sqlite, unreadable folder
         raise SearchIndexError(f"{folder}: cannot open the index ({_first_line(e)})") from None
+
+
+def fast_commits(client) -> None:
+    """Embedded mode commits every point in its own SQLite transaction, each an fsync (26 ms a point on
+    the shared test machine, 11 points an image). WAL with synchronous=NORMAL keeps every commit atomic
+    (a killed process loses nothing it committed; power loss can lose the last commits, never corrupt
+    the file) without the fsync: 0.4 ms a point. Reaches into qdrant-client's local storage, so any
+    surprise there is logged and ignored."""
+    import sqlite3
+
+    try:
+        collections = client._client.collections  # QdrantLocal: name -> LocalCollection
+        for collection in collections.values():
+            storage = getattr(collection, "storage", None)
+            connection = getattr(storage, "storage", None)
+            if isinstance(connection, sqlite3.Connection):
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+    except (AttributeError, sqlite3.Error) as e:
+        logger.debug("could not switch the index to WAL commits (%s)", e)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -103,6 +125,8 @@ class Collections:
         if not self.client.collection_exists(self.meta):
             self.client.create_collection(self.meta, vectors_config=models.VectorParams(
                 size=1, distance=models.Distance.DOT))
+        if self.local:
+            fast_commits(self.client)
         self.client.upsert(self.meta, [models.PointStruct(id=META_ID, vector=[1.0], payload=meta)], wait=True)
 
     def scroll(self, collection: str, payload, vectors: bool = False, batch: int = 1000):
