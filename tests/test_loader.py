@@ -25,9 +25,9 @@ def test_default_workers(monkeypatch):
     assert default_workers() == 4
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert default_workers() == 2
-    from train.train import get_args_parser
+    from train.train import get_args_parser, resolve_defaults
 
-    args = get_args_parser().parse_args(["--data", "d", "--out", "o"])
+    args = resolve_defaults(get_args_parser().parse_args(["--data", "d", "--out", "o"]))
     assert args.workers is None and args.vocab_min_count == 5  # NeuralTalk's threshold
     assert make_train_loader([1, 2], 1, torch.utils.data.SequentialSampler([1, 2])).num_workers == 2
 
