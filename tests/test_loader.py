@@ -23,6 +23,9 @@ def synth(tmp_path_factory):
 def test_default_workers(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     assert default_workers() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun, 8 processes on a 16-CPU node
+    assert default_workers() == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert default_workers() == 2
     from train.train import get_args_parser
