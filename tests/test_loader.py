@@ -45,7 +45,7 @@ def test_pin_memory_only_for_cuda():
 def test_resume_skips_batches_without_loading_their_images(synth, monkeypatch):
     calls = []
     real = dataset_module.load_image
-    monkeypatch.setattr(dataset_module, "load_image", lambda path: calls.append(path.stem) or real(path))
+    monkeypatch.setattr(dataset_module, "load_image", lambda path, **kw: calls.append(path.stem) or real(path, **kw))
     ds = Flickr30kEntities(synth, "train")
     sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=3)
     loader = make_train_loader(ds, 3, sampler, workers=0)
