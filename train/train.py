@@ -101,7 +101,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes per process (default: min(4, CPUs))")
+                   help="DataLoader worker processes per process (default: min(4, CPUs per process on the node))")
     p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="page-locked batches for faster host-to-GPU copies (default: on with CUDA)")
     p.add_argument("--seed", type=int, default=0)
