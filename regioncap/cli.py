@@ -1,4 +1,5 @@
-"""Command line: ``python -m regioncap caption IMAGE`` and ``python -m regioncap query IMAGE PHRASE``.
+"""Command line: ``python -m regioncap caption IMAGE``, ``query IMAGE PHRASE``, ``index PATH... --index DIR``
+and ``search TEXT --index DIR``.
 
 Prints JSON on stdout. A problem with the user's input (unreadable image, missing or unsafe
 model, empty phrase) exits with code 2 and one line on stderr, never a traceback.
@@ -7,8 +8,10 @@ model, empty phrase) exits with code 2 and one line on stderr, never a traceback
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import re
 import sys
 import warnings
@@ -18,6 +21,7 @@ from regioncap.errors import RegionCapError
 
 logger = logging.getLogger(__name__)
 EXIT_USAGE = 2
+QDRANT_URL_ENV = "REGIONCAP_QDRANT_URL"
 
 
 def _fraction(text: str) -> float:
@@ -64,6 +68,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     common(query)
     query.add_argument("phrase", help='e.g. "a red circle"')
     query.add_argument("--top-k", type=_count(1), default=3, help="matches to report (default 3)")
+
+    def collection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", required=True, help="index folder (embedded Qdrant), or the index's name "
+                       "on the server given by --qdrant-url")
+        p.add_argument("--qdrant-url", default=os.environ.get(QDRANT_URL_ENV) or None,
+                       help=f"Qdrant server URL (default: ${QDRANT_URL_ENV}; none: the embedded mode)")
+        p.add_argument("--model", default=None,
+                       help="model folder or Hub repo id (default: $REGIONCAP_MODEL or assets/demo-model)")
+        p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+    index = sub.add_parser("index", help="add photos (files or folders, recursive) to a searchable index")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    collection(index)
+    index.add_argument("--prune", action="store_true", help="also forget indexed files that no longer exist")
+    index.add_argument("--max-regions", type=_count(0), default=10, help="most regions per image (default 10)")
+    index.add_argument("--threshold", type=_fraction, default=0.5, help="detector score threshold (default 0.5)")
+    search = sub.add_parser("search", help="find images (by sentence) or regions (by phrase) in an index")
+    search.add_argument("text", metavar="TEXT", help='e.g. "a red circle next to a blue square"')
+    collection(search)
+    search.add_argument("--by", choices=("images", "regions"), default="images",
+                        help="rank images by S_kl (default) or single regions by similarity")
+    search.add_argument("--top-k", type=_count(1), default=10, help="results to report (default 10)")
     return parser
 
 
@@ -82,9 +109,42 @@ def _load_model(args):
     return name, RegionCaptioner.from_pretrained(name, revision=args.revision, device=args.device)
 
 
+def _open_index(args, model, create: bool):
+    from regioncap.index import RegionIndex
+
+    settings = {"max_regions": args.max_regions, "score_threshold": args.threshold} if create else {}
+    if args.qdrant_url:  # the index's name becomes the collection prefix on the server
+        prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.index).name or "regioncap")
+        return RegionIndex(args.qdrant_url, model, create=create, prefix=prefix, **settings)
+    return RegionIndex(args.index, model, create=create, **settings)
+
+
+def run_collection(args) -> dict:
+    """``index`` / ``search``: a thin layer over RegionIndex."""
+    if args.command == "search" and not args.qdrant_url and not Path(args.index).is_dir():
+        raise RegionCapError(f"{args.index}: no index there (build one with `python -m regioncap index PHOTOS "
+                             f"--index {args.index}`)")  # before the model loads: a typo fails fast
+    name, model = _load_model(args)
+    with _open_index(args, model, create=args.command == "index") as index:
+        if args.command == "search":
+            results = index.search(args.text, by=args.by, top_k=args.top_k)
+            return {"query": args.text, "by": args.by, "results": [r.to_dict() for r in results]}
+        from tqdm import tqdm
+
+        bar = functools.partial(tqdm, file=sys.stderr, unit="img", desc="indexing", dynamic_ncols=True)
+        counts = index.add(args.paths, progress=bar)
+        removed = index.prune() if args.prune else 0
+        return {"index": str(args.index), "model": name, "images": len(index), "added": counts["added"],
+                "updated": counts["updated"], "unchanged": counts["unchanged"], "removed": removed,
+                "failed": counts["failed"]}
+
+
 def run(args) -> dict:
     """Run one command; returns the JSON-ready dict."""
     from regioncap.data.image import load_image
+
+    if args.command in ("index", "search"):
+        return run_collection(args)
 
     image = load_image(args.image)  # first: a bad image fails fast, before torch is imported
     name, model = _load_model(args)

@@ -26,3 +26,7 @@ class ModelFileError(RegionCapError, ValueError):
 
 class TextError(RegionCapError, ValueError):
     """A phrase or sentence that cannot be used (empty, no known words)."""
+
+
+class SearchIndexError(RegionCapError, ValueError):
+    """A collection index that is missing, locked by another process, unreachable, or built by another model."""

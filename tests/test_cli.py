@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from regioncap import hub
@@ -89,3 +90,142 @@ def test_python_dash_m_entry_point(tmp_path):
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [f"regioncap: error: {tmp_path / 'missing.png'}: file not found"]
+
+
+# -- collection search: index / search ----------------------------------------------------------------------
+def scene_files(folder: Path, count: int, start: int = 0) -> list[Path]:
+    from test_index import scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [scene(folder / f"photo-{i:03d}.png", i) for i in range(start, start + count)]
+
+
+def test_index_and_search_print_the_documented_json(saved_model, tmp_path, capsys):
+    folder = saved_model[1]
+    photos = scene_files(tmp_path / "photos", 3)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    index = tmp_path / "index"
+    code, out, err = run_main(capsys, "index", tmp_path / "photos", "--index", index, "--model", folder,
+                              "--threshold", "0", "--max-regions", "4")
+    assert code == 0, err
+    d = json.loads(out)
+    assert list(d) == ["index", "model", "images", "added", "updated", "unchanged", "removed", "failed"]
+    assert (d["index"], d["model"], d["images"], d["added"]) == (str(index), str(folder), 3, 3)
+    assert [f["path"] for f in d["failed"]] == [str((tmp_path / "photos" / "broken.jpg").resolve())]
+    assert "broken.jpg" in d["failed"][0]["error"]
+    assert "indexing" in err  # the progress bar is on stderr
+
+    code, out, err = run_main(capsys, "search", "a red circle next to a blue square", "--index", index,
+                              "--model", folder, "--top-k", "2")
+    assert code == 0, err
+    d = json.loads(out)
+    assert (list(d), d["query"], d["by"], len(d["results"])) == (["query", "by", "results"],
+                                                                  "a red circle next to a blue square", "images", 2)
+    assert list(d["results"][0]) == ["path", "score", "matches"]
+    assert [m["phrase"] for m in d["results"][0]["matches"]] == ["a red circle", "a blue square"]
+    assert list(d["results"][0]["matches"][0]) == ["phrase", "box", "caption", "similarity"]
+    assert d["results"][0]["path"] in {str(p.resolve()) for p in photos}
+    code, out, err = run_main(capsys, "search", "a red circle", "--index", index, "--model", folder, "--by",
+                              "regions", "--top-k", "3")
+    d = json.loads(out)
+    assert code == 0 and d["by"] == "regions" and len(d["results"]) == 3
+    assert list(d["results"][0]) == ["path", "box", "caption", "similarity"]
+
+    photos[0].unlink()
+    code, out, _ = run_main(capsys, "index", tmp_path / "photos", "--index", index, "--model", folder,
+                            "--threshold", "0", "--max-regions", "4", "--prune")
+    d = json.loads(out)
+    assert (code, d["images"], d["unchanged"], d["removed"], d["added"]) == (0, 2, 2, 1, 0)
+
+
+@pytest.mark.parametrize("case", ["empty query", "long query", "unknown words", "missing index", "unreachable server",
+                                  "another model", "index is a file"])
+def test_collection_bad_input_exits_2_with_one_line(case, saved_model, make_model, tmp_path, capsys):
+    folder = saved_model[1]
+    index = tmp_path / "index"
+    scene_files(tmp_path / "photos", 1)
+    assert run_main(capsys, "index", tmp_path / "photos", "--index", index, "--model", folder)[0] == 0
+    other = tmp_path / "other-model"
+    make_model(seed=3).save_pretrained(other)
+    (tmp_path / "file").write_text("x")
+    search = ["search", "a red circle", "--model", folder, "--index"]
+    argv = {
+        "empty query": ["search", " ", "--index", index, "--model", folder],
+        "long query": ["search", "red " * 600, "--index", index, "--model", folder],
+        "unknown words": ["search", "zebra quokka", "--index", index, "--model", folder],
+        "missing index": [*search, tmp_path / "nope"],
+        "unreachable server": [*search, "photos", "--qdrant-url", "http://127.0.0.1:9"],
+        "another model": ["index", tmp_path / "photos", "--index", index, "--model", other],
+        "index is a file": ["index", tmp_path / "photos", "--index", tmp_path / "file", "--model", folder],
+    }[case]
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("regioncap: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    if case == "another model":
+        assert f"built by the model {folder}" in err and str(other) in err
+
+
+def test_sigkill_during_index_then_rerun_completes(saved_model, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    photos = scene_files(tmp_path / "photos", 16)
+    index = tmp_path / "index"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "regioncap", "index", str(tmp_path / "photos"), "--index", str(index),
+           "--model", str(saved_model[1]), "--threshold", "0", "--max-regions", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    storage = index / "collection" / "regioncap_images" / "storage.sqlite"
+    stored, deadline = 0, time.monotonic() + 120
+    while stored < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        try:
+            with sqlite3.connect(f"file:{storage}?mode=ro", uri=True, timeout=0.1) as db:
+                stored = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and 2 <= stored < len(photos), "killed too late to test anything"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    assert d["images"] == len(photos) and d["unchanged"] >= stored and d["added"] + d["unchanged"] == len(photos)
+    from regioncap import RegionCaptioner
+    from regioncap.index import RegionIndex
+
+    with RegionIndex(index, RegionCaptioner.from_pretrained(saved_model[1]), create=False) as ix:
+        listed = sorted(p for image in ix.images() for p in image["paths"])
+        assert listed == sorted(str(p.resolve()) for p in photos)  # none missing, none twice
+        assert ix.client.count(ix.store.regions, exact=True).count == sum(len(i["regions"]) for i in ix.images())
+
+
+def test_sentence_search_reaches_the_recall_of_ranking_every_image_by_align(tmp_path, capsys):
+    from regioncap import RegionCaptioner
+    from regioncap.data.flickr30k import read_sentences, read_split
+    from regioncap.data.synthetic import main as synthetic_main
+    from regioncap.index import RegionIndex
+
+    data = tmp_path / "data"
+    synthetic_main([str(data), "--images", "10", "--seed", "11", "--splits", "0,0,1"])
+    capsys.readouterr()
+    ids = read_split(data / "test.txt")
+    assert len(ids) == 10
+    model_dir = ROOT / "assets" / "demo-model"
+    code, out, err = run_main(capsys, "index", data / "Images", "--index", tmp_path / "index", "--model", model_dir)
+    assert code == 0 and json.loads(out)["added"] == 10, err
+    model = RegionCaptioner.from_pretrained(model_dir)
+    paths = [str((data / "Images" / f"{i}.jpg").resolve()) for i in ids]
+    results = [model.analyze(p, max_regions=10, score_threshold=0.5) for p in paths]
+    queries = [(s.sentence, k) for k, i in enumerate(ids) for s in read_sentences(data / "Sentences" / f"{i}.txt")]
+    ranks_index, ranks_all = [], []
+    with RegionIndex(tmp_path / "index", model, create=False) as index:
+        for sentence, k in queries:
+            hits = [h.path for h in index.search(sentence, top_k=10)]
+            ranks_index.append(hits.index(paths[k]) if paths[k] in hits else 10)
+            scores = torch.tensor([r.align(sentence).score for r in results])
+            ranks_all.append(int((scores > scores[k]).sum()))
+    recall = {n: (sum(r < n for r in ranks_index), sum(r < n for r in ranks_all)) for n in (1, 5, 10)}
+    assert all(a == b for a, b in recall.values()), recall
+    assert recall[10][0] == len(queries) and recall[1][0] > len(queries) / 10  # better than chance

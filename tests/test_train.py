@@ -17,7 +17,7 @@ from train.train import get_args_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--min-size", "96", "--max-size", "128", "--batch-size", "4", "--detector-batch-size", "2",
-        "--workers", "0", "--log-every", "1", "--no-augment"]
+        "--workers", "0", "--log-every", "1", "--no-augment", "--vocab-min-count", "1"]
 
 
 @pytest.fixture(scope="module")

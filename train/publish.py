@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 from regioncap import hub
+from regioncap.card import card_sections, section_items
 from regioncap.errors import RegionCapError
 
 UPLOAD_FILES = (hub.CONFIG_FILE, hub.WEIGHTS_FILE, hub.VOCAB_FILE, hub.CARD_FILE)
@@ -117,12 +117,8 @@ def recorded_training(card: Path) -> dict | None:
     """The "Training data" bullets (``- **key**: value``) of an existing card, to keep them on rewrite."""
     if not card.is_file():
         return None
-    text = card.read_text(encoding="utf-8", errors="replace")
-    section = re.search(r"^## Training data\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-    if not section:
-        return None
-    items = dict(re.findall(r"^- \*\*(.+?)\*\*: (.*)$", section.group(1), flags=re.M))
-    return items or None
+    section = card_sections(card.read_text(encoding="utf-8", errors="replace")).get("Training data")
+    return (section_items(section) or None) if section else None
 
 
 def write_card(directory: Path, config, metrics: dict | None, training: dict | None,

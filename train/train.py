@@ -27,14 +27,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
-from regioncap.data.dataset import Flickr30kEntities, collate_fn
+from regioncap.data.dataset import Flickr30kEntities
 from regioncap.data.flickr30k import ENTITY_TYPES
+from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
-from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
+from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
 from regioncap.models.model import RegionCaptioner
 from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
@@ -75,10 +76,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained-detector", action=argparse.BooleanOptionalAction, default=None,
                    help="start the detector from torchvision's COCO weights (downloaded once, or found in "
                         "$TORCH_HOME/hub/checkpoints/)")
-    p.add_argument("--encoder", default="roi", choices=["roi", "vgg19"], help="region encoder")
+    p.add_argument("--encoder", default="roi", choices=list(REGION_ENCODERS),
+                   help="region encoder: roi (the detector's features), vgg19 (Fast R-CNN-style: VGG-19 "
+                        "once per image + RoIAlign), vgg19-crops (the seed's: VGG-19 per box crop)")
     p.add_argument("--pretrained-encoder", action="store_true",
-                   help="--encoder vgg19: start from torchvision's ImageNet VGG-19 (downloaded once, or found in "
-                        "$TORCH_HOME/hub/checkpoints/)")
+                   help="--encoder vgg19 or vgg19-crops: start from torchvision's ImageNet VGG-19 (downloaded "
+                        "once, or found in $TORCH_HOME/hub/checkpoints/)")
     p.add_argument("--rnn", default="gru", choices=["gru", "lstm"], help="caption decoder cell")
     p.add_argument("--joint-dim", type=int, default=256)
     p.add_argument("--min-size", type=int, default=None, help="detector input min side (default: the arch's)")
@@ -92,11 +95,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="alignment stage also trains the detector (loss_detector + loss_align)")
     p.add_argument("--align-reduction", default="sum", choices=["sum", "mean"],
                    help="ranking losses summed over the batch (the seed's) or averaged per positive pair")
-    p.add_argument("--vocab-min-count", type=int, default=None)
+    p.add_argument("--vocab-min-count", type=int, default=None,
+                   help="words seen fewer times become <unk> (default 5, as NeuralTalk)")
     p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes per process (default: min(4, CPUs))")
     p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="page-locked batches for faster host-to-GPU copies (default: on with CUDA)")
     p.add_argument("--seed", type=int, default=0)
@@ -115,7 +120,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 # Settings a preset may change; None in the parser means "not given".
 DEFAULTS = dict(detector="small", pretrained_detector=False, epochs="detector=10,alignment=10,captioner=10",
                 batch_size=64, detector_batch_size=8, lr=1e-4, detector_lr=1e-3,
-                weight_decay=0.0, warmup_steps=100, vocab_min_count=1, workers=1, pin_memory=None)
+                weight_decay=0.0, warmup_steps=100, vocab_min_count=5, workers=None, pin_memory=None)
 # Real data (Flickr30k Entities, ~500x375 photos, 29,783 training images). Sources in README.md,
 # "Training on Flickr30k".
 PRESETS = {
@@ -182,7 +187,7 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
     return RegionCaptionerConfig(
         vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
         region_encoder=RegionEncoderConfig(kind=args.encoder,
-                                           pretrained=args.encoder == "vgg19" and args.pretrained_encoder),
+                                           pretrained=args.encoder != "roi" and args.pretrained_encoder),
         text_encoder=TextEncoderConfig(),
         captioner=CaptionerConfig(rnn=args.rnn), align_reduction=args.align_reduction)
 
@@ -282,9 +287,7 @@ def main(args) -> int:
             state = TrainState(stage=stage, done_stages=state.done_stages if state else [])
         bs = args.detector_batch_size if stage == "detector" else args.batch_size
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn,
-                            num_workers=args.workers, persistent_workers=args.workers > 0,
-                            pin_memory=device.type == "cuda" if args.pin_memory is None else args.pin_memory)
+        loader = make_train_loader(dataset, bs, sampler, args.workers, device, args.pin_memory)
         total_steps = epochs[stage] * len(loader)
         if args.max_steps:
             total_steps = min(total_steps, args.max_steps)
@@ -306,6 +309,7 @@ def main(args) -> int:
         try:
             while state.epoch < epochs[stage] and not (args.max_steps and state.step >= args.max_steps):
                 sampler.set_epoch(state.epoch)
+                loader.batch_sampler.skip = state.batch_in_epoch  # a resumed epoch loads no skipped batch
                 train_one_epoch(train_model, _SchedulerStep(optimizer, scheduler), loader, losses=losses,
                                 device=device, state=state, history=history, args=args,
                                 on_checkpoint=checkpoint, is_main=is_main)

@@ -16,7 +16,7 @@ from typing import Any
 from regioncap.errors import ModelFileError
 
 DETECTOR_ARCHS = ("small", "mobilenet_v3_large_fpn", "resnet50_fpn_v2")
-REGION_ENCODERS = ("roi", "vgg19")
+REGION_ENCODERS = ("roi", "vgg19", "vgg19-crops")
 RNN_TYPES = ("gru", "lstm")
 NORMS = ("group", "batch")
 
@@ -94,7 +94,9 @@ MAX_RNN_LAYERS = 8  # a forged config.json must not make loading build thousands
 
 @dataclass
 class RegionEncoderConfig:
-    """Region encoder: ``roi`` (RoIAlign on the detector's FPN) or ``vgg19`` (the seed's crops)."""
+    """Region encoder: ``roi`` (RoIAlign on the detector's FPN), ``vgg19`` (VGG-19 convolutions once per
+    image, RoIAlign 7x7 per box: Fast R-CNN's way) or ``vgg19-crops`` (the seed's literal crops, one
+    VGG-19 pass per box, ``vgg_crop_size`` px)."""
 
     kind: str = "roi"
     roi_output_size: int = 7

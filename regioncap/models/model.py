@@ -28,7 +28,7 @@ from regioncap.models.alignment import (image_sentence_scores, phrase_region_los
 from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
-from regioncap.models.region_encoder import RoIRegionEncoder, VGG19RegionEncoder
+from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder
 
@@ -59,8 +59,9 @@ class RegionCaptioner(nn.Module):
         if config.region_encoder.kind == "roi":
             self.region_encoder = RoIRegionEncoder(self.detector.out_channels, self.detector.featmap_names,
                                                    config.region_encoder, d)
-        else:
-            self.region_encoder = VGG19RegionEncoder(config.region_encoder, d, download)
+        else:  # vgg19 / vgg19-crops: their own convolutions on the original image
+            vgg = VGG19RegionEncoder if config.region_encoder.kind == "vgg19" else VGG19CropEncoder
+            self.region_encoder = vgg(config.region_encoder, d, download)
         self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d)
         self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
         self.frozen_parts: tuple[str, ...] = ()
@@ -94,7 +95,7 @@ class RegionCaptioner(nn.Module):
     def _encode_regions(self, images, image_list, features, boxes: list[Tensor]) -> Tensor:
         """Region vectors FloatTensor[sum R_i, D] for per-image boxes in original pixel coordinates."""
         sizes = [tuple(im.shape[-2:]) for im in images]
-        if self.config.region_encoder.kind == "vgg19":
+        if self.config.region_encoder.kind != "roi":  # vgg19 / vgg19-crops: their own convolutions
             return self.region_encoder(images, boxes, sizes)
         scaled = self.detector.to_feature_boxes(boxes, sizes, image_list)
         return self.region_encoder(features, scaled, image_list.image_sizes)

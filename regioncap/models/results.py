@@ -89,18 +89,18 @@ class AnalysisResult:
     def align(self, sentence: str) -> Alignment:
         """Split ``sentence`` into phrases and give each its best region (or the whole image).
 
-        Phrases come from :func:`~regioncap.models.alignment.split_phrases`; a phrase without a known
-        content word is dropped. Raises TextError when the sentence is empty or no phrase is left.
+        Phrases come from :func:`sentence_phrases`; a phrase without a known content word is dropped.
+        Raises TextError when the sentence is empty or no phrase is left.
         """
-        if not isinstance(sentence, str) or not sentence.strip():
-            raise TextError("empty sentence: type a sentence, e.g. 'a red circle next to a blue square'")
-        vocab, max_len = self._model.vocab, self._model.config.text_encoder.max_len
-        tokens = tokenize(sentence[:MAX_TEXT_CHARS])[:MAX_SENTENCE_TOKENS]
-        chunks = [c[:max_len] for c in split_phrases(tokens) if any(t not in STOP_WORDS and t in vocab for t in c)]
-        if not chunks:
-            raise TextError(f"no phrase of {sentence.strip()[:60]!r} has a word the model knows")
-        phrases = [" ".join(c) for c in chunks]
-        s = self._model.encode_text(phrases)  # [P, D]
+        phrases = sentence_phrases(sentence, self._model)
+        return self.align_encoded(phrases, self._model.encode_text(phrases))
+
+    def align_encoded(self, phrases: list[str], s: torch.Tensor) -> Alignment:
+        """:meth:`align` for phrases already encoded: ``s`` FloatTensor[P, D], row t = ``phrases[t]``.
+
+        The candidates are the whole image (row 0) and the regions, so S_kl here is the MaxSim of the
+        phrase vectors against ``[image_vector, *vectors]`` (what the collection index stores per image).
+        """
         candidates = torch.cat([self.image_vector[None], self.vectors])  # [1 + N, D]; row 0 = whole image
         best = region_phrase_similarity(candidates, s).max(dim=1)
         items = []
@@ -114,3 +114,20 @@ class AnalysisResult:
         """``{"width", "height", "regions": [...], "timings_ms"}`` as in the CLI's caption JSON."""
         return {"width": self.width, "height": self.height, "regions": [r.to_dict() for r in self.regions],
                 "timings_ms": dict(self.timings_ms)}
+
+
+def sentence_phrases(sentence: str, model) -> list[str]:
+    """The phrases :meth:`AnalysisResult.align` scores for ``sentence`` (``model``: its vocab and max_len).
+
+    Tokenized (at most MAX_SENTENCE_TOKENS), cut by :func:`~regioncap.models.alignment.split_phrases`;
+    a phrase without a known content word is dropped, each is cut to the text encoder's max_len.
+    Raises TextError when the sentence is empty or no phrase is left.
+    """
+    if not isinstance(sentence, str) or not sentence.strip():
+        raise TextError("empty sentence: type a sentence, e.g. 'a red circle next to a blue square'")
+    vocab, max_len = model.vocab, model.config.text_encoder.max_len
+    tokens = tokenize(sentence[:MAX_TEXT_CHARS])[:MAX_SENTENCE_TOKENS]
+    chunks = [c[:max_len] for c in split_phrases(tokens) if any(t not in STOP_WORDS and t in vocab for t in c)]
+    if not chunks:
+        raise TextError(f"no phrase of {sentence.strip()[:60]!r} has a word the model knows")
+    return [" ".join(c) for c in chunks]
