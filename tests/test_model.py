@@ -188,3 +188,13 @@ def test_vgg19_encoder_model(make_model, tiny_batch, image_file, kind, encoder):
     assert all(p.grad is not None for p in model.region_encoder.project.parameters())
     result = model.eval().analyze(image_file, boxes=[[10, 10, 40, 40]])
     assert len(result.regions) == 1 and result.regions[0].caption
+
+
+def test_analyze_returns_up_to_max_regions_beyond_the_detectors_default(make_model):
+    # evaluate's det_ap50 asks for 100 detections; a detector configured for fewer must still give them
+    model = make_model(detector={"box_detections_per_img": 3, "box_score_thresh": 0.0})
+    image = torch.rand(3, 60, 80)
+    few = model.analyze(image, max_regions=2, score_threshold=0.0, captions=False)
+    many = model.analyze(image, max_regions=100, score_threshold=0.0, captions=False)
+    assert len(few.regions) == 2 and len(many.regions) > 3
+    assert model.detector.roi_heads.detections_per_img == 3  # the module itself is unchanged

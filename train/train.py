@@ -125,15 +125,13 @@ DEFAULTS = dict(detector="small", pretrained_detector=False, epochs="detector=10
 # "Training on Flickr30k".
 PRESETS = {
     "flickr30k": dict(
-        detector="mobilenet_v3_large_fpn", pretrained_detector=True,  # COCO start (design doc §1)
-        min_size=800, max_size=1333,  # torchvision's COCO recipe (FasterRCNN defaults)
-        detector_batch_size=2, detector_lr=1e-4,  # references/detection: 2 img/GPU; fine-tuning from COCO
-        batch_size=32,  # alignment/captioner images per step (design's 64 does not fit 800-px batches)
-        lr=2e-4, epochs="detector=6,alignment=10,captioner=10", warmup_steps=1000, weight_decay=1e-4,
-        vocab_min_count=5,  # Karpathy's NeuralTalk: words seen fewer than 5 times are <unk>
-        workers=8, pin_memory=True,
-        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,  # torchvision defaults
+        detector="mobilenet_v3_large_fpn", pretrained_detector=True,
+        min_size=800, max_size=1333,
+        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,
         rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_detections_per_img=100,
+        detector_batch_size=2, detector_lr=1e-4, warmup_steps=1000,
+        batch_size=64, lr=1e-4, epochs="detector=6,alignment=10,captioner=10",
+        vocab_min_count=5, workers=4,  # pinned memory: on by default whenever the device is CUDA
     ),
 }
 DETECTOR_FLAGS = ("trainable_backbone_layers", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
