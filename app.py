@@ -542,7 +542,7 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                                       elem_id="collection-query")
                         collection_k = gr.Slider(1, 20, value=6, step=1, label="Best images", scale=1)
                     gallery = gr.Gallery(label="Best images (select one to open it)", columns=3, height="auto",
-                                         allow_preview=False, elem_id="collection-gallery")
+                                         allow_preview=False, object_fit="contain", elem_id="collection-gallery")
                     collection_json = gr.JSON(label="Results", elem_id="collection-results")
                     hit_paths = gr.State([], time_to_live=3600)
                 with gr.Tab("Model"):
