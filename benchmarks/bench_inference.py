@@ -24,7 +24,6 @@ import argparse
 import gc
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -32,20 +31,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-import torchvision
-from PIL import Image
-from torch import nn
 from torchvision.transforms.functional import to_tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from regioncap.data import synthetic  # noqa: E402
-from regioncap.data.flickr30k import ENTITY_TYPES  # noqa: E402
-from regioncap.data.vocab import END, PAD, START, UNK, Vocabulary  # noqa: E402
-from regioncap.models.config import RegionCaptionerConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from _common import (Reference, load_model, loadavg, make_boxes, make_images, reset_peak, rss_mb,  # noqa: E402
+                     scene, vgg_twin)
+
 from regioncap.models.model import RegionCaptioner  # noqa: E402
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo-model"
+DEFAULT_MODEL = ROOT / "assets" / "demo-model"
 PHRASE = "a large red circle"
 VARIANTS = ("a", "b", "c", "c+det", "d", "e")
 LABELS = {"a": "(a) reference per-box VGG-19 + per-region GRU", "b": "(b) ours, vgg19 encoder, given boxes",
@@ -54,110 +49,6 @@ LABELS = {"a": "(a) reference per-box VGG-19 + per-region GRU", "b": "(b) ours, 
 PER_REGIONS = ("a", "b", "c")  # variants that run once per region count
 TARGETS = [("a/c", 10, ">=", 10.0), ("a/b", 10, ">=", 2.0), ("a/b", 36, ">=", 2.0),
            ("c/d", 10, "<=", 1.25), ("c/d", 36, "<=", 1.5)]
-
-
-# -- the reference: the original design, written plainly ----------------------------------------
-class Reference:
-    """The seed's pipeline: one crop, one VGG-19 pass, one greedy GRU loop per region (batch size 1)."""
-
-    def __init__(self, config: RegionCaptionerConfig, decoder_state: dict | None, device: torch.device):
-        cap, d = config.captioner, config.joint_dim
-        self.crop, self.max_len, self.device = config.region_encoder.vgg_crop_size, cap.max_len, device
-        self.features = torchvision.models.vgg19(weights=None).features  # random weights: no download
-        self.pool = nn.AdaptiveAvgPool2d((7, 7))
-        self.fc = nn.Linear(512 * 7 * 7, d)
-        self.embed = nn.Embedding(config.vocab_size, cap.embed_dim)
-        self.cell = nn.GRUCell(cap.embed_dim + d, cap.hidden_dim)
-        self.init_h = nn.Linear(d, cap.hidden_dim)
-        self.out = nn.Linear(cap.hidden_dim, config.vocab_size)
-        if decoder_state is not None:  # our decoder's weights, so both write captions of similar length
-            self.embed.weight.data.copy_(decoder_state["embed.weight"])
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(self.cell, name).data.copy_(decoder_state[f"rnn.{name}_l0"])
-            for part in ("init_h", "out"):
-                getattr(self, part).weight.data.copy_(decoder_state[f"{part}.weight"])
-                getattr(self, part).bias.data.copy_(decoder_state[f"{part}.bias"])
-        for m in (self.features, self.fc, self.embed, self.cell, self.init_h, self.out):
-            m.to(device).eval()
-
-    def encode(self, image: Image.Image, box) -> torch.Tensor:
-        crop = image.crop(tuple(int(round(c)) for c in box)).resize((self.crop, self.crop), Image.BILINEAR)
-        x = to_tensor(crop)[None].to(self.device) * 2.0 - 1.0  # [1, 3, S, S] in [-1, 1]
-        v = self.fc(torch.flatten(self.pool(self.features(x)), 1))
-        return F.normalize(v, dim=-1)  # [1, D]
-
-    def decode(self, v: torch.Tensor) -> list[int]:
-        h = torch.tanh(self.init_h(v))
-        word, words = torch.tensor([START], device=self.device), []
-        for step in range(self.max_len):
-            h = self.cell(torch.cat([self.embed(word), v], dim=1), h)
-            logp = F.log_softmax(self.out(h), dim=-1)[0]
-            logp[[PAD, START, UNK]] = float("-inf")
-            if step == 0:
-                logp[END] = float("-inf")
-            best = int(logp.argmax())
-            if best == END:
-                break
-            words.append(best)
-            word = torch.tensor([best], device=self.device)
-        return words
-
-    def __call__(self, image: Image.Image, boxes: list[list[float]]) -> list[list[int]]:
-        with torch.inference_mode():
-            vectors = [self.encode(image, b) for b in boxes]
-            return [self.decode(v) for v in vectors]
-
-
-# -- inputs ---------------------------------------------------------------------------------------
-def scene(seed: int, index: int, size: int) -> Image.Image:
-    """Synthetic scene ``index`` of set ``seed``, scaled so that its long side is ``size`` px."""
-    im = synthetic.make_example(seed, index, str(index))[0]
-    scale = size / max(im.size)
-    return im.resize((max(8, round(im.width * scale)), max(8, round(im.height * scale))), Image.BILINEAR)
-
-
-def make_images(n: int, size: int) -> list[Image.Image]:
-    return [scene(7, 10_000 + i, size) for i in range(n)]
-
-
-def make_boxes(image: Image.Image, n: int, seed: int) -> list[list[float]]:
-    """``n`` boxes, 10-60 % of the image's width/height each, at least 4 px; same seed -> same boxes."""
-    g = torch.Generator().manual_seed(seed)
-    w, h = image.size
-    r = torch.rand(n, 4, generator=g).tolist()
-    boxes = []
-    for a, b, c, d in r:
-        bw, bh = max(4.0, w * (0.1 + 0.5 * a)), max(4.0, h * (0.1 + 0.5 * b))
-        x, y = (w - bw) * c, (h - bh) * d
-        boxes.append([round(x, 1), round(y, 1), round(x + bw, 1), round(y + bh, 1)])
-    return boxes
-
-
-def synthetic_vocab() -> Vocabulary:
-    words = (list(synthetic.SHAPE_TYPES) + list(synthetic.PLURAL.values()) + list(synthetic.COLOURS)
-             + list(synthetic.SIZES) + synthetic.PATTERNS + [b[0] for b in synthetic.BACKGROUNDS]
-             + [n for b in synthetic.BACKGROUNDS for n in b[1]] + ["a", "an", "the", "on", "in", "with", "two"])
-    return Vocabulary.build(words)
-
-
-def load_model(path: str | None, device: torch.device) -> tuple[RegionCaptioner, str]:
-    if path:
-        return RegionCaptioner.from_pretrained(path, device=device), str(path)
-    torch.manual_seed(0)
-    vocab = synthetic_vocab()
-    config = RegionCaptionerConfig(vocab_size=len(vocab), entity_types=list(ENTITY_TYPES))
-    return RegionCaptioner(config, vocab, download=False).to(device).eval(), "random weights, default config"
-
-
-def vgg_twin(model: RegionCaptioner, device: torch.device) -> RegionCaptioner:
-    """The same model with region_encoder.kind='vgg19' (random VGG, no download); the rest copied."""
-    config = RegionCaptionerConfig.from_dict(model.config.to_dict())
-    config.region_encoder.kind, config.region_encoder.pretrained = "vgg19", False
-    twin = RegionCaptioner(config, model.vocab, download=False)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("region_encoder.")}
-    missing, unexpected = twin.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith("region_encoder.") for k in missing), (missing, unexpected)
-    return twin.to(device).eval()
 
 
 # -- the variants ---------------------------------------------------------------------------------
@@ -230,25 +121,6 @@ def time_all(args, runners) -> dict:
             for k, t in times.items() if t}
 
 
-# -- memory ---------------------------------------------------------------------------------------
-def _status(field: str) -> float:
-    """``VmRSS`` / ``VmHWM`` of this process in MiB."""
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", text).group(1)) / 1024
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def measure_here(args, key: str) -> dict:
     """Run one variant once on the first image in this process: (peak RSS, its growth over setup) in MiB."""
     v, _, n = key.partition("@")
@@ -256,10 +128,10 @@ def measure_here(args, key: str) -> dict:
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    reset = _reset_peak()
-    base = _status("VmRSS")
+    reset = reset_peak()
+    base = rss_mb("VmRSS")
     runners[v](0, int(n) if n else min(args.regions))  # peak memory does not grow with more images
-    peak = _status("VmHWM")
+    peak = rss_mb("VmHWM")
     out = {"peak_mb": round(peak, 1), "run_mb": round(peak - base, 1), "reset": reset}
     if args.device.startswith("cuda"):
         out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -285,7 +157,7 @@ def app_memory(args) -> dict:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    rss, mode = {"start": _status("VmRSS")}, "RegionCaptioner.analyze + query (random weights)"
+    rss, mode = {"start": rss_mb("VmRSS")}, "RegionCaptioner.analyze + query (random weights)"
     if args.model and args.device == "cpu":
         import app as webapp  # the repository root is on sys.path
 
@@ -294,7 +166,7 @@ def app_memory(args) -> dict:
         service, model, mode = webapp.RegionApp(holder), holder.get(), "app.py handlers (gradio imported)"
     else:
         model = load_model(args.model, torch.device(args.device))[0]
-    rss["model loaded"] = _status("VmRSS")
+    rss["model loaded"] = rss_mb("VmRSS")
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.app_memory):
             image = scene(11, k, args.image_size)
@@ -308,8 +180,8 @@ def app_memory(args) -> dict:
                 model.analyze(image, max_regions=args.max_regions, score_threshold=args.threshold).query(
                     query_phrase(model))
             if k + 1 in (1, 10, 32) or k + 1 == args.app_memory:
-                rss[f"after {k + 1} images"] = _status("VmRSS")
-    return {"mode": mode, "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "peak_mb": round(_status("VmHWM"), 1)}
+                rss[f"after {k + 1} images"] = rss_mb("VmRSS")
+    return {"mode": mode, "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "peak_mb": round(rss_mb("VmHWM"), 1)}
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -399,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     names = set(args.variants.split(",")) & set(VARIANTS)
     setup = {"model": args.model or "random weights, default config", "device": args.device,
              "threads": torch.get_num_threads(), "images": args.images, "image_size": args.image_size,
-             "repeats": args.repeats, "warmup": args.warmup, "regions": args.regions, "loadavg_start": _load()}
+             "repeats": args.repeats, "warmup": args.warmup, "regions": args.regions, "loadavg_start": loadavg()}
     results = {}
     if names:
         runners, info = build_runners(args, names)
@@ -411,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key in results:
             results[key]["memory"] = measure_subprocess(argv, key)
     app = measure_subprocess(argv, "app") if args.app_memory > 0 else None
-    setup["loadavg_end"] = _load()
+    setup["loadavg_end"] = loadavg()
     rat = ratios(args, results)
     report = {"setup": setup, "results": results, "ratios": rat, "app_memory": app,
               "targets": check_targets(results, rat, app)}

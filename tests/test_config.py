@@ -19,6 +19,13 @@ def test_round_trip_through_json():
     assert again == c
 
 
+@pytest.mark.parametrize("kind", ["roi", "vgg19", "vgg19-crops"])
+def test_every_region_encoder_kind_round_trips(kind):
+    d = config().to_dict()
+    d["region_encoder"]["kind"] = kind
+    assert RegionCaptionerConfig.from_dict(json.loads(json.dumps(d))).region_encoder.kind == kind
+
+
 def test_integer_accepted_for_float():
     d = config().to_dict()
     d["align_margin"] = 2
@@ -39,6 +46,7 @@ def test_integer_accepted_for_float():
     (lambda d: d["detector"].update(arch="huge"), "detector.arch must be one of"),
     (lambda d: d["captioner"].update(rnn="transformer"), "captioner.rnn must be one of"),
     (lambda d: d.update(region_encoder=[]), "region_encoder must be a JSON object"),
+    (lambda d: d["region_encoder"].update(kind="vgg16"), "region_encoder.kind must be one of roi, vgg19, vgg19-crops"),
     (lambda d: d.update(vocab_size=2), "vocab_size must be >= 5"),
 ])
 def test_bad_config_is_refused_with_the_file_named(change, message):

@@ -179,8 +179,10 @@ def test_eval_forward_returns_one_result_per_image(tiny_model):
     assert [(r.width, r.height) for r in results] == [(80, 60), (50, 40)]
 
 
-def test_vgg19_encoder_model(make_model, tiny_batch, image_file):
-    model = make_model(region_encoder={"kind": "vgg19"}).train()
+@pytest.mark.parametrize("kind, encoder", [("vgg19", "VGG19RegionEncoder"), ("vgg19-crops", "VGG19CropEncoder")])
+def test_vgg19_encoder_model(make_model, tiny_batch, image_file, kind, encoder):
+    model = make_model(region_encoder={"kind": kind}).train()
+    assert type(model.region_encoder).__name__ == encoder
     losses = model(*tiny_batch, losses=("align", "caption"))
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.region_encoder.project.parameters())

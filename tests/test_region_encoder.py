@@ -1,9 +1,12 @@
-"""Region encoders: geometry features, RoIAlign encoder on FPN features, VGG-19 crop encoder."""
+"""Region encoders: geometry features, RoIAlign encoder on FPN features, VGG-19 (shared convolutions +
+RoIAlign, and the seed's per-box crops)."""
 
+import pytest
 import torch
 
 from regioncap.models.config import RegionEncoderConfig
-from regioncap.models.region_encoder import RoIRegionEncoder, VGG19RegionEncoder, box_geometry
+from regioncap.models.region_encoder import (VGG_STRIDE, RoIRegionEncoder, VGG19CropEncoder,
+                                             VGG19RegionEncoder, box_geometry)
 
 CFG = RegionEncoderConfig(roi_output_size=3, hidden_dim=16, geometry_dim=4, dropout=0.0, vgg_crop_size=32)
 
@@ -37,9 +40,9 @@ def test_roi_encoder_uses_geometry():
     assert not torch.allclose(out[0], out[1])
 
 
-def test_vgg19_encoder_crops_each_box():
+def test_vgg19_crop_encoder_crops_each_box():
     torch.manual_seed(0)
-    enc = VGG19RegionEncoder(CFG, joint_dim=6).eval()
+    enc = VGG19CropEncoder(CFG, joint_dim=6).eval()
     images = [torch.rand(3, 40, 50), torch.rand(3, 30, 30)]
     boxes = [torch.tensor([[0.0, 0, 50, 40], [10, 5, 30, 25]]), torch.tensor([[2.0, 2, 20, 28]])]
     with torch.no_grad():
@@ -49,3 +52,61 @@ def test_vgg19_encoder_crops_each_box():
     assert out.shape == (3, 6) and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.allclose(out[2], alone[0], atol=1e-5)
     assert empty.shape == (0, 6)
+
+
+@pytest.fixture(scope="module")
+def vgg_pair():
+    """Both VGG-19 kinds with the same random weights (their state dicts have the same keys)."""
+    torch.manual_seed(0)
+    shared = VGG19RegionEncoder(CFG, joint_dim=6).eval()
+    crops = VGG19CropEncoder(CFG, joint_dim=6).eval()
+    crops.load_state_dict(shared.state_dict(), strict=True)
+    return shared, crops
+
+
+def test_vgg19_encoder_shapes_norm_edges_and_empty(vgg_pair):
+    enc = vgg_pair[0]
+    images = [torch.rand(3, 48, 64), torch.rand(3, 40, 40), torch.rand(3, 36, 52)]
+    boxes = [torch.tensor([[0.0, 0, 64, 48], [40, 30, 64, 48], [-5, -5, 10, 10]]),  # whole image, corner, overhang
+             torch.zeros(0, 4),  # no boxes: no row, and no VGG pass needed
+             torch.tensor([[3.0, 4, 50, 36]])]
+    with torch.no_grad():
+        out = enc(images, boxes, [(48, 64), (40, 40), (36, 52)])
+        alone = enc(images[2:], boxes[2:], [(36, 52)])
+        empty = enc(images[1:2], [torch.zeros(0, 4)], [(40, 40)])
+    assert out.shape == (4, 6) and torch.isfinite(out).all()
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(out[3], alone[0], atol=1e-5)  # rows in image order, images independent
+    assert empty.shape == (0, 6)
+
+
+def test_vgg19_encoder_gradients_and_tiny_images(vgg_pair):
+    enc = VGG19RegionEncoder(CFG, joint_dim=6)
+    enc.load_state_dict(vgg_pair[0].state_dict())
+    image = torch.rand(3, 9, 120)  # thinner than VGG_STRIDE: padded, not an error
+    out = enc([image], [torch.tensor([[0.0, 0, 120, 9], [100, 2, 118, 8]])], [(9, 120)])
+    assert out.shape == (2, 6) and VGG_STRIDE == 16
+    out.sum().backward()
+    assert enc.features[0].weight.grad is not None and enc.project[-1].weight.grad is not None
+
+
+def test_vgg19_kinds_differ_as_expected(vgg_pair):
+    """Shared convolutions see context around a box (receptive field); a crop sees only the box."""
+    shared, crops = vgg_pair
+    torch.manual_seed(1)
+    image = torch.rand(3, 64, 96)
+    box = [torch.tensor([[8.0, 8, 40, 40]])]
+    changed = image.clone()
+    changed[:, :, 44:] = 1.0 - changed[:, :, 44:]  # right of the box: outside it, inside VGG's receptive field
+    with torch.no_grad():
+        s0, s1 = shared([image], box, [(64, 96)]), shared([changed], box, [(64, 96)])
+        c0, c1 = crops([image], box, [(64, 96)]), crops([changed], box, [(64, 96)])
+    assert torch.equal(c0, c1)  # the crop never samples those pixels
+    assert (s0 - s1).abs().max() > 1e-6  # the shared feature map does (random VGG-19: a small change)
+    assert not torch.allclose(s0, c0, atol=1e-3)  # same weights, different encoders
+
+
+def test_vgg19_encoder_skips_the_last_maxpool(vgg_pair):
+    shared, crops = vgg_pair
+    assert len(shared.features) == len(crops.features) - 1
+    assert isinstance(crops.features[-1], torch.nn.MaxPool2d) and isinstance(shared.features[-1], torch.nn.ReLU)

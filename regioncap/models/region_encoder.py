@@ -4,9 +4,11 @@ Both share one call: ``encoder(images_or_features, boxes, image_sizes) -> FloatT
 
 * :class:`RoIRegionEncoder` (default) pools the detector's own FPN features with
   ``MultiScaleRoIAlign``, so one backbone pass serves detection and description.
-* :class:`VGG19RegionEncoder` is the seed's AlignmentEncoderCNN: each box is cropped from the
-  image (batched ``roi_align``), scaled to [-1, 1], run through VGG-19 ``features``,
-  average-pooled to 7x7 and projected.
+* :class:`VGG19RegionEncoder` (``vgg19``) is the original design's VGG-19 encoder run the Fast R-CNN
+  way: VGG-19's convolutions once per image, RoIAlign 7x7 per box, FC.
+* :class:`VGG19CropEncoder` (``vgg19-crops``) is the seed's literal AlignmentEncoderCNN: each box is
+  cropped from the image (batched ``roi_align``), scaled to [-1, 1], run through VGG-19 ``features``,
+  average-pooled to 7x7 and projected; one VGG-19 pass per box.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ GEOMETRY_FEATURES = 7
 # crop (benchmarks/bench_inference.py); a GPU wants big batches.
 VGG_CHUNK = {"cpu": 2}
 VGG_CHUNK_DEFAULT = 64
+VGG_STRIDE = 16  # conv5_4 of VGG-19 (after four max-pools)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -86,27 +90,69 @@ class RoIRegionEncoder(nn.Module):
 
 
 class VGG19RegionEncoder(nn.Module):
-    """The seed's crop encoder: box crops -> VGG-19 ``features`` -> avg-pool 7x7 -> FC -> joint space.
+    """VGG-19 the Fast R-CNN way: conv layers once per image, RoIAlign 7x7 per box, FC -> joint space.
 
-    ``cfg.pretrained`` starts VGG-19 from torchvision's ImageNet weights (downloaded once).
+    The convolutions run once on the whole image at its own resolution (ImageNet normalisation, as
+    torchvision's VGG-19 weights expect) up to conv5_4 + ReLU; the last max-pool is left out and each
+    region is RoIAligned to 7x7 on that stride-16 map (``spatial_scale`` 1/16), which is what Fast
+    R-CNN did for VGG-16: RoI pooling replaces the last max-pool. Stride 16 rather than 32 gives a
+    small box (say 40 px across) 2.5 feature cells instead of 1.25, at no extra cost. ``cfg.pretrained``
+    starts the convolutions from torchvision's ImageNet weights.
+
+    Its weights have the same names and shapes as :class:`VGG19CropEncoder`'s, so one state dict
+    serves both kinds (fidelity comparisons).
     """
 
     def __init__(self, cfg: RegionEncoderConfig, joint_dim: int, download: bool | None = None):
         super().__init__()
-        from torchvision.models import VGG19_Weights, vgg19
-        from torchvision.models.vgg import cfgs, make_layers
+        self.features = _vgg19_features(cfg, download)[:-1]  # conv5_4 + ReLU, stride 16
+        self.project = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(512 * 7 * 7, joint_dim))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
 
-        download = cfg.pretrained if download is None else (download and cfg.pretrained)
-        if download:
-            try:
-                features = vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
-            except (OSError, RuntimeError, ValueError):
-                raise ModelFileError("could not download torchvision's VGG-19 weights (offline?); "
-                                     "use region_encoder.kind 'roi' or connect") from None
-        else:  # the same layers as vgg19().features, without initialising its 120M-weight classifier
-            features = make_layers(cfgs["E"], batch_norm=False)
+    def forward(self, images: list[Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        """Encode regions.
+
+        Args:
+            images: per image FloatTensor[3, H_i, W_i] in [0, 1] (the original, untransformed images).
+            boxes: per image FloatTensor[R_i, 4] ``[x1, y1, x2, y2]`` in that image's pixels; boxes may
+                touch or cross the image's edges (RoIAlign samples zeros outside the feature map).
+            image_sizes: per image (H_i, W_i); unused (boxes are in the images' own pixels), kept for
+                the common call.
+
+        Returns:
+            FloatTensor[sum R_i, D], unit L2 norm, rows in image order.
+        """
+        pooled = []
+        for img, b in zip(images, boxes):
+            if len(b) == 0:
+                continue
+            x = (img - self.mean) / self.std
+            h, w = x.shape[-2:]
+            if min(h, w) < VGG_STRIDE:  # four max-pools need 16 px; padding at the right/bottom keeps coordinates
+                x = F.pad(x, (0, max(0, VGG_STRIDE - w), 0, max(0, VGG_STRIDE - h)))
+            fmap = self.features(x[None])  # [1, 512, H/16, W/16]
+            # box coordinates stay fp32 (under bf16 autocast too: torchvision's roi_align runs in fp32)
+            rois = roi_align(fmap.float(), [b.float()], output_size=7, spatial_scale=1.0 / VGG_STRIDE,
+                             sampling_ratio=2, aligned=True)
+            pooled.append(rois.to(fmap.dtype))  # [R_i, 512, 7, 7]
+        if not pooled:
+            return images[0].new_zeros((0, self.project[-1].out_features))
+        return F.normalize(self.project(torch.cat(pooled)), dim=-1)
+
+
+class VGG19CropEncoder(nn.Module):
+    """The seed's literal AlignmentEncoderCNN: box crops -> VGG-19 ``features`` -> avg-pool 7x7 -> FC.
+
+    Every box is cropped (batched ``roi_align``), resized to ``cfg.vgg_crop_size``, scaled to [-1, 1]
+    as the seed fed VGG, and run through all of VGG-19's convolutions on its own: a VGG-19 pass per
+    region. Kept (kind ``vgg19-crops``) for fidelity comparisons with :class:`VGG19RegionEncoder`.
+    """
+
+    def __init__(self, cfg: RegionEncoderConfig, joint_dim: int, download: bool | None = None):
+        super().__init__()
         self.crop_size = cfg.vgg_crop_size
-        self.features = features
+        self.features = _vgg19_features(cfg, download)
         self.pool = nn.AdaptiveAvgPool2d((7, 7))
         self.project = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(512 * 7 * 7, joint_dim))
 
@@ -133,3 +179,18 @@ class VGG19RegionEncoder(nn.Module):
         chunk = VGG_CHUNK.get(x.device.type, VGG_CHUNK_DEFAULT)
         pooled = torch.cat([self.pool(self.features(c)) for c in x.split(chunk)])  # [sum R_i, 512, 7, 7]
         return F.normalize(self.project(pooled), dim=-1)
+
+
+def _vgg19_features(cfg: RegionEncoderConfig, download: bool | None) -> nn.Sequential:
+    """VGG-19's ``features`` (16 conv layers, 5 max-pools); ImageNet weights if ``cfg.pretrained``."""
+    from torchvision.models import VGG19_Weights, vgg19
+    from torchvision.models.vgg import cfgs, make_layers
+
+    download = cfg.pretrained if download is None else (download and cfg.pretrained)
+    if download:
+        try:
+            return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
+        except (OSError, RuntimeError, ValueError):
+            raise ModelFileError("could not download torchvision's VGG-19 weights (offline?); "
+                                 "use region_encoder.kind 'roi' or connect") from None
+    return make_layers(cfgs["E"], batch_norm=False)  # vgg19().features without its 120M-weight classifier
