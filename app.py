@@ -9,6 +9,8 @@ image last analysed in the same client session is used):
 * ``/query(phrase, top_k=3, image=None, max_regions=10, threshold=0.5) -> (highlighted image, matches table)``
 * ``/caption_box(box "x1, y1, x2, y2", image=None, max_regions, threshold) -> like /caption, box added``
 * ``/align(sentence, image=None, max_regions, threshold) -> (image, highlighted sentence, S_kl summary)``
+* ``/search(text, top_k=6) -> (gallery of the best images, results JSON)``: the session's own collection
+  (photos uploaded in the Collection tab) or else the shared one (``$REGIONCAP_INDEX``, or the examples)
 
 Pictures are returned as paths of unique files the app wrote, never as PIL images: Gradio 6.31 can
 serve a truncated file when two requests return the same PIL image at once (DESIGN.md section 6).
@@ -19,7 +21,6 @@ from __future__ import annotations
 import atexit
 import collections
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -34,9 +35,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from regioncap.cache import ResultCache, content_key  # noqa: E402
+from regioncap.card import card_sections, read_card  # noqa: E402
 from regioncap.data.image import load_image  # noqa: E402
 from regioncap.errors import RegionCapError  # noqa: E402
-from regioncap.viz import PALETTE, draw_regions  # noqa: E402
+from regioncap.viz import PALETTE, draw_regions, phrase_spans, spotlight  # noqa: E402
 
 logger = logging.getLogger("regioncap.app")
 ROOT = Path(__file__).resolve().parent
@@ -45,6 +48,9 @@ MAX_FILE_SIZE = "20mb"
 DISPLAY_MIN, DISPLAY_MAX = 960, 1280  # long side of drawn pictures: small images enlarged, large ones reduced
 DEFAULTS = {"max_regions": 10, "threshold": 0.5, "top_k": 3}
 MAX_USER_BOXES, MAX_PHRASE, MAX_SENTENCE = 20, 200, 1000
+MAX_COLLECTION = 50  # photos in one visitor's collection (kept in memory until the browser tab closes)
+THRESHOLD_HOW = ("the threshold separating true from false phrase-region pairs best on held-out data, "
+                 "see `python -m regioncap.calibrate`")
 TABLE_HEADERS = ["#", "caption", "entity type", "detector score", "caption score", "box (x1, y1, x2, y2)"]
 MATCH_HEADERS = ["rank", "region #", "caption", "similarity", "box (x1, y1, x2, y2)"]
 PHRASE_COLOURS = {str(i + 1): "#" + "".join(f"{c:02x}" for c in PALETTE[i % len(PALETTE)]) for i in range(64)}
@@ -193,18 +199,18 @@ class RegionApp:
 
     def __init__(self, holder: ModelHolder):
         self.holder, self.files = holder, OutputFiles()
-        self.cache, self.lock = collections.OrderedDict(), threading.Lock()  # (sha1, settings) -> result, canvas
+        self.cache = ResultCache(32)  # (sha1, max_regions, threshold) -> (result, canvas, scale)
+        self._sessions, self._sessions_lock = None, threading.Lock()
 
     def analyze(self, image, max_regions, threshold, progress=None) -> View:
         if _upload(image) is None:
             raise RegionCapError("No image: upload one (or pick an example) first.")
         (path, name), settings, model = _upload(image), _settings(max_regions, threshold), self.holder.get()
         try:
-            key = (hashlib.sha1(Path(path).read_bytes()).hexdigest(), settings)
+            key = content_key(path, *settings)
         except OSError:
             raise RegionCapError(f"{name}: the uploaded file is gone; upload it again.") from None
-        with self.lock:
-            hit = self.cache.get(key)
+        hit = self.cache.get(key)
         if hit is None:
             progress and progress(0.2, desc="Detecting and captioning regions")
             try:
@@ -212,10 +218,7 @@ class RegionApp:
             except RegionCapError as e:  # name the user's file, not Gradio's copy of it
                 raise type(e)(str(e).replace(path, name)) from None
             hit = (model.analyze(pil, max_regions=settings[0], score_threshold=settings[1]), *_canvas(pil))
-            with self.lock:
-                self.cache[key] = hit
-                while len(self.cache) > 32:
-                    self.cache.popitem(last=False)
+            self.cache.put(key, hit)
         return View(path, name, settings, *hit)
 
     def view_for(self, image, max_regions, threshold, view: View | None) -> View:
@@ -247,17 +250,23 @@ class RegionApp:
             raise RegionCapError("This image has no regions to search: lower the detector score threshold.")
         if len((phrase or "").strip()) > MAX_PHRASE:
             raise RegionCapError(f"That is too long for a phrase (over {MAX_PHRASE} characters): try 'a red box'.")
-        matches = view.result.query(phrase, top_k=int(top_k))
-        picture = Image.blend(view.canvas, Image.new("RGB", view.canvas.size), 0.65)  # dim everything...
-        for r, _ in matches:  # ...but the matches
-            x1, y1, x2, y2 = (round(c * view.scale) for c in r.box)
-            if x2 > x1 and y2 > y1:
-                picture.paste(view.canvas.crop((x1, y1, x2, y2)), (x1, y1))
+        found, floor = view.result.query(phrase, top_k=int(top_k)), self.match_threshold()
+        matches = [(r, sim) for r, sim in found if sim >= floor]
+        picture = spotlight(view.canvas, [[c * view.scale for c in r.box] for r, _ in matches])
         number = {id(r): i + 1 for i, r in enumerate(view.result.regions)}
         labels = [f"{sim:.2f}: {r.caption}" for r, sim in matches]
         path = self.draw(view, picture, [r.box for r, _ in matches], labels, "matches")
+        note = "" if matches else (f"*No region matches this phrase well: the best similarity is {found[0][1]:.2f}, "
+                                   f"below {floor:.2f}* ({THRESHOLD_HOW})")
         return path, [[k + 1, number[id(r)], r.caption, round(sim, 3), _box_text(r.box)]
-                      for k, (r, sim) in enumerate(matches)]
+                      for k, (r, sim) in enumerate(matches)], note
+
+    def match_threshold(self) -> float:
+        """The similarity a true match reaches (chosen on held-out data, see regioncap.calibrate); 0 without one."""
+        from regioncap.calibrate import read_threshold
+
+        value = read_threshold(self.holder.directory) if self.holder.directory else None
+        return 0.0 if value is None else value
 
     def align_outputs(self, view: View, sentence: str):
         if len((sentence or "").strip()) > MAX_SENTENCE:
@@ -265,12 +274,10 @@ class RegionApp:
         alignment, whole = view.result.align(sentence), [0, 0, view.result.width, view.result.height]
         path = self.draw(view, view.canvas, [a.region.box if a.region else whole for a in alignment],
                          [f"{a.phrase} ({a.similarity:.2f})" for a in alignment], "alignment")
-        spans, cursor, lines = [], 0, []
-        for i, a in enumerate(alignment):  # find each phrase in the typed sentence, in order
-            found = re.compile(r"\s*".join(map(re.escape, a.phrase.split())), re.I).search(sentence, cursor)
-            if found:
-                spans.append({"entity": str(i + 1), "start": found.start(), "end": found.end()})
-                cursor = found.end()
+        spans, lines = [], []
+        for i, (a, span) in enumerate(zip(alignment, phrase_spans(sentence, [a.phrase for a in alignment]))):
+            if span:
+                spans.append({"entity": str(i + 1), "start": span[0], "end": span[1]})
             target = f"region {a.region_index + 1} “{a.region.caption}”" if a.region else "the whole image"
             lines.append(f"{i + 1}. **{a.phrase}** → {target}: similarity {a.similarity:.3f}")
         summary = (f"**Image–sentence score S_kl = {alignment.score:.3f}**: the sum over the {len(alignment)} "
@@ -292,9 +299,38 @@ class RegionApp:
                          r.width, r.height, added.timings_ms, model)
         return replace(view, result=merged, corner=None)
 
+    def sessions(self):
+        """The visitors' collections and the shared one (created once the model, and torch, are loaded)."""
+        self.holder.get()
+        with self._sessions_lock:
+            if self._sessions is None:
+                from regioncap.index.sessions import SessionCollections
+
+                self._sessions = SessionCollections(max_photos=MAX_COLLECTION)
+        return self._sessions
+
+    def open_collection(self, examples: list[str]) -> None:
+        """The shared collection: the index named by $REGIONCAP_INDEX, else the examples indexed in memory."""
+        from regioncap.index.sessions import INDEX_ENV
+
+        self.sessions().open_shared(self.holder.model, os.environ.get(INDEX_ENV) or None, examples)
+
+    def gallery_item(self, hit) -> tuple[str, str]:
+        """(picture with the matched regions lit and captioned, gallery caption) for one ImageHit."""
+        canvas, scale = _canvas(load_image(hit.path))
+        boxed = [m for m in hit.matches if m.region_index is not None]
+        picture = spotlight(canvas, [[c * scale for c in m.box] for m in boxed])
+        drawn = [{"box": [c * scale for c in m.box], "caption": f"{m.phrase}: {m.caption}"} for m in boxed]
+        path = self.files.image(draw_regions(picture, drawn), Path(hit.path).stem + "-match")
+        parts = [f"{m.phrase} → {f'“{m.caption}”' if m.region_index is not None else 'the whole image'} "
+                 f"({m.similarity:.2f})" for m in hit.matches]
+        return path, f"{Path(hit.path).name} · S_kl {hit.score:.2f} · " + "; ".join(parts)
+
     def warm(self, paths: list[str]) -> None:
         """Analyse the examples with the default settings, so that picking one answers at once."""
         self.holder.ready.wait()
+        if self.holder.model is not None:
+            self.open_collection(paths)
         for path in paths if self.holder.model is not None else []:
             try:
                 self.analyze(path, DEFAULTS["max_regions"], DEFAULTS["threshold"])
@@ -331,7 +367,7 @@ class RegionApp:
 
     def query(self, phrase, top_k=3, image=None, max_regions=10, threshold=0.5, view=None):
         view = self.view_for(image, max_regions, threshold, view)
-        return *self.query_outputs(view, phrase, top_k), view
+        return *self.query_outputs(view, phrase, top_k)[:2], view
 
     def align(self, sentence, image=None, max_regions=10, threshold=0.5, view=None):
         view = self.view_for(image, max_regions, threshold, view)
@@ -347,11 +383,56 @@ class RegionApp:
             return None, None, f"*{e}*"
         return out if len(out) == 3 else (*out, "")
 
+    def caption_box_ui(self, box, image, max_regions, threshold, view, progress=gr.Progress()):
+        """The UI's "Caption box": a malformed box is explained under it; the results on screen stay."""
+        try:
+            *out, view = self.caption_box(box, image, max_regions, threshold, view, progress)
+        except RegionCapError as e:
+            return gr.skip(), gr.skip(), gr.skip(), view, f"*{e}*"
+        return *out, view, f"Captioned your box {box.strip()}: the last row of the table."
+
     def query_live(self, phrase, top_k, view):
         return self.live(lambda v: self.query_outputs(v, phrase, top_k), phrase, view)
 
     def align_live(self, sentence, view):
         return self.live(lambda v: self.align_outputs(v, sentence), sentence, view)
+
+    def add_photos(self, files, request: gr.Request = None, progress=gr.Progress()):
+        """Add uploads to the visitor's collection; returns the collection note."""
+        paths = [f if isinstance(f, str) else f.get("path") for f in files or [] if f]
+        if not paths:
+            return gr.skip()
+        counts, left_out = self.sessions().add(_session(request), self.holder.get(), paths,
+                                               progress=lambda it: progress.tqdm(it, desc="Indexing your photos"))
+        if left_out:
+            gr.Warning(f"A collection holds at most {MAX_COLLECTION} photos: {left_out} were left out.")
+        own = self.sessions().own(_session(request))
+        note = (f"**Your collection: {len(own)} photo{'s' * (len(own) != 1)}** (added {counts['added']}, already "
+                f"there {counts['unchanged']}); it is searched below and forgotten when you close this tab.")
+        failed = [f"{Path(f['path']).name}: {f['error'].split(': ')[-1]}" for f in counts["failed"]]
+        return note + ("\n\nNot added: " + "; ".join(failed) if failed else "")
+
+    def search_collection(self, text, top_k=6, request: gr.Request = None):
+        """/search: the best images of the collection for a sentence or phrase, matched regions lit."""
+        if len((text or "").strip()) > MAX_SENTENCE:
+            raise RegionCapError(f"That is too long (over {MAX_SENTENCE} characters): use one sentence.")
+        index, where = self.sessions().searchable(_session(request))
+        hits = index.search(text, by="images", top_k=max(1, min(int(top_k), 20)))
+        results = {"query": text, "by": "images", "collection": where,
+                   "results": [{"name": Path(h.path).name, "score": h.score, "matches": h.to_dict()["matches"]}
+                               for h in hits]}  # names, not server paths ("path" keys read as files by gradio_client)
+        return [self.gallery_item(h) for h in hits], results, [h.path for h in hits]
+
+    def open_hit(self, paths, evt: gr.SelectData):
+        """A gallery picture selected: open it in the main view (its own analysis on the Caption tab)."""
+        if not paths or evt.index is None or not 0 <= evt.index < len(paths):
+            return gr.skip(), gr.skip()
+        return paths[evt.index], gr.Tabs(selected="caption")
+
+    def drop_session(self, request: gr.Request = None):
+        """The browser tab closed: free the visitor's collection now."""
+        if self._sessions is not None:
+            self._sessions.drop(_session(request))
 
     def model_panel(self):
         """(banner, Model tab) once the model has loaded or failed."""
@@ -360,18 +441,23 @@ class RegionApp:
             text = (f"### ⚠️ No model loaded\n{self.holder.error or 'Still loading: reload the page soon.'}\n\n"
                     "Set `REGIONCAP_MODEL` to a model folder or Hub repo id (or put the demo model in "
                     "`assets/demo-model/`) and restart the app.")
-            return gr.Markdown(text, visible=True), text
+            return gr.Markdown(text, visible=True), text, gr.Image(visible=False)
         text, note = describe_model(self.holder)
-        return gr.Markdown(f"ℹ️ {note} More in the *Model* tab.", visible=bool(note)), text
+        curves = Path(self.holder.directory or "") / "loss_curves.png"
+        return (gr.Markdown(f"ℹ️ {note} More in the *Model* tab.", visible=bool(note)), text,
+                gr.Image(str(curves), visible=True) if self.holder.directory and curves.is_file()
+                else gr.Image(visible=False))
+
+
+def _session(request) -> str:
+    return getattr(request, "session_hash", None) or "anonymous"
 
 
 def describe_model(holder: ModelHolder) -> tuple[str, str]:
     """(Markdown for the Model tab, the shapes-world note or "") from the config and the model card."""
-    c, card = holder.model.config, ""
-    if holder.directory and (Path(holder.directory) / "README.md").is_file():
-        card = (Path(holder.directory) / "README.md").read_text(encoding="utf-8", errors="replace")
-        card = re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.S)
-    sections = {k.strip(): v.strip() for k, v in re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", card, flags=re.S | re.M)}
+    c = holder.model.config
+    card = read_card(holder.directory) if holder.directory else ""
+    sections = card_sections(card)
     note = ""
     if Path(holder.path).resolve() == DEMO_MODEL.resolve() or "synthetic" in card.lower():
         from regioncap.data.synthetic import SHAPE_TYPES
@@ -412,8 +498,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                 run = gr.Button("Caption regions", variant="primary")
                 if examples:
                     gr.Examples(examples, inputs=image, label="Examples (synthetic scenes the demo model knows)")
-            with gr.Column(scale=3), gr.Tabs():
-                with gr.Tab("Caption"):
+            with gr.Column(scale=3), gr.Tabs() as tabs:
+                with gr.Tab("Caption", id="caption"):
                     annotated = gr.Image(label="Annotated image", elem_id="annotated", **picture)
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Regions", interactive=False, wrap=True,
                                          datatype=["number", "str", "str", "number", "number", "str"],
@@ -443,8 +529,26 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                                  show_legend=False, elem_id="aligned-text")
                     align_image = gr.Image(label="Each phrase's best region", elem_id="align-image", **picture)
                     align_note = gr.Markdown(label="Alignment score", elem_id="align-note")
+                with gr.Tab("Collection", id="collection"):
+                    gr.Markdown("Search many photos at once: a sentence ranks them by S_kl (each phrase's best "
+                                "region, summed). Add up to 50 photos of your own, or search the example collection.")
+                    uploads = gr.File(label=f"Add photos to your collection (up to {MAX_COLLECTION})",
+                                      file_count="multiple", file_types=["image"], type="filepath", height=120,
+                                      elem_id="collection-upload")
+                    collection_note = gr.Markdown(elem_id="collection-note")
+                    with gr.Row():
+                        collection_query = gr.Textbox(label="Sentence or phrase", max_length=MAX_SENTENCE, scale=3,
+                                                      placeholder="a red circle next to a blue square",
+                                                      elem_id="collection-query")
+                        collection_k = gr.Slider(1, 20, value=6, step=1, label="Best images", scale=1)
+                    gallery = gr.Gallery(label="Best images (select one to open it)", columns=3, height="auto",
+                                         allow_preview=False, object_fit="contain", elem_id="collection-gallery")
+                    collection_json = gr.JSON(label="Results", elem_id="collection-results")
+                    hit_paths = gr.State([], time_to_live=3600)
                 with gr.Tab("Model"):
                     model_info = gr.Markdown("Loading the model…", elem_id="model-info")
+                    loss_curves = gr.Image(label="Loss curves", visible=False, interactive=False,
+                                           elem_id="loss-curves")
 
         settings, caption_out = [image, max_regions, threshold], [annotated, table, download, view]
         search_out, align_out = [search_image, matches, search_note], [align_image, aligned, align_note]
@@ -458,10 +562,14 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                 user_errors(app.align_live), [sentence, view], align_out, **live)
 
         caption_live, box_handler = user_errors(app.caption_live), user_errors(app.caption_box)
+        box_ui = user_errors(app.caption_box_ui)
         then_refresh(run.click(user_errors(app.caption), settings, caption_out, api_name="caption", **raw))
         phrase.submit(user_errors(app.query), [phrase, top_k, *settings, view], [search_image, matches, view],
                       api_name="query", **raw)
-        then_refresh(box_button.click(box_handler, [box, *settings, view], caption_out, api_name="caption_box", **raw))
+        then_refresh(box_button.click(box_ui, [box, *settings, view], [*caption_out, box_note],
+                                      api_name="caption_box_ui", **raw, **private))
+        box_api = gr.Button(visible=False)  # /caption_box for gradio_client: raises on a malformed box
+        then_refresh(box_api.click(box_handler, [box, *settings, view], caption_out, api_name="caption_box", **raw))
         sentence.submit(user_errors(app.align), [sentence, *settings, view], [*align_out, view], api_name="align",
                         **raw)
         then_refresh(image.change(caption_live, settings, caption_out, api_name="caption_on_change",
@@ -469,15 +577,24 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
         for name, slider in (("max_regions", max_regions), ("threshold", threshold)):
             then_refresh(slider.release(caption_live, settings, caption_out, api_name=f"caption_on_{name}", **raw,
                                         **private))
-        then_refresh(box.submit(box_handler, [box, *settings, view], caption_out, api_name="caption_box_on_submit",
-                                **raw, **private))
+        then_refresh(box.submit(box_ui, [box, *settings, view], [*caption_out, box_note],
+                                api_name="caption_box_on_submit", **raw, **private))
         then_refresh(annotated.select(user_errors(app.click_corner), [box, view],
                                       [*caption_out[:3], box, box_note, view], api_name="click_corner", **private,
                                       **model))
         for name, trigger in (("phrase", phrase.change), ("top_k", top_k.release)):
             trigger(user_errors(app.query_live), [phrase, top_k, view], search_out, api_name=f"query_on_{name}", **live)
         sentence.change(user_errors(app.align_live), [sentence, view], align_out, api_name="align_on_change", **live)
-        demo.load(app.model_panel, None, [banner, model_info], api_name="model_panel", **private)
+        demo.load(app.model_panel, None, [banner, model_info, loss_curves], api_name="model_panel", **private)
+        uploads.upload(user_errors(app.add_photos), uploads, collection_note, api_name="add_photos", **private,
+                       **model)
+        search_args = {"inputs": [collection_query, collection_k], "outputs": [gallery, collection_json, hit_paths],
+                       **model}
+        collection_query.submit(user_errors(app.search_collection), api_name="search", **search_args)
+        collection_k.release(user_errors(app.search_collection), api_name="search_on_top_k", **search_args,
+                             **private)
+        gallery.select(app.open_hit, hit_paths, [image, tabs], api_name="open_hit", **private)
+        demo.unload(app.drop_session)
     return demo
 
 

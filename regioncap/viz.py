@@ -135,3 +135,28 @@ def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = N
         left, top, _, _ = draw.textbbox((0, 0), text, font=font)
         draw.text((x0 + pad - left, y0 + pad - top), text, fill=_text_colour(colour), font=font)
     return image
+
+
+def spotlight(image: Image.Image, boxes: Sequence[Sequence[float]], dim: float = 0.65) -> Image.Image:
+    """``image`` darkened by ``dim`` except inside ``boxes`` (pixel [x1, y1, x2, y2]): the matches stand out."""
+    out = Image.blend(image, Image.new("RGB", image.size), dim)
+    for box in boxes:
+        x1, y1, x2, y2 = (round(c) for c in box)
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(image.width, x2), min(image.height, y2)
+        if x2 > x1 and y2 > y1:
+            out.paste(image.crop((x1, y1, x2, y2)), (x1, y1))
+    return out
+
+
+def phrase_spans(sentence: str, phrases: Sequence[str]) -> list[tuple[int, int] | None]:
+    """Where each phrase of ``align`` (lower-cased tokens joined by spaces) was typed in ``sentence``:
+    ``(start, end)`` character offsets, searched in order and case-insensitively with any spacing
+    between words; None for a phrase not found (e.g. one the tokenizer split differently)."""
+    import re
+
+    spans, cursor = [], 0
+    for phrase in phrases:
+        found = re.compile(r"\s*".join(map(re.escape, phrase.split())), re.I).search(sentence, cursor)
+        spans.append((found.start(), found.end()) if found else None)
+        cursor = found.end() if found else cursor
+    return spans

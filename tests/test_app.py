@@ -193,17 +193,20 @@ def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
     app = load_app()
     holder = app.ModelHolder(str(tiny_model))
     holder.load()
-    banner, text = app.RegionApp(holder).model_panel()
+    banner, text, curves = app.RegionApp(holder).model_panel()
     assert not banner.visible and str(tiny_model) in text and "random weights, for tests" in text
+    assert not curves.visible  # the tiny model has no loss_curves.png
     assert "vocabulary" in text and "shapes world" not in text  # the note is for models trained on shapes
     holder = app.ModelHolder(str(make_tiny_model(tmp_path / "shapes", data="synthetic scenes, seed 0")))
     holder.load()
-    banner, text = app.RegionApp(holder).model_panel()
+    Image.new("RGB", (40, 30)).save(tmp_path / "shapes" / "loss_curves.png")
+    banner, text, curves = app.RegionApp(holder).model_panel()
     assert banner.visible and "only on synthetic scenes" in banner.value and "circle = people" in text
+    assert curves.visible and Path(curves.value["path"]).name == "loss_curves.png"
     holder = app.ModelHolder(str(tmp_path / "missing"))
     holder.load()
-    banner, text = app.RegionApp(holder).model_panel()
-    assert banner.visible and "No model loaded" in text and "missing" in text
+    banner, text, curves = app.RegionApp(holder).model_panel()
+    assert banner.visible and "No model loaded" in text and "missing" in text and not curves.visible
 
 
 def test_python_app_py_starts_fast_and_explains_a_missing_model(tmp_path):
@@ -231,3 +234,76 @@ def test_python_app_py_starts_fast_and_explains_a_missing_model(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert "Traceback" not in output
+
+
+def test_search_endpoint_ranks_the_example_collection(server):
+    c = client(server)
+    gallery, results = c.predict("a red circle next to a blue square", 3, api_name="/search")
+    examples = load_app().example_images()
+    assert results["collection"] == f"the example images ({len(examples)} photos)"
+    assert len(gallery) == len(results["results"]) == 3
+    assert {r["name"] for r in results["results"]} <= {Path(e).name for e in examples}
+    scores = [r["score"] for r in results["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [m["phrase"] for m in results["results"][0]["matches"]] == ["a red circle", "a blue square"]
+    for item, result in zip(gallery, results["results"]):
+        assert Path(item["image"]).is_file() and item["caption"].startswith(result["name"])
+    from gradio_client.exceptions import AppError
+
+    for text, message in [("", "empty"), ("qwzx vbnm", "knows"), ("word " * 300, "too long")]:
+        with pytest.raises(AppError, match=message):
+            c.predict(text, 3, api_name="/search")
+
+
+class NoProgress:
+    """gr.Progress outside a request."""
+
+    def __call__(self, *args, **kwargs):
+        pass
+
+    def tqdm(self, iterable, **kwargs):
+        return iterable
+
+
+def test_visitor_collections_are_bounded_and_searched_before_the_shared_one(tiny_model, tmp_path):
+    app = load_app()
+    holder = app.ModelHolder(str(tiny_model))
+    holder.load()
+    region_app = app.RegionApp(holder)
+    region_app.open_collection(app.example_images()[:2])
+    sessions = region_app.sessions()
+    sessions.max_photos = 3
+    own = [tmp_path / f"own-{i}.png" for i in range(4)]
+    for i, path in enumerate(own):
+        Image.new("RGB", (64, 48), (40 * i, 90, 200 - 40 * i)).save(path)
+    request = type("Request", (), {"session_hash": "visitor-1"})()
+    gallery, results, paths = region_app.search_collection("a red circle", 5, request)
+    assert results["collection"] == "the example images (2 photos)" and len(paths) == 2
+    note = region_app.add_photos([str(p) for p in own], request, progress=NoProgress())
+    assert "Your collection: 3 photos" in note  # one left out: the collection is full
+    gallery, results, paths = region_app.search_collection("a red circle", 5, request)
+    assert results["collection"] == "your 3 photos" and sorted(paths) == sorted(str(p) for p in own[:3])
+    other = type("Request", (), {"session_hash": "visitor-2"})()
+    assert region_app.search_collection("a red circle", 5, other)[1]["collection"].startswith("the example")
+    region_app.drop_session(request)  # the tab closed: the collection is freed
+    assert len(sessions) == 0 and region_app.search_collection("a red circle", 5, request)[1]["collection"] \
+        .startswith("the example")
+
+
+def test_weak_matches_are_not_listed_and_a_bad_box_keeps_the_results(tiny_model, tmp_path):
+    app = load_app()
+    holder = app.ModelHolder(str(tiny_model))
+    holder.load()
+    region_app = app.RegionApp(holder)
+    view = region_app.analyze(str(EXAMPLE), 10, 0.0)
+    _, rows, note = region_app.query_outputs(view, "a red circle", 3)
+    found = view.result.query("a red circle", top_k=3)
+    assert len(rows) == sum(sim >= 0 for _, sim in found)  # uncalibrated: a negative similarity is no match
+    (tiny_model / "calibration.json").write_text(json.dumps({"match_threshold": 1.5}))
+    try:
+        _, rows, note = region_app.query_outputs(view, "a red circle", 3)
+    finally:
+        (tiny_model / "calibration.json").unlink()
+    assert rows == [] and "No region matches this phrase well" in note and "1.50" in note
+    out = region_app.caption_box_ui("1, 2, 3", None, 10, 0.0, view, progress=NoProgress())
+    assert out[:3] == (app.gr.skip(),) * 3 and out[3] is view and "four numbers" in out[4]

@@ -1,7 +1,8 @@
 """The app in a real browser: Debian's chromium driven by playwright (never `playwright install`).
 
 Uploads an example, waits for the drawn regions, captions a box clicked on the picture, searches a
-phrase and aligns a sentence. Screenshots go to a temp folder and to $REGIONCAP_SCREENSHOTS if set.
+phrase, aligns a sentence, searches the example collection and opens a found image. Screenshots go
+to a temp folder and to $REGIONCAP_SCREENSHOTS if set.
 Without /usr/bin/chromium the test is skipped, unless REGIONCAP_REQUIRE_BROWSER=1.
 """
 
@@ -118,7 +119,7 @@ def run_steps(page, server, tmp_path):
     shoot(page, "2-own-box.png", tmp_path)
 
     page.get_by_role("tab", name="Search").click()
-    page.locator("#phrase textarea, #phrase input").first.fill("a red circle")
+    page.locator("#phrase textarea, #phrase input").first.fill("a blue square")
     page.locator("#phrase textarea, #phrase input").first.press("Enter")
     wait_for_image(page, "search-image")
     assert table_rows(page, "matches") >= 1
@@ -132,6 +133,22 @@ def run_steps(page, server, tmp_path):
     assert page.locator("#aligned-text").get_by_text("a blue square").count() >= 1
     shoot(page, "4-sentence.png", tmp_path)
 
+    page.get_by_role("tab", name="Collection").click()
+    page.locator("#collection-query textarea, #collection-query input").first.fill("a red circle next to a blue square")
+    page.locator("#collection-query textarea, #collection-query input").first.press("Enter")
+    thumbs = page.locator("#collection-gallery img")
+    thumbs.first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_function("document.querySelectorAll('#collection-gallery img').length >= 3 && "
+                           "[...document.querySelectorAll('#collection-gallery img')].every(i => i.complete && "
+                           "i.naturalWidth > 0)", timeout=TIMEOUT_MS)
+    assert page.locator("#collection-gallery").get_by_text("S_kl").count() >= 1  # captions name the score
+    shoot(page, "5-collection.png", tmp_path)
+    before = page.locator("#annotated img").first.get_attribute("src")
+    thumbs.first.click()  # opens the image in the main view, on the Caption tab
+    page.locator("#annotated img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    wait_for_image(page, "annotated", before)
+    shoot(page, "6-opened.png", tmp_path)
+
     page.get_by_role("tab", name="Model").click()
     page.locator("#model-info").get_by_text("Training data").wait_for(timeout=TIMEOUT_MS)
-    shoot(page, "5-model.png", tmp_path)
+    shoot(page, "7-model.png", tmp_path)

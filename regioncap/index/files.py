@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import uuid
+import weakref
 from pathlib import Path
 
 import torch
@@ -69,9 +70,19 @@ def point_id(key: str) -> str:
     return str(uuid.UUID(hashlib.sha256(key.encode()).hexdigest()[:32]))
 
 
+_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def model_identity(model) -> str:
     """sha256 over the model's config and every weight (name, dtype, shape, bytes): two models share an
-    identity only if they embed identically."""
+    identity only if they embed identically. Remembered per model object (its weights are not expected
+    to change while it serves an index)."""
+    if model not in _IDENTITIES:
+        _IDENTITIES[model] = _identity(model)
+    return _IDENTITIES[model]
+
+
+def _identity(model) -> str:
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
