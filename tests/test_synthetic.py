@@ -124,3 +124,23 @@ def test_cli(tmp_path, capsys):
     assert "wrote 3 images" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         synthetic.main([str(tmp_path / "bad"), "--images", "3", "--splits", "0.5,0.5"])
+
+
+def test_attribute_words_cover_every_object_word_the_sentences_use():
+    words = synthetic.ATTRIBUTE_WORDS
+    assert set(words) == {"shape", "colour", "size", "pattern"}
+    rng = __import__("random").Random(0)
+    for _ in range(300):
+        o = synthetic.Obj(rng.choice(list(synthetic.SHAPE_TYPES)), rng.choice(list(synthetic.COLOURS)),
+                          rng.choice(list(synthetic.SIZES)), rng.choice(synthetic.PATTERNS))
+        phrase = synthetic._object_words(rng, o)
+        named = {}
+        for w in phrase[1:]:  # after the article
+            hits = [a for a, names in words.items() if w in names]
+            assert len(hits) <= 1, w
+            if hits:
+                named[hits[0]] = words[hits[0]][w]
+            else:
+                assert w == "with", (w, phrase)
+        assert named["shape"] == o.shape
+        assert all(named[a] == getattr(o, a) for a in ("colour", "size", "pattern") if a in named)

@@ -161,15 +161,15 @@ class CaptionDecoder(nn.Module):
 
         Returns:
             per region, distinct (word ids without specials, sequence log-probability) pairs, most
-            probable first; never empty (greedy's caption is always one of them).
+            probable first; never empty (greedy's caption and :meth:`beam_search`'s are among them).
         """
         beam_size = max(1, beam_size or self.cfg.beam_size)
         widths = (1, beam_size) if beam_size > 1 else (1,)
         results, pools = self._beams(v, widths, max_len, collect=True)
         out: list[dict[tuple[int, ...], float]] = [{} for _ in range(v.shape[0])]
-        g_ids, g_score = results[0]
-        for r, (ids, score) in enumerate(zip(g_ids, g_score.tolist())):
-            out[r][tuple(ids)] = score
+        for best_ids, best_score in results:  # greedy's and the beam's best (maybe cut at max_len)
+            for r, (ids, score) in enumerate(zip(best_ids, best_score.tolist())):
+                out[r].setdefault(tuple(ids), score)
         for rows, seqs, scores in pools[-1]:
             for r, seq, score in zip(rows.tolist(), seqs.tolist(), scores.tolist()):
                 out[r].setdefault(tuple(_strip(seq)), score)
