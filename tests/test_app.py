@@ -231,3 +231,23 @@ def test_python_app_py_starts_fast_and_explains_a_missing_model(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert "Traceback" not in output
+
+
+def test_candidate_table_lists_each_regions_candidates_chosen_first(tiny_model):
+    from regioncap import RegionCaptioner
+
+    app = load_app()
+    model = RegionCaptioner.from_pretrained(str(tiny_model))
+    boxes = [[10, 10, 60, 60], [0, 20, 120, 90]]
+    plain = model.analyze(EXAMPLE, boxes=boxes)
+    view = app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), plain, Image.new("RGB", (8, 8)), 1.0)
+    assert app.RegionApp(None).candidate_rows(view) == [] and app.RegionApp(None).candidate_rows(None) == []
+    model.config.captioner.rerank_weight = 2.0
+    result = model.analyze(EXAMPLE, boxes=boxes)
+    rows = app.RegionApp(None).candidate_rows(app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), result,
+                                                       Image.new("RGB", (8, 8)), 1.0))
+    assert len(rows) == sum(len(c) for c in result.candidates) >= 2
+    for i, region in enumerate(result.regions):
+        mine = [r for r in rows if r[0] == i + 1]
+        assert mine[0][1] == region.caption and mine[0][5] == "✓" and all(r[5] == "" for r in mine[1:])
+        assert mine[0][4] == round(region.caption_score, 3)

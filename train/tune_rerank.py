@@ -131,9 +131,11 @@ def main(args) -> dict:
     for g in grid:
         print(f"{g['beam_size']:>4} {g['length_alpha']:>5.2f} {g['weight']:>6.2f} {g['bleu1']:>6.3f} "
               f"{g['bleu4']:>6.3f} " + " ".join(f"{g[a]:>7.3f}" for a in attrs) + f" {g['mean_words']:>5.2f}")
-    ok = [g for g in grid if g["bleu1"] >= base["bleu1"] - args.bleu_drop and g["bleu4"] >= base["bleu4"] - args.bleu_drop]
+    drop = args.bleu_drop
+    ok = [g for g in grid if g["bleu1"] >= base["bleu1"] - drop and g["bleu4"] >= base["bleu4"] - drop]
     # best mean attribute rate; ties -> smaller beam (faster), then the smaller weight
-    chosen = max(ok, key=lambda g: (round(sum(g[a] for a in attrs) / len(attrs), 4), -g["beam_size"], -g["weight"]))
+    chosen = max(ok, key=lambda g: (round(sum(g[a] for a in attrs) / len(attrs), 4),
+                                    -g["beam_size"], -g["weight"]))
     print("chosen:", json.dumps({k: chosen[k] for k in ("beam_size", "weight", "length_alpha")}))
     result = {"regions": len(refs), "images": n, "baseline": base, "chosen": chosen, "grid": grid}
     if args.json:
