@@ -281,7 +281,9 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         f"| entity types | {', '.join(c.entity_types)} |",
         f"| region encoder | `{c.region_encoder.kind}` -> {c.joint_dim}-d joint space |",
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
-        f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size} |",
+        f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size}"
+        + (f"; reranked: log-prob / (words + 1)^{c.captioner.rerank_length_alpha:g} + "
+           f"{c.captioner.rerank_weight:g} x region-phrase similarity" if c.captioner.rerank else "") + " |",
         f"| vocabulary | {c.vocab_size} tokens |",
         "",
         "## Training data",

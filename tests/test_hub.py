@@ -1,5 +1,6 @@
 """Model files: save/load round trip, strict loading, pickle refusal, forged files, Hub resolution."""
 
+import copy
 import json
 import pickle
 import shutil
@@ -36,6 +37,11 @@ def test_model_card(saved_model, tmp_path):
                          training={"data": "synthetic scenes, seed 0"})
     card = (tmp_path / "README.md").read_text()
     assert "| bleu4 | 0.1235 |" in card and "| images | 10 |" in card and "synthetic scenes, seed 0" in card
+    assert "reranked" not in card  # plain beam search
+    config = copy.deepcopy(model.config)
+    config.captioner.rerank_weight, config.captioner.rerank_length_alpha = 2.5, 1.0
+    card = hub.write_model_card(tmp_path, config).read_text()
+    assert "reranked: log-prob / (words + 1)^1 + 2.5 x region-phrase similarity" in card
 
 
 def test_pickle_payload_is_refused_without_unpickling(saved_model, monkeypatch):

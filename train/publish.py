@@ -49,7 +49,8 @@ LIMITATIONS = """## Limitations
   data's bias towards people-centred scenes and its annotators' wording, including gendered and
   stereotyped descriptions.
 - Captions are short (one phrase per region) and can be wrong with high confidence; the caption
-  score is a sequence log-probability, not a calibrated probability.
+  score is a sequence log-probability (plus, when the config reranks, the weighted region-phrase
+  similarity it was chosen by), not a calibrated probability.
 - The detector knows eight coarse entity types; small, crowded or unusual objects are often missed.
 - English only. Not suitable for identifying people, surveillance, or any decision about a person.
 """

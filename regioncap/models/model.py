@@ -29,6 +29,7 @@ from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
+from regioncap.models.rerank import CaptionCandidate, rerank
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder
 
@@ -231,10 +232,9 @@ class RegionCaptioner(nn.Module):
             t2 = time.perf_counter()
             region_v = torch.cat([p[1:] for p in per_image])
             if captions and len(region_v):
-                ids, logp = self.captioner.beam_search(region_v, self.config.captioner.beam_size)
-                texts, logps = [self.vocab.decode(i) for i in ids], logp.tolist()
+                texts, logps, cands = self._caption(region_v)
             else:
-                texts, logps = [""] * len(region_v), [0.0] * len(region_v)
+                texts, logps, cands = [""] * len(region_v), [0.0] * len(region_v), [[] for _ in region_v]
             t3 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3, "caption": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
@@ -248,8 +248,24 @@ class RegionCaptioner(nn.Module):
                 k += 1
             # clone outside inference mode: callers get ordinary tensors they may modify
             results.append(AnalysisResult(regions, vecs[1:].cpu().clone(), vecs[0].cpu().clone(), int(width),
-                                          int(height), {n: round(t, 2) for n, t in timings.items()}, self))
+                                          int(height), {n: round(t, 2) for n, t in timings.items()}, self,
+                                          cands[k - len(regions):k]))
         return results
+
+    def _caption(self, v: Tensor) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
+        """Captions of region vectors v [R, D]: (texts, caption scores, candidates per region).
+
+        Plain beam search when the config does not rerank (no candidates); otherwise the decoder's
+        candidates, all encoded in one text-encoder call, chosen by :func:`~regioncap.models.rerank.rerank`.
+        """
+        cfg = self.config.captioner
+        if not cfg.rerank:
+            ids, logp = self.captioner.beam_search(v, cfg.beam_size)
+            return [self.vocab.decode(i) for i in ids], logp.tolist(), [[] for _ in ids]
+        ids, scores, per_region = rerank(self.captioner, self.text_encoder, v, cfg.rerank_weight,
+                                         cfg.rerank_length_alpha, cfg.beam_size)
+        cands = [[CaptionCandidate(self.vocab.decode(c[0]), *c[1:]) for c in per] for per in per_region]
+        return [self.vocab.decode(i) for i in ids], scores.tolist(), cands
 
     def _detect(self, images, image_list, features, max_regions, score_threshold, frames):
         """Detections per image (boxes [N, 4] work-tensor pixels, scores [N], labels), at most ``max_regions``.
