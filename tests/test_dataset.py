@@ -9,7 +9,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from regioncap.data import synthetic
-from regioncap.data.dataset import Flickr30kEntities, chain_regions, collate_fn, merged_box, pad_sequences
+from regioncap.data.dataset import (Flickr30kEntities, chain_boxes, chain_regions, collate_fn, merged_box,
+                                    pad_sequences)
 from regioncap.data.flickr30k import ENTITY_TYPES
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import PAD, Vocabulary
@@ -62,8 +63,10 @@ def test_chain_regions_and_phrase_pairs(root):
     pairs = ds.phrase_pairs()
     assert len(pairs) == 11  # every phrase of a boxed chain: not 104/106 (no box) nor chain 0
     image_index, s, p, phrase, merged, boxes = pairs[0]
-    assert (image_index, s, p, phrase.text, merged) == (0, 0, 0, "Two young men", [11, 34, 289, 374])
-    assert boxes == [[11, 39, 149, 374], [159, 34, 289, 369]]
+    # continuous coordinates: the files' inclusive pixels x1..x2 are [x1, x2 + 1)
+    assert (image_index, s, p, phrase.text, merged) == (0, 0, 0, "Two young men", [11, 34, 290, 375])
+    assert boxes == [[11, 39, 150, 375], [159, 34, 290, 370]]
+    assert rec.annotation.boxes["101"] == [[11, 39, 149, 374], [159, 34, 289, 369]]  # as in the file, 0-based
     assert [(s, p) for _, s, p, *_ in pairs][:4] == [(0, 0), (0, 1), (0, 2), (1, 0)]
 
 
@@ -73,12 +76,13 @@ def test_item_of_the_fixture(root):
     assert image.shape == (3, 375, 500) and image.dtype == torch.float32 and t["size"] == (375, 500)
     assert t["image_id"] == "1000001"
     # each distinct box once: 101 has two, 105 and 107 share one
-    assert t["boxes"].tolist() == [[11, 39, 149, 374], [159, 34, 289, 369], [19, 119, 139, 259],
-                                   [299, 59, 419, 374], [0, 0, 499, 374]]
+    # each box in continuous coordinates: the whole-image box [0, 0, 499, 374] of the file covers 500 x 375
+    assert t["boxes"].tolist() == [[11, 39, 150, 375], [159, 34, 290, 370], [19, 119, 140, 260],
+                                   [299, 59, 420, 375], [0, 0, 500, 375]]
     people, clothing, vehicles = (ENTITY_TYPES.index(n) + 1 for n in ("people", "clothing", "vehicles"))
     assert t["labels"].tolist() == [people, people, clothing, people, vehicles] and t["labels"].dtype == torch.int64
-    assert t["region_boxes"].tolist() == [[0, 0, 500, 375], [11, 34, 289, 374], [19, 119, 139, 259],
-                                          [299, 59, 419, 374], [299, 59, 419, 374], [0, 0, 499, 374]]
+    assert t["region_boxes"].tolist() == [[0, 0, 500, 375], [11, 34, 290, 375], [19, 119, 140, 260],
+                                          [299, 59, 420, 375], [299, 59, 420, 375], [0, 0, 500, 375]]
     texts = [ds.vocab.decode(p.tolist()) for p in t["phrases"]]
     assert texts == ["two young men", "blue jackets", "the subway", "the men", "a woman", "two guys", "a train",
                      "a woman", "two men", "people", "the metro"]
@@ -145,3 +149,99 @@ def test_synthetic_set_end_to_end(tmp_path):
         assert text["region"].max() < sum(len(t["region_boxes"]) for t in targets)
         assert len(text["sentence_image"]) == 15 and (text["lengths"] > 0).all()
     assert len(ds.vocab) > 20  # built from the split on first use
+
+
+@pytest.fixture()
+def truncated(tmp_path):
+    """A 6-image synthetic train split whose image 2 is a truncated JPEG (the header is fine)."""
+    synthetic.generate(tmp_path, images=6, seed=3, splits=(1, 0, 0))
+    ids = (tmp_path / "train.txt").read_text().split()
+    image = tmp_path / "Images" / f"{ids[2]}.jpg"
+    image.write_bytes(image.read_bytes()[: len(image.read_bytes()) // 2])
+    return tmp_path, ids
+
+
+def test_a_corrupt_image_never_gets_another_images_annotations(truncated):
+    from train.evaluate import truth_from_dataset
+
+    root, ids = truncated
+    ds = Flickr30kEntities(root, "train")
+    assert ds.ids == ids  # the header is fine: the record is kept until the body is decoded
+    for i in range(len(ds)):
+        image, target = ds[i]
+        assert target["index"] == (3 if i == 2 else i)  # the sample says whose pixels it holds
+        assert target["image_id"] == ds.records[target["index"]].id
+        assert tuple(image.shape[-2:]) == (ds.records[target["index"]].annotation.height,
+                                           ds.records[target["index"]].annotation.width)
+    # evaluation takes the ground truth from the sample's own record: image 3's boxes, not image 2's
+    truth = truth_from_dataset(ds, 2)
+    rec3 = ds.records[3]
+    assert truth.merged.tolist() == [merged_box(chain_boxes(rec3)[c]) for c in chain_regions(rec3)]
+    assert len(truth.sentences) == len(rec3.sentences)
+
+
+def test_skip_mode_returns_none_and_collate_drops_it(truncated, caplog):
+    from train.evaluate import truth_from_dataset
+
+    root, ids = truncated
+    ds = Flickr30kEntities(root, "train", on_unreadable="skip")
+    assert ds[2] is None and truth_from_dataset(ds, 2) is None
+    assert "skipped" in caplog.text and f"{ids[2]}.jpg" in caplog.text
+    images, targets, text = collate_fn([ds[1], ds[2], ds[3]])
+    assert len(images) == 2 and [t["index"] for t in targets] == [1, 3]
+    assert int(text["sentence_image"].max()) == 1  # sentences point at the two kept images
+    images, targets, text = next(iter(DataLoader(ds, batch_size=6, collate_fn=collate_fn)))
+    assert [t["image_id"] for t in targets] == ids[:2] + ids[3:]
+    with pytest.raises(ValueError, match="on_unreadable"):
+        Flickr30kEntities(root, "train", on_unreadable="drop")
+
+
+def _halves(size, exif_orientation=None):
+    """A picture whose left half is red and right half blue, with an optional EXIF orientation tag."""
+    im = Image.new("RGB", size, (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, size[0] // 2, size[1]))
+    exif = Image.Exif()
+    if exif_orientation:
+        exif[0x0112] = exif_orientation
+    return im, exif
+
+
+def test_to_continuous():
+    from regioncap.data.flickr30k import to_continuous
+
+    assert to_continuous([0, 0, 499, 374]) == [0.0, 0.0, 500.0, 375.0]  # a whole 500 x 375 image
+    assert to_continuous([5, 7, 5, 7]) == [5.0, 7.0, 6.0, 8.0]  # one pixel is 1 x 1
+
+
+def test_exif_rotation_that_the_annotation_ignores_keeps_the_stored_pixels(root, caplog):
+    # 1000001 is annotated 500 x 375: a stored 500 x 375 JPEG tagged "rotate 90" would load as 375 x 500
+    im, exif = _halves((500, 375), exif_orientation=6)
+    im.save(root / "Images" / "1000001.jpg", exif=exif)
+    caplog.set_level("INFO")
+    ds = Flickr30kEntities(root, "test")
+    assert ds.ids == ["1000001"] and ds.skipped == []
+    image, t = ds[0]
+    assert image.shape == (3, 375, 500)  # the frame the boxes were drawn in
+    assert image[0, :, :240].mean() > 0.9 and image[2, :, 260:].mean() > 0.9  # red left, blue right: not rotated
+    assert t["boxes"].tolist()[-1] == [0, 0, 500, 375]
+    assert "EXIF orientation 6 ignored" in caplog.text
+
+
+def test_exif_rotation_that_the_annotation_follows_is_applied(root):
+    im, exif = _halves((375, 500), exif_orientation=8)  # stored portrait, upright 500 x 375 as annotated
+    im.save(root / "Images" / "1000001.jpg", exif=exif)
+    ds = Flickr30kEntities(root, "test")
+    image, _ = ds[0]
+    assert image.shape == (3, 375, 500) and ds.skipped == []
+    # orientation 8 turns the stored picture 90 degrees counter-clockwise: red (left) ends at the bottom
+    assert image[0, 200:, :].mean() > 0.9 and image[2, :170, :].mean() > 0.9
+
+
+def test_an_image_whose_size_fits_neither_frame_is_skipped_with_both_sizes(root, caplog):
+    Image.new("RGB", (640, 480)).save(root / "Images" / "1000001.jpg")
+    ds = Flickr30kEntities(root, "test")
+    assert ds.ids == [] and len(ds.skipped) == 1
+    path, problem = ds.skipped[0]
+    assert path.endswith("1000001.jpg") and "image is 640x480" in problem and "<size> is 500x375" in problem
+    with pytest.raises(AnnotationError, match="640x480"):
+        Flickr30kEntities(root, "test", strict=True)

@@ -446,8 +446,8 @@ def test_cli_revision_reaches_the_hub_client(saved_model, image_file, monkeypatc
 
 # -- 4. training data -----------------------------------------------------------------------------
 TINY_TRAIN = ["--min-size", "96", "--max-size", "128", "--detector-batch-size", "2", "--workers", "0",
-              "--log-every", "1", "--no-augment", "--stages", "alignment", "--epochs", "1", "--max-steps", "1",
-              "--batch-size", "8"]
+              "--vocab-min-count", "1", "--log-every", "1", "--no-augment", "--stages", "alignment",
+              "--epochs", "1", "--max-steps", "1", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")

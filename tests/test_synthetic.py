@@ -124,3 +124,84 @@ def test_cli(tmp_path, capsys):
     assert "wrote 3 images" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         synthetic.main([str(tmp_path / "bad"), "--images", "3", "--splits", "0.5,0.5"])
+
+
+# -- the photo preset -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("photo")
+    splits = synthetic.generate(out, images=12, seed=5, preset="photo")
+    return out, splits
+
+
+def _words(root: Path, ids) -> set[str]:
+    return {w for i in ids for s in read_sentences(root / "Sentences" / f"{i}.txt") for w in s.sentence.split()}
+
+
+def test_photo_preset_sizes_objects_and_format(photo_set, generated):
+    from regioncap.data.synthetic import photo
+
+    out, splits = photo_set
+    ids = splits["train"] + splits["val"] + splits["test"]
+    sizes, overlapping = set(), 0
+    for image_id in ids:
+        ann = read_annotation(out / "Annotations" / f"{image_id}.xml")
+        sents = read_sentences(out / "Sentences" / f"{image_id}.txt")
+        with Image.open(out / "Images" / f"{image_id}.jpg") as im:
+            assert im.size == (ann.width, ann.height) and im.mode == "RGB"
+            pixels = np.asarray(im).astype(np.float32)
+        sizes.add((ann.width, ann.height))
+        assert max(ann.width, ann.height) == 500 and (ann.width, ann.height) in {a for a, _ in photo.ASPECTS}
+        assert len(ann.scene) == 1 and ann.nobox == [] and len(sents) == 5
+        singles = {c: b[0] for c, b in ann.boxes.items() if len(b) == 1}
+        assert 3 <= len(singles) <= 8
+        boxes = list(singles.values())
+        for x1, y1, x2, y2 in boxes:
+            assert 0 <= x1 < x2 <= ann.width - 1 and 0 <= y1 < y2 <= ann.height - 1
+        overlapping += any(a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+                           for k, a in enumerate(boxes) for b in boxes[k + 1:])
+        mentioned = Counter()
+        for s in sents:
+            assert s.sentence.endswith(" .")
+            for p in s.phrases:
+                assert p.types and (p.types[0] in ENTITY_TYPES or p.types == ["notvisual"])
+                assert p.chain_id == "0" or p.chain_id in ann.boxes or p.chain_id in ann.scene
+                if p.chain_id in singles:
+                    colour = next((w for w in p.text.split() if w in photo.PHOTO_COLOURS), None)
+                    if colour:  # the box holds pixels close to the named colour (shaded, noisy)
+                        x1, y1, x2, y2 = singles[p.chain_id]
+                        patch = pixels[y1:y2 + 1, x1:x2 + 1].reshape(-1, 3)
+                        close = np.linalg.norm(patch - np.array(photo.PHOTO_COLOURS[colour]), axis=1) < 70
+                        assert close.mean() > 0.05, (image_id, p.text)
+            mentioned.update({p.chain_id for p in s.phrases})
+        for c, box in singles.items():  # every object named in >= 2 sentences, alone or in a group
+            groups = [g for g, b in ann.boxes.items() if len(b) > 1 and box in b]
+            assert sum(any(p.chain_id in [c] + groups for p in s.phrases) for s in sents) >= 2
+    assert len(sizes) >= 3 and overlapping >= 3  # varied aspect ratios; occlusion happens
+    gen_out, gen_splits = generated  # richer wording than the shapes preset on as many images
+    shapes_words = _words(gen_out, (gen_splits["train"] + gen_splits["val"] + gen_splits["test"])[:12])
+    assert len(_words(out, ids)) > 1.5 * len(shapes_words)
+
+
+def test_photo_preset_is_deterministic_with_workers(photo_set, tmp_path):
+    out, _ = photo_set
+    synthetic.generate(tmp_path / "again", images=12, seed=5, preset="photo", workers=2)
+    assert _tree(out) == _tree(tmp_path / "again")
+    other = synthetic.generate(tmp_path / "other", images=2, seed=6, preset="photo", splits=(0, 0, 1))
+    assert all((tmp_path / "other" / "Images" / f"{i}.jpg").read_bytes() != b""
+               and f"Images/{i}.jpg" not in _tree(out) for i in other["test"])
+
+
+def test_split_counts_accepts_flickr30k_counts():
+    assert synthetic._split_counts(31783, (29783, 1000, 1000)) == [29783, 1000, 1000]
+
+
+def test_cli_photo_preset(tmp_path, capsys):
+    assert synthetic.main([str(tmp_path / "p"), "--images", "2", "--preset", "photo", "--splits", "1,0,0"]) == 0
+    assert "photo preset" in capsys.readouterr().out
+    assert len(read_split(tmp_path / "p" / "train.txt")) == 2
+    for bad in (["--preset", "nope"], ["--workers", "0"]):
+        with pytest.raises(SystemExit):
+            synthetic.main([str(tmp_path / "bad"), "--images", "1"] + bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        synthetic.generate(tmp_path / "bad2", images=1, seed=0, preset="nope")

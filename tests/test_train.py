@@ -17,7 +17,7 @@ from train.train import get_args_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--min-size", "96", "--max-size", "128", "--batch-size", "4", "--detector-batch-size", "2",
-        "--workers", "0", "--log-every", "1", "--no-augment"]
+        "--workers", "0", "--log-every", "1", "--no-augment", "--vocab-min-count", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,154 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(data, tmp_path
     assert "resuming stage 'alignment'" in done.stdout
     final = engine.load_checkpoint(ckpt)[3]
     assert final.done_stages == ["alignment"] and final.step >= state.step
+
+
+# -- COCO / ImageNet checkpoints found offline in $TORCH_HOME (DESIGN §6) ------------------------------
+def _fake_coco_checkpoint(torch_home: Path) -> dict:
+    """A random checkpoint with the real keys and file name of torchvision's COCO mobilenet detector."""
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
+
+    from regioncap.models.detector import COCO_CHECKPOINTS, _freeze_batchnorm
+
+    torch.manual_seed(5)
+    coco = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, num_classes=91)
+    _freeze_batchnorm(coco.backbone)  # the COCO model uses FrozenBatchNorm2d: no num_batches_tracked
+    state = coco.state_dict()  # torchvision's random initialisation, with batch-norm statistics of some data
+    state.update({k: torch.randn_like(v) * 0.1 for k, v in state.items() if k.endswith("running_mean")})
+    state.update({k: torch.rand_like(v) * 0.5 + 0.75 for k, v in state.items() if k.endswith("running_var")})
+    folder = torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(state, folder / COCO_CHECKPOINTS["mobilenet_v3_large_fpn"])
+    return state
+
+
+def test_pretrained_detector_keeps_the_frozen_coco_layers_bit_identical(data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from regioncap import RegionCaptioner
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    coco = _fake_coco_checkpoint(tmp_path / "torch")
+    out = tmp_path / "coco"
+    run(data, out, "--detector", "mobilenet_v3_large_fpn", "--pretrained-detector", "--stages", "detector",
+        "--epochs", "1", "--max-steps", "2", "--rpn-post-nms-top-n-train", "300")
+    trained = load_file(out / "model.safetensors")
+    frozen = RegionCaptioner.from_pretrained(out).detector.frozen
+    assert "backbone.body.0.0.weight" in frozen and len(frozen) > 20
+    same = {k for k, v in coco.items() if "box_predictor" not in k and torch.equal(trained[f"detector.{k}"], v)}
+    assert frozen <= same  # every layer torchvision freezes is the checkpoint's, bit for bit
+    assert not {n for n in frozen if "weight" in n} - same
+    changed = {k for k in coco if "box_predictor" not in k and k not in same}
+    assert "backbone.fpn.inner_blocks.0.0.weight" in changed and "rpn.head.conv.0.0.weight" in changed
+    assert any(k.startswith("backbone.body.16.") for k in changed)  # the trainable backbone stages train
+
+
+def test_pretrained_vgg19_encoder_is_found_and_loaded(tmp_path, monkeypatch, vocab):
+    from torchvision.models import vgg19
+
+    from regioncap.models.model import RegionCaptioner
+    from tests.conftest import tiny_config
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(3)
+    # Random feature weights; the 400 MB classifier as stride-0 views (a few bytes on disk).
+    state = {k: (torch.randn_like(v) if k.startswith("features.") else torch.zeros(()).expand(v.shape))
+             for k, v in vgg19(weights=None).state_dict().items()}
+    torch.save(state, folder / "vgg19-dcbb9e9d.pth")
+    model = RegionCaptioner(tiny_config(len(vocab), region_encoder={"kind": "vgg19", "pretrained": True}), vocab)
+    params = list(model.region_encoder.parameters())
+    for key in ("features.0.weight", "features.34.weight"):
+        assert any(p.shape == state[key].shape and torch.equal(p, state[key]) for p in params), key
+
+
+# -- detector settings per architecture, presets -----------------------------------------------------
+def test_detector_defaults_per_arch_and_flags_override_them():
+    from train.train import build_config, resolve_defaults
+
+    def config(*argv):
+        args = resolve_defaults(get_args_parser().parse_args(["--data", "d", "--out", "o", *argv]))
+        return build_config(args, 10).detector
+
+    small = config()
+    assert (small.rpn_pre_nms_top_n_train, small.rpn_post_nms_top_n_test, small.box_detections_per_img) == (
+        600, 150, 50)
+    mob = config("--detector", "mobilenet_v3_large_fpn")
+    assert (mob.rpn_pre_nms_top_n_train, mob.rpn_post_nms_top_n_train, mob.rpn_pre_nms_top_n_test,
+            mob.rpn_post_nms_top_n_test, mob.box_detections_per_img, mob.rpn_score_thresh,
+            mob.min_size, mob.max_size) == (2000, 2000, 1000, 1000, 100, 0.05, 800, 1333)
+    assert config("--detector", "resnet50_fpn_v2").rpn_score_thresh == 0.0
+    tuned = config("--detector", "mobilenet_v3_large_fpn", "--rpn-post-nms-top-n-test", "300",
+                   "--box-detections-per-img", "36", "--trainable-backbone-layers", "5", "--min-size", "96")
+    assert (tuned.rpn_post_nms_top_n_test, tuned.box_detections_per_img, tuned.trainable_backbone_layers,
+            tuned.min_size, tuned.max_size) == (300, 36, 5, 96, 1333)
+
+
+def test_a_built_detector_uses_torchvisions_values():
+    from regioncap.models.config import DetectorConfig
+    from regioncap.models.detector import build_detector
+
+    det = build_detector(DetectorConfig.for_arch("mobilenet_v3_large_fpn"), num_classes=9)
+    assert det.rpn._pre_nms_top_n == {"training": 2000, "testing": 1000}
+    assert det.rpn._post_nms_top_n == {"training": 2000, "testing": 1000}
+    assert det.rpn.score_thresh == 0.05 and det.roi_heads.detections_per_img == 100
+
+
+def test_flickr30k_preset_and_explicit_flags_win():
+    from train.train import DEFAULTS, PRESETS, resolve_defaults
+
+    def args(*argv):
+        return resolve_defaults(get_args_parser().parse_args(["--data", "d", "--out", "o", *argv]))
+
+    plain = args()
+    assert all(getattr(plain, k) == v for k, v in DEFAULTS.items())
+    preset = args("--preset", "flickr30k")
+    assert all(getattr(preset, k) == v for k, v in PRESETS["flickr30k"].items())
+    assert preset.vocab_min_count == 5 and preset.detector == "mobilenet_v3_large_fpn" and preset.pretrained_detector
+    mine = args("--preset", "flickr30k", "--workers", "2", "--vocab-min-count", "1", "--detector", "small",
+                "--no-pretrained-detector", "--no-pin-memory", "--epochs", "1")
+    assert (mine.workers, mine.vocab_min_count, mine.detector, mine.pretrained_detector, mine.pin_memory,
+            mine.epochs) == (2, 1, "small", False, False, "1")
+    assert mine.batch_size == PRESETS["flickr30k"]["batch_size"]
+
+
+# -- frozen parts during the stages ------------------------------------------------------------------
+def test_frozen_parts_stay_in_eval_mode_and_out_of_the_optimizer(tiny_model):
+    from train.train import make_optimizer, resolve_defaults
+
+    args = resolve_defaults(get_args_parser().parse_args(["--data", "d", "--out", "o"]))
+    for stage, trained in (("alignment", {"region_encoder", "text_encoder"}), ("captioner", {"captioner"})):
+        optimizer, _ = make_optimizer(tiny_model, stage, args, steps=10)
+        tiny_model.train()
+        in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for part in ("detector", "region_encoder", "text_encoder", "captioner"):
+            module = getattr(tiny_model, part)
+            assert all(m.training == (part in trained) for m in module.modules()), (stage, part)
+            assert all((id(p) in in_optimizer) == p.requires_grad == (part in trained) for p in module.parameters())
+
+
+# -- DistributedDataParallel -------------------------------------------------------------------------
+NAN_ON_RANK_1 = '''
+import os, sys
+from regioncap.models.model import RegionCaptioner
+real = RegionCaptioner.forward
+def forward(self, *a, **k):
+    losses = real(self, *a, **k)
+    return {n: v * float("nan") for n, v in losses.items()} if os.environ["RANK"] == "1" else losses
+RegionCaptioner.forward = forward
+from train.train import get_args_parser, main
+sys.exit(main(get_args_parser().parse_args()))
+'''
+
+
+def test_torchrun_a_nan_on_one_rank_stops_every_rank_with_the_same_message(data, tmp_path):
+    script = tmp_path / "nan_on_rank_1.py"
+    script.write_text(NAN_ON_RANK_1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+           str(script), "--data", str(data), "--out", str(tmp_path / "nan"), *TINY, "--stages", "alignment",
+           "--epochs", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    message = "error: non-finite loss in stage 'alignment' at step 1: loss_align=nan"
+    assert proc.stderr.count(message) == 2, proc.stderr[-3000:]  # both ranks, the same words

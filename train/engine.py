@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -52,6 +53,22 @@ def move_batch(batch, device: torch.device):
     return images, targets, text
 
 
+def reduce_loss_dict(loss_dict: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The losses averaged over all ranks (torchvision references' ``reduce_dict``), as floats.
+
+    Every rank gets the same values, so a NaN on one rank is a NaN on all of them and they all stop at
+    the same step, instead of one leaving while the others wait in the gradient all-reduce.
+    """
+    names = sorted(loss_dict)
+    if not names:
+        return {}
+    values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return dict(zip(names, values.tolist()))
+
+
 def train_one_epoch(model, optimizer, loader, *, losses, device, state: TrainState, history, args,
                     on_checkpoint, is_main: bool = True) -> None:
     """Train `model` for one epoch over `loader` on the named `losses`.
@@ -77,7 +94,7 @@ def train_one_epoch(model, optimizer, loader, *, losses, device, state: TrainSta
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss_dict = model(images, targets, text, losses=losses)
         loss = sum(loss_dict.values())
-        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        values = reduce_loss_dict(loss_dict)  # the same on every rank
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(
                 f"non-finite loss in stage {state.stage!r} at step {state.step + 1}: "

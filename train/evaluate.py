@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from regioncap.data.dataset import Flickr30kEntities, chain_regions, is_notvisual, merged_box
+from regioncap.data.dataset import Flickr30kEntities, chain_boxes, chain_regions, is_notvisual, merged_box
 from regioncap.data.image import load_image
 from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError
@@ -80,14 +80,18 @@ class _ImageOutput:
     captions: list[str]  # one per chain with references (non-empty chain_refs), in chain order
 
 
-def truth_from_dataset(dataset: Flickr30kEntities, index: int) -> ImageTruth:
+def truth_from_dataset(dataset: Flickr30kEntities, index: int) -> ImageTruth | None:
     """ImageTruth of image ``index``: detector targets from ``dataset[index]`` (the boxes and labels
-    the detector is trained on), chains, phrases and sentences from its record."""
-    rec = dataset.records[index]
-    image, target = dataset[index]  # the evaluation transform only converts: original pixels and boxes
+    the detector is trained on), chains, phrases and sentences from the record the sample carries;
+    None when the dataset skips the image (unreadable, ``on_unreadable="skip"``)."""
+    sample = dataset[index]  # the evaluation transform only converts: original pixels and boxes
+    if sample is None:
+        return None
+    image, target = sample
+    rec = dataset.records[target["index"]]  # the sample's own record, whatever index was asked for
     chains = chain_regions(rec)
     order = {c: i for i, c in enumerate(chains)}
-    boxes = rec.annotation.boxes
+    boxes = chain_boxes(rec)  # continuous coordinates, as the detector predicts them
     refs: list[list[list[str]]] = [[] for _ in chains]
     phrases = []
     for sent in rec.sentences:
@@ -263,7 +267,7 @@ def main(args) -> dict:
         _fail(f"{root}: no such data folder")
     try:
         model = RegionCaptioner.from_pretrained(args.model, device=args.device)
-        dataset = Flickr30kEntities(root, args.split, vocab=getattr(model, "vocab", None))
+        dataset = Flickr30kEntities(root, args.split, vocab=getattr(model, "vocab", None), on_unreadable="skip")
     except (RegionCapError, OSError, RuntimeError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if dataset.skipped:
@@ -274,7 +278,8 @@ def main(args) -> dict:
         _fail(f"{root / (args.split + '.txt')}: no usable images")
     entity_types = list(model.config.entity_types)
     try:
-        result = evaluate(model, (truth_from_dataset(dataset, i) for i in range(n)), num_classes=len(entity_types),
+        truths = (t for t in (truth_from_dataset(dataset, i) for i in range(n)) if t is not None)
+        result = evaluate(model, truths, num_classes=len(entity_types),
                           entity_types=entity_types, regions=args.regions, progress=not args.no_progress, total=n)
     except RegionCapError as exc:
         _fail(str(exc))

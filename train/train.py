@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
-from regioncap.data.dataset import Flickr30kEntities, collate_fn
+from regioncap.data.dataset import Flickr30kEntities
 from regioncap.data.flickr30k import ENTITY_TYPES
+from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
@@ -54,35 +55,55 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data root in the Flickr30k Entities layout")
     p.add_argument("--out", required=True, help="output model folder (checkpoint and history beside it)")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
-    p.add_argument("--epochs", default="detector=10,alignment=10,captioner=10",
-                   help="one number for every stage, or per stage: detector=12,alignment=8,captioner=6")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (alignment, captioner)")
-    p.add_argument("--detector-batch-size", type=int, default=8, help="images per batch (detector)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (alignment, captioner)")
-    p.add_argument("--detector-lr", type=float, default=1e-3, help="Adam learning rate (detector)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="real-data defaults (README: 'Training on Flickr30k'); explicit flags override them")
+    p.add_argument("--epochs", default=None,
+                   help="one number for every stage, or per stage: detector=12,alignment=8,captioner=6 "
+                        f"(default {DEFAULTS['epochs']})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images per batch (alignment, captioner; default {DEFAULTS['batch_size']})")
+    p.add_argument("--detector-batch-size", type=int, default=None,
+                   help=f"images per batch (detector; default {DEFAULTS['detector_batch_size']})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (alignment, captioner; default {DEFAULTS['lr']})")
+    p.add_argument("--detector-lr", type=float, default=None,
+                   help=f"Adam learning rate (detector; default {DEFAULTS['detector_lr']})")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
-    p.add_argument("--detector", default="small", choices=["small", "mobilenet_v3_large_fpn", "resnet50_fpn_v2"],
-                   help="detector architecture; 'small' trains from scratch")
-    p.add_argument("--pretrained-detector", action="store_true",
-                   help="start the detector from torchvision's COCO weights (downloads them; needs a network)")
+    p.add_argument("--detector", default=None, choices=["small", "mobilenet_v3_large_fpn", "resnet50_fpn_v2"],
+                   help="detector architecture (default small: trains from scratch)")
+    p.add_argument("--pretrained-detector", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the detector from torchvision's COCO weights (downloaded once, or found in "
+                        "$TORCH_HOME/hub/checkpoints/)")
     p.add_argument("--encoder", default="roi", choices=list(REGION_ENCODERS),
                    help="region encoder: roi (the detector's features), vgg19 (Fast R-CNN-style: VGG-19 "
                         "once per image + RoIAlign), vgg19-crops (the seed's: VGG-19 per box crop)")
+    p.add_argument("--pretrained-encoder", action="store_true",
+                   help="--encoder vgg19 / vgg19-crops: start from torchvision's ImageNet VGG-19 (downloaded "
+                        "once, or found in $TORCH_HOME/hub/checkpoints/)")
     p.add_argument("--rnn", default="gru", choices=["gru", "lstm"], help="caption decoder cell")
     p.add_argument("--joint-dim", type=int, default=256)
-    p.add_argument("--min-size", type=int, default=None, help="detector input min side (default: config's)")
-    p.add_argument("--max-size", type=int, default=None, help="detector input max side (default: config's)")
+    p.add_argument("--min-size", type=int, default=None, help="detector input min side (default: the arch's)")
+    p.add_argument("--max-size", type=int, default=None, help="detector input max side (default: the arch's)")
+    g = p.add_argument_group("detector settings (default: torchvision's for its COCO archs, toy values for "
+                             "'small'; see DetectorConfig.for_arch)")
+    for name in DETECTOR_FLAGS:
+        kind = float if name.endswith("thresh") else int
+        g.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar="N" if kind is int else "X")
     p.add_argument("--finetune-backbone", action="store_true",
                    help="alignment stage also trains the detector (loss_detector + loss_align)")
     p.add_argument("--align-reduction", default="sum", choices=["sum", "mean"],
                    help="ranking losses summed over the batch (the seed's) or averaged per positive pair")
-    p.add_argument("--vocab-min-count", type=int, default=1)
+    p.add_argument("--vocab-min-count", type=int, default=None,
+                   help="words seen fewer times become <unk> (default 5, as NeuralTalk)")
     p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes per process (default: min(4, CPUs))")
+    p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="page-locked batches for faster host-to-GPU copies (default: on with CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: epoch ends only)")
@@ -94,6 +115,42 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop before training on any malformed data file")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
     return p
+
+
+# Settings a preset may change; None in the parser means "not given".
+DEFAULTS = dict(detector="small", pretrained_detector=False, epochs="detector=10,alignment=10,captioner=10",
+                batch_size=64, detector_batch_size=8, lr=1e-4, detector_lr=1e-3,
+                weight_decay=0.0, warmup_steps=100, vocab_min_count=5, workers=None, pin_memory=None)
+# Real data (Flickr30k Entities, ~500x375 photos, 29,783 training images). Sources in README.md,
+# "Training on Flickr30k".
+PRESETS = {
+    "flickr30k": dict(
+        detector="mobilenet_v3_large_fpn", pretrained_detector=True,  # COCO start (design doc §1)
+        min_size=800, max_size=1333,  # torchvision's COCO recipe (FasterRCNN defaults)
+        detector_batch_size=2, detector_lr=1e-4,  # references/detection: 2 img/GPU; fine-tuning from COCO
+        batch_size=32,  # alignment/captioner images per step (design's 64 does not fit 800-px batches)
+        lr=2e-4, epochs="detector=6,alignment=10,captioner=10", warmup_steps=1000, weight_decay=1e-4,
+        vocab_min_count=5,  # Karpathy's NeuralTalk: words seen fewer than 5 times are <unk>
+        workers=8, pin_memory=True,
+        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,  # torchvision defaults
+        rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_detections_per_img=100,
+    ),
+}
+DETECTOR_FLAGS = ("trainable_backbone_layers", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
+                  "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image",
+                  "rpn_score_thresh", "box_batch_size_per_image", "box_score_thresh", "box_detections_per_img")
+
+
+def resolve_defaults(args) -> argparse.Namespace:
+    """Fill every setting not given on the command line (None): from ``--preset`` if it has it, else
+    DEFAULTS. A flag given explicitly always wins."""
+    for key, value in PRESETS.get(args.preset or "", {}).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def parse_epochs(text: str, stages: list[str]) -> dict[str, int]:
@@ -124,14 +181,16 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
 
 
 def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
-    det = DetectorConfig(arch=args.detector, pretrained=args.pretrained_detector)
-    if args.min_size:
-        det.min_size = args.min_size
-    if args.max_size:
-        det.max_size = args.max_size
+    overrides = {k: getattr(args, k) for k in ("min_size", "max_size", *DETECTOR_FLAGS)
+                 if getattr(args, k, None) is not None}
+    det = DetectorConfig.for_arch(args.detector, pretrained=args.pretrained_detector, **overrides)
+    if det.max_size < det.min_size:  # --min-size 96 on a COCO arch: keep the arch's aspect limit
+        det.max_size = det.min_size
     return RegionCaptionerConfig(
         vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
-        region_encoder=RegionEncoderConfig(kind=args.encoder), text_encoder=TextEncoderConfig(),
+        region_encoder=RegionEncoderConfig(kind=args.encoder,
+                                           pretrained=args.encoder != "roi" and args.pretrained_encoder),
+        text_encoder=TextEncoderConfig(),
         captioner=CaptionerConfig(rnn=args.rnn), align_reduction=args.align_reduction)
 
 
@@ -140,14 +199,9 @@ def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:
 
 
 def make_optimizer(model: RegionCaptioner, stage: str, args, steps: int):
+    """Adam over the stage's trainable parameters (frozen layers and parts left out) + LR schedule."""
     names = STAGE_MODULES[stage] + (("detector",) if stage == "alignment" and args.finetune_backbone else ())
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = []
-    for name in names:
-        for p in getattr(model, name).parameters():
-            p.requires_grad_(True)
-            params.append(p)
+    params = model.set_trainable(names)  # the other parts stay in eval mode, frozen layers stay frozen
     lr = args.detector_lr if stage == "detector" else args.lr
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=args.weight_decay)
     warmup = min(args.warmup_steps, max(1, steps // 10))
@@ -169,6 +223,7 @@ def stage_losses(stage: str, args) -> tuple[str, ...]:
 
 def main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = resolve_defaults(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -234,8 +289,7 @@ def main(args) -> int:
             state = TrainState(stage=stage, done_stages=state.done_stages if state else [])
         bs = args.detector_batch_size if stage == "detector" else args.batch_size
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate_fn,
-                            num_workers=args.workers, persistent_workers=args.workers > 0)
+        loader = make_train_loader(dataset, bs, sampler, args.workers, device, args.pin_memory)
         total_steps = epochs[stage] * len(loader)
         if args.max_steps:
             total_steps = min(total_steps, args.max_steps)
@@ -257,6 +311,7 @@ def main(args) -> int:
         try:
             while state.epoch < epochs[stage] and not (args.max_steps and state.step >= args.max_steps):
                 sampler.set_epoch(state.epoch)
+                loader.batch_sampler.skip = state.batch_in_epoch  # a resumed epoch loads no skipped batch
                 train_one_epoch(train_model, _SchedulerStep(optimizer, scheduler), loader, losses=losses,
                                 device=device, state=state, history=history, args=args,
                                 on_checkpoint=checkpoint, is_main=is_main)

@@ -9,6 +9,22 @@ One item is one image with everything the three training objectives need:
   and chains with neither boxes nor a scene flag are left out.
 
 Chains are ordered as in the annotation file (``chain_regions``), so region indices are stable.
+Boxes leave the data set in torchvision's continuous coordinates (``chain_boxes``, through
+``flickr30k.to_continuous``), never as the files' inclusive pixel indices.
+
+Orientation: an image's ``<size>`` is compared with its header when the data set is read. The
+boxes are taken to be drawn on the stored pixels when the stored size matches (Flickr30k Entities
+was annotated in 2015 browsers, which ignored EXIF orientation), so such an image is loaded
+without EXIF rotation; when only the EXIF-rotated size matches, it is loaded upright; when neither
+matches, the image is skipped (listed in ``.skipped``) with both sizes in the message.
+
+A sample always carries its own identity: ``target["index"]`` and ``target["image_id"]`` name the
+record whose pixels *and* annotations it holds, so a consumer takes ground truth from
+``dataset.records[target["index"]]``, never from the index it asked for. The two differ only when
+an image turns out corrupt on decoding: ``on_unreadable="next"`` (default, training: every batch
+stays full and every DDP rank takes the same number of steps) returns the next readable image,
+``on_unreadable="skip"`` (evaluation: no image counted twice) returns ``None``, which
+``collate_fn`` drops.
 """
 
 from __future__ import annotations
@@ -21,8 +37,8 @@ import torch
 from torch.utils.data import Dataset
 
 from regioncap.data.flickr30k import (ENTITY_TYPES, NOTVISUAL, NOTVISUAL_CHAIN, Annotation, Phrase, Sentence,
-                                      read_annotation, read_sentences, read_split)
-from regioncap.data.image import load_image, probe_image
+                                      read_annotation, read_sentences, read_split, to_continuous)
+from regioncap.data.image import load_image, probe_image_frame
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import PAD, Vocabulary
 from regioncap.errors import AnnotationError, ImageError
@@ -43,12 +59,17 @@ class Record(NamedTuple):
         return self.id
 
 
+def chain_boxes(record: Record) -> dict[str, list[list[float]]]:
+    """Chain id -> its boxes in torchvision's continuous ``[x1, y1, x2, y2]`` (``to_continuous``), in file order."""
+    return {chain: [to_continuous(b) for b in boxes] for chain, boxes in record.annotation.boxes.items()}
+
+
 def chain_regions(record: Record) -> list[str]:
     """The chain ids that have boxes, in annotation-file order (region i + 1 of the image is chain i)."""
     return [chain for chain, boxes in record.annotation.boxes.items() if boxes]
 
 
-def merged_box(boxes: list[list[int]]) -> list[int]:
+def merged_box(boxes: list[list[float]]) -> list[float]:
     """The union [x1, y1, x2, y2] of a chain's boxes (the "merged" grounding protocol)."""
     return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
@@ -79,13 +100,18 @@ class Flickr30kEntities(Dataset):
             None means ``build_transforms(train=False)``.
         strict: raise AnnotationError on the first malformed or missing file instead of logging
             and skipping the image (skipped files are listed in ``.skipped`` as (path, problem)).
+        on_unreadable: what ``__getitem__`` does (not strict) with an image whose body turns out
+            corrupt: "next" returns the next readable image, "skip" returns None.
     """
 
     entity_types = ENTITY_TYPES
     chain_regions = staticmethod(chain_regions)
 
-    def __init__(self, root, split: str, vocab: Vocabulary | None = None, transforms=None, strict: bool = False):
-        self.root, self.split = Path(root), split
+    def __init__(self, root, split: str, vocab: Vocabulary | None = None, transforms=None, strict: bool = False,
+                 on_unreadable: str = "next"):
+        if on_unreadable not in ("next", "skip"):
+            raise ValueError(f"on_unreadable must be 'next' or 'skip', got {on_unreadable!r}")
+        self.root, self.split, self.on_unreadable = Path(root), split, on_unreadable
         self.vocab, self.transforms, self.strict = vocab, transforms, strict
         self._default_transforms = build_transforms(train=False)
         split_file = self.root / f"{split}.txt"
@@ -94,6 +120,7 @@ class Flickr30kEntities(Dataset):
         self.records: list[Record] = []
         self.skipped: list[tuple[str, str]] = []
         self._unreadable: set[Path] = set()
+        self._stored_frame: set[str] = set()  # ids whose boxes fit the stored (not EXIF-rotated) pixels
         for image_id in read_split(split_file):
             record = self._read(image_id)
             if record is not None:
@@ -111,10 +138,12 @@ class Flickr30kEntities(Dataset):
             if not image_path.is_file():
                 raise AnnotationError(f"{image_path}: image file not found")
             try:  # the header only: an empty, non-image or oversized file is found now, not mid-training
-                probe_image(image_path)
+                (w, h), orientation = probe_image_frame(image_path)
             except ImageError as e:
                 raise AnnotationError(str(e)) from None
-            return Record(image_id, image_path, read_annotation(ann_path), read_sentences(sent_path))
+            record = Record(image_id, image_path, read_annotation(ann_path), read_sentences(sent_path))
+            self._check_frame(record, (w, h), orientation)
+            return record
         except AnnotationError as e:
             if self.strict:
                 raise
@@ -123,6 +152,19 @@ class Flickr30kEntities(Dataset):
             self.skipped.append((path, message[len(path) + 2:] if path else message))
             logger.debug("skipping %s", message)
             return None
+
+    def _check_frame(self, rec: Record, stored: tuple[int, int], orientation: int) -> None:
+        """Pick the pixel frame the annotation's ``<size>`` (and so its boxes) fits; AnnotationError if none."""
+        size = (rec.annotation.width, rec.annotation.height)
+        upright = stored[::-1] if orientation >= 5 else stored  # EXIF orientations 5-8 swap the axes
+        if orientation != 1 and size == stored:
+            self._stored_frame.add(rec.id)
+            logger.info("%s: EXIF orientation %d ignored: the annotation's size %dx%d is the stored one",
+                        rec.image_path, orientation, *size)
+        elif size != upright:
+            raise AnnotationError(f"{rec.image_path}: image is {upright[0]}x{upright[1]} (EXIF orientation "
+                                  f"{orientation}, stored {stored[0]}x{stored[1]}) but its annotation's <size> "
+                                  f"is {size[0]}x{size[1]}: the boxes would be wrong")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -143,45 +185,56 @@ class Flickr30kEntities(Dataset):
     def phrase_pairs(self) -> list[tuple[int, int, int, Phrase, list[int], list[list[int]]]]:
         """(image_index, sentence_index, phrase_index, Phrase, merged_box, all_boxes) per phrase with boxes.
 
-        Boxes are the annotation's 0-based ``[x1, y1, x2, y2]`` (before any transform).
+        Boxes are continuous ``[x1, y1, x2, y2]`` (``chain_boxes``) in the original image (before any transform).
         """
         pairs = []
         for i, rec in enumerate(self.records):
-            boxes = rec.annotation.boxes
+            boxes = chain_boxes(rec)
             for s, sent in enumerate(rec.sentences):
                 for p, ph in enumerate(sent.phrases):
                     if boxes.get(ph.chain_id):
-                        chain_boxes = boxes[ph.chain_id]
-                        pairs.append((i, s, p, ph, merged_box(chain_boxes), [list(b) for b in chain_boxes]))
+                        mine = boxes[ph.chain_id]
+                        pairs.append((i, s, p, ph, merged_box(mine), [list(b) for b in mine]))
         return pairs
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict] | None:
         """(image FloatTensor[3, H, W] in [0, 1], target); see collate_fn for the target's keys.
 
-        An image whose body turns out corrupt (its header was fine) raises AnnotationError with
-        ``strict``; otherwise it is logged once and the next readable image is returned instead.
+        ``target["index"]`` is the index of the record the sample was made from. An image whose
+        body turns out corrupt (its header was fine) raises AnnotationError with ``strict``;
+        otherwise it is logged once and, by ``on_unreadable``, the next readable image is returned
+        (its own index and annotations) or None.
         """
         self.records[index]  # IndexError past the end, as a sequence must (iteration stops on it)
+        index %= len(self.records)
         for step in range(len(self.records)):
-            rec = self.records[(index + step) % len(self.records)]
+            i = (index + step) % len(self.records)
+            rec = self.records[i]
             try:
-                return self._item(rec, load_image(rec.image_path))
+                image = load_image(rec.image_path, exif=rec.id not in self._stored_frame)
+                if image.size != (rec.annotation.width, rec.annotation.height):  # the header said otherwise
+                    raise ImageError(f"{rec.image_path}: decoded as {image.width}x{image.height}, but its "
+                                     f"annotation's <size> is {rec.annotation.width}x{rec.annotation.height}")
+                return self._item(rec, image, i)
             except ImageError as e:
                 if self.strict:
                     raise AnnotationError(str(e)) from None
                 if rec.image_path not in self._unreadable:
                     self._unreadable.add(rec.image_path)
-                    logger.warning("%s (using the next image instead)", e)
+                    logger.warning("%s (%s)", e, "skipped" if self.on_unreadable == "skip" else
+                                   "using the next image instead")
+                if self.on_unreadable == "skip":
+                    return None
         raise AnnotationError(f"{self.root / 'Images'}: no readable image in the {self.split} split")
 
-    def _item(self, rec: Record, image) -> tuple[torch.Tensor, dict]:
-        ann = rec.annotation
+    def _item(self, rec: Record, image, index: int) -> tuple[torch.Tensor, dict]:
+        boxes = chain_boxes(rec)
         chains = chain_regions(rec)
         labels_by_chain = chain_labels(rec)
         distinct: dict[tuple, int] = {}
         labels: list[int] = []
         for chain in chains:
-            for box in ann.boxes[chain]:
+            for box in boxes[chain]:
                 key = tuple(box)
                 if key not in distinct:
                     distinct[key] = len(distinct)
@@ -189,7 +242,7 @@ class Flickr30kEntities(Dataset):
                 if labels[distinct[key]] == 0 and chain in labels_by_chain:
                     labels[distinct[key]] = ENTITY_TYPES.index(labels_by_chain[chain]) + 1
         labels = [lab or ENTITY_TYPES.index("other") + 1 for lab in labels]
-        all_boxes = [list(k) for k in distinct] + [merged_box(ann.boxes[c]) for c in chains]
+        all_boxes = [list(k) for k in distinct] + [merged_box(boxes[c]) for c in chains]
         transform = self.transforms if self.transforms is not None else self._default_transforms
         image_t, boxes_t = transform(image, torch.tensor(all_boxes, dtype=torch.float32).reshape(-1, 4))
         h, w = image_t.shape[-2:]
@@ -198,7 +251,7 @@ class Flickr30kEntities(Dataset):
 
         vocab = self._vocab()
         region_of = {c: i + 1 for i, c in enumerate(chains)}
-        scene = set(ann.scene)
+        scene = set(rec.annotation.scene)
         phrases, regions, sentence_ids, boxed = [], [], [], []
         for s, sent in enumerate(rec.sentences):
             for ph in sent.phrases:
@@ -224,6 +277,7 @@ class Flickr30kEntities(Dataset):
             "phrase_boxed": torch.tensor(boxed, dtype=torch.bool),
             "num_sentences": len(rec.sentences),
             "image_id": rec.id,
+            "index": index,
             "size": (int(h), int(w)),
         }
         return image_t, target
@@ -240,7 +294,7 @@ def pad_sequences(seqs: list[torch.Tensor], pad: int = PAD) -> tuple[torch.Tenso
 
 
 def collate_fn(batch):
-    """Batch ``(image, target)`` items into ``(images, targets, text)``.
+    """Batch ``(image, target)`` items into ``(images, targets, text)``; None items (skipped) are dropped.
 
     text:
         tokens LongTensor[P, L] (PAD-padded), lengths LongTensor[P],
@@ -249,6 +303,7 @@ def collate_fn(batch):
         (every sentence of every image counts, even one without usable phrases),
         boxed BoolTensor[P].
     """
+    batch = [item for item in batch if item is not None]
     images = [item[0] for item in batch]
     targets = [item[1] for item in batch]
     seqs, region, sentence, boxed, sentence_image = [], [], [], [], []

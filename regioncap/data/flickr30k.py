@@ -209,6 +209,18 @@ def parse_annotation(data: bytes | str, source: str = "<string>") -> Annotation:
     return ann
 
 
+def to_continuous(box) -> list[float]:
+    """A box as the files give it -> torchvision's continuous coordinates.
+
+    Flickr30k Entities boxes are inclusive pixel indices (``read_annotation`` returns them 0-based:
+    ``[x1, y1, x2, y2]`` covers pixels x1..x2 and y1..y2). torchvision's boxes are continuous
+    ``[x1, y1, x2, y2]`` with ``0 <= x1 < x2 <= W``: the same pixels are ``[x1, y1, x2 + 1, y2 + 1]``.
+    Every place that reads annotation boxes for training or evaluation converts through here.
+    """
+    x1, y1, x2, y2 = box
+    return [float(x1), float(y1), float(x2) + 1.0, float(y2) + 1.0]
+
+
 def read_annotation(path) -> Annotation:
     """Read ``Annotations/<id>.xml`` into an :class:`Annotation` (boxes 0-based).
 

@@ -90,13 +90,15 @@ def _check_size(im: Image.Image, max_pixels: int, what: str) -> None:
         raise ImageError(f"{what}: image too large ({w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,})")
 
 
-def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS, exif: bool = True) -> Image.Image:
     """Load `src` as an upright RGB image (see the module docstring for what is accepted).
 
     Args:
         src: path, bytes, binary file object, numpy array or PIL image.
         max_pixels: refuse images with more pixels than this (None: no limit of ours; Pillow's own
             decompression-bomb limit still applies to files).
+        exif: apply the EXIF orientation (default). False keeps the stored pixel layout: the frame
+            a data set's boxes may have been drawn in (see ``Flickr30kEntities``).
 
     Returns:
         a loaded PIL image in mode "RGB" (a new object; a PIL input is never modified).
@@ -107,7 +109,7 @@ def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     what = _describe(src)
     if isinstance(src, Image.Image):
         _check_size(src, max_pixels, what)
-        return _finish(src, what)
+        return _finish(src, what, exif)
     if isinstance(src, np.ndarray):
         im = _from_array(src, what)
         _check_size(im, max_pixels, what)
@@ -115,16 +117,16 @@ def load_image(src, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise ImageError("image data is empty (0 bytes)")
-        return _open(io.BytesIO(bytes(src)), max_pixels, "image data")
+        return _open(io.BytesIO(bytes(src)), max_pixels, "image data", exif)
     if isinstance(src, (str, os.PathLike)):
         path = _existing_file(src)
         try:
             with open(path, "rb") as f:
-                return _open(f, max_pixels, what)
+                return _open(f, max_pixels, what, exif)
         except OSError as e:
             raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
     if hasattr(src, "read"):
-        return _open(src, max_pixels, what)
+        return _open(src, max_pixels, what, exif)
     raise ImageError(f"unsupported image source of type {type(src).__name__}")
 
 
@@ -141,23 +143,40 @@ def _existing_file(src) -> Path:
 def probe_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(width, height) of an image file from its header alone (no decoding): a cheap check that a file
     :func:`load_image` will at least open. Raises ImageError like load_image (missing, empty, not an
-    accepted format, too large); a corrupt body is only found when the image is decoded."""
+    accepted format, too large); a corrupt body is only found when the image is decoded.
+    The size is the stored one, before any EXIF orientation (see :func:`probe_image_frame`)."""
+    return probe_image_frame(path, max_pixels)[0]
+
+
+def probe_image_frame(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[tuple[int, int], int]:
+    """((stored width, stored height), EXIF orientation 1-8) from the header alone; raises like probe_image.
+
+    Orientations 5-8 swap the axes: the upright picture :func:`load_image` returns is height x width.
+    """
     path = _existing_file(path)
     try:
         with open(path, "rb") as f:
             im = _open_header(f, str(path))
             with im:
                 _check_size(im, max_pixels, str(path))
-                return im.size
+                return im.size, _orientation(im)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _open(fp, max_pixels, what: str) -> Image.Image:
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(0x0112, 1))  # the Orientation tag
+    except Exception:  # a broken EXIF block: load_image ignores it too
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _open(fp, max_pixels, what: str, exif: bool = True) -> Image.Image:
     im = _open_header(fp, what)
     with im:
         _check_size(im, max_pixels, what)
-        return _finish(im, what)
+        return _finish(im, what, exif)
 
 
 def _open_header(fp, what: str) -> Image.Image:
@@ -175,8 +194,8 @@ def _open_header(fp, what: str) -> Image.Image:
     return im
 
 
-def _finish(im: Image.Image, what: str) -> Image.Image:
-    """Decode the first frame, apply EXIF orientation, convert to RGB."""
+def _finish(im: Image.Image, what: str, exif: bool = True) -> Image.Image:
+    """Decode the first frame, apply EXIF orientation (if `exif`), convert to RGB."""
     try:
         if getattr(im, "is_animated", False):
             im.seek(0)
@@ -190,7 +209,7 @@ def _finish(im: Image.Image, what: str) -> Image.Image:
     except Exception as e:  # decoders raise more than OSError on hostile input (struct.error, IndexError, ...)
         raise ImageError(f"{what}: corrupt or truncated image ({type(e).__name__}: {e})") from None
     try:
-        upright = ImageOps.exif_transpose(im)
+        upright = ImageOps.exif_transpose(im) if exif else im
     except Exception as e:  # a broken EXIF block should not lose the picture
         logger.debug("%s: ignoring unreadable EXIF orientation (%s)", what, e)
         upright = im

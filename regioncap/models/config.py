@@ -49,6 +49,18 @@ class DetectorConfig:
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 50
     box_head_dim: int = 256  # "small" only: width of the two-layer box head (torchvision's is 1024)
+    # Added after the first models were published: a config.json without it loads with this value
+    # (torchvision's FasterRCNN default, which those models used).
+    rpn_score_thresh: float = field(default=0.0, metadata={"optional": True})
+
+    @classmethod
+    def for_arch(cls, arch: str = "small", **overrides: Any) -> DetectorConfig:
+        """The defaults of ``arch``: the toy values above for ``small`` (tuned for the synthetic
+        scenes' 200-px pictures), torchvision's for its COCO models (``FasterRCNN``'s defaults plus
+        what each builder sets: ``rpn_score_thresh=0.05`` for mobilenet_v3_large_fpn); then ``overrides``."""
+        values = dict(TORCHVISION_DEFAULTS.get(arch, {}), arch=arch)
+        values.update(overrides)
+        return cls(**values)
 
     def validate(self) -> None:
         _choice("detector.arch", self.arch, DETECTOR_ARCHS)
@@ -59,9 +71,23 @@ class DetectorConfig:
             raise ValueError("detector.anchor_sizes must have 5 sizes (FPN levels 0-3 + pool)")
         if self.min_size < 32 or self.max_size < self.min_size:
             raise ValueError("detector.min_size must be >= 32 and <= detector.max_size")
+        if min(self.rpn_pre_nms_top_n_train, self.rpn_post_nms_top_n_train, self.rpn_pre_nms_top_n_test,
+               self.rpn_post_nms_top_n_test, self.rpn_batch_size_per_image, self.box_batch_size_per_image,
+               self.box_detections_per_img) < 1:
+            raise ValueError("detector.rpn_* / box_* counts must be positive")
         if self.norm == "group" and any(c % 8 for c in self.backbone_channels):
             raise ValueError("detector.backbone_channels must be multiples of 8 with norm='group'")
 
+
+# torchvision 0.29: FasterRCNN's keyword defaults, and the builders' own (fasterrcnn_mobilenet_v3_large_fpn
+# sets rpn_score_thresh 0.05; fasterrcnn_resnet50_fpn_v2 sets nothing).
+_FASTER_RCNN = dict(min_size=800, max_size=1333, rpn_batch_size_per_image=256,
+                    rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,
+                    rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, rpn_score_thresh=0.0,
+                    box_batch_size_per_image=512, box_score_thresh=0.05, box_nms_thresh=0.5,
+                    box_detections_per_img=100)
+TORCHVISION_DEFAULTS = {"mobilenet_v3_large_fpn": dict(_FASTER_RCNN, rpn_score_thresh=0.05),
+                        "resnet50_fpn_v2": dict(_FASTER_RCNN)}
 
 MAX_RNN_LAYERS = 8  # a forged config.json must not make loading build thousands of layers
 
@@ -204,15 +230,18 @@ def _section(data: Any, name: str, source: str) -> dict:
 def _build(cls: type, data: dict, prefix: str, extra: dict | None = None) -> Any:
     """Instantiate dataclass ``cls`` from ``data`` with exact key and type checks."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if not (extra and f.name in extra)]
+    fields = [f for f in dataclasses.fields(cls) if not (extra and f.name in extra)]
+    names = [f.name for f in fields]
     unknown = sorted(set(data) - set(names))
-    missing = [n for n in names if n not in data]
+    missing = [f.name for f in fields if f.name not in data and not f.metadata.get("optional")]
     if unknown:
         raise ModelFileError(f"{prefix}unknown key(s) {', '.join(unknown)}")
     if missing:
         raise ModelFileError(f"{prefix}missing key(s) {', '.join(missing)}")
     kwargs = {}
     for name in names:
+        if name not in data:  # an optional key added later: the dataclass default
+            continue
         if not _type_ok(data[name], hints[name]):
             raise ModelFileError(f"{prefix}{name} must be {_type_name(hints[name])}, "
                                  f"got {type(data[name]).__name__} {data[name]!r:.40}")

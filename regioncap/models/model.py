@@ -1,7 +1,8 @@
 """RegionCaptioner: the composition root (torchvision's ``GeneralizedRCNN`` in spirit).
 
-It runs the detector's stages itself (transform -> backbone -> RPN -> RoI heads -> postprocess)
-so that one backbone pass serves both detection and the RoI region encoder. In training mode
+It composes the :class:`~regioncap.models.detector.RegionDetector`'s stages (features, then losses
+or detections) so that one backbone pass serves both detection and the RoI region encoder; image
+preparation lives in :mod:`regioncap.data.prepare`. In training mode
 ``forward`` returns a dict of named losses; ``analyze`` (and ``forward`` in eval mode without
 targets) returns one :class:`AnalysisResult` per image, which keeps the region vectors so that
 ``query`` and ``align`` only encode text.
@@ -14,23 +15,19 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
-from torchvision.models.detection.transform import resize_boxes
 
 from regioncap import hub
 from regioncap.data.dataset import pad_sequences
-from regioncap.data.image import load_image
+from regioncap.data.prepare import MAX_SIDE, MIN_DETECTOR_SIDE, prepare_image, user_boxes_in_frame  # noqa: F401
 from regioncap.data.vocab import UNK, Vocabulary, tokenize
 from regioncap.errors import ModelFileError, RegionCapError, TextError
 from regioncap.models.alignment import (image_sentence_scores, phrase_region_loss, region_phrase_similarity,
                                         sentence_ranking_loss)
 from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
-from regioncap.models.detector import build_detector
+from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder
@@ -38,8 +35,7 @@ from regioncap.models.text_encoder import TextEncoder
 logger = logging.getLogger(__name__)
 
 LOSSES = ("detector", "align", "caption")
-MAX_SIDE = 2048  # analyze() first reduces longer images to this (or detector.max_size if larger)
-MIN_DETECTOR_SIDE = 8  # thin images are padded so the detector's resize keeps at least this many pixels
+PARTS = ("detector", "region_encoder", "text_encoder", "captioner")
 
 
 class RegionCaptioner(nn.Module):
@@ -59,33 +55,50 @@ class RegionCaptioner(nn.Module):
             raise ValueError(f"vocabulary has {len(vocab)} tokens but config.vocab_size is {config.vocab_size}")
         self.config, self.vocab, self.name_or_path = config, vocab, None
         d = config.joint_dim
-        self.detector = build_detector(config.detector, len(config.entity_types) + 1, download)
+        self.detector = RegionDetector(config.detector, len(config.entity_types) + 1, download)
         if config.region_encoder.kind == "roi":
-            names = list(self.detector.roi_heads.box_roi_pool.featmap_names)
-            self.region_encoder = RoIRegionEncoder(self.detector.backbone.out_channels, names, config.region_encoder, d)
+            self.region_encoder = RoIRegionEncoder(self.detector.out_channels, self.detector.featmap_names,
+                                                   config.region_encoder, d)
         else:  # vgg19 / vgg19-crops: their own convolutions on the original image
             vgg = VGG19RegionEncoder if config.region_encoder.kind == "vgg19" else VGG19CropEncoder
             self.region_encoder = vgg(config.region_encoder, d, download)
         self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d)
         self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
+        self.frozen_parts: tuple[str, ...] = ()
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # -- shared image pipeline ---------------------------------------------------------------------
-    def _features(self, images: list[Tensor], det_targets=None):
-        """transform -> backbone: (ImageList, FPN feature dict, transformed targets)."""
-        image_list, det_targets = self.detector.transform(images, det_targets)
-        return image_list, self.detector.backbone(image_list.tensors), det_targets
+    # -- which parts train ---------------------------------------------------------------------------
+    def set_trainable(self, parts) -> list[nn.Parameter]:
+        """Train only ``parts`` (names in PARTS): the others get ``requires_grad=False`` and stay in eval
+        mode across :meth:`train`; the detector's own frozen layers stay frozen. Returns the trainable
+        parameters (what the optimizer should get)."""
+        parts = tuple(parts)
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
+        for name in PARTS:
+            getattr(self, name).requires_grad_(name in parts)
+        self.frozen_parts = tuple(name for name in PARTS if name not in parts)
+        self.train(self.training)
+        return [p for p in self.parameters() if p.requires_grad]
 
+    def train(self, mode: bool = True) -> RegionCaptioner:
+        super().train(mode)
+        for name in self.frozen_parts:
+            getattr(self, name).eval()
+        return self
+
+    # -- shared image pipeline ---------------------------------------------------------------------
     def _encode_regions(self, images, image_list, features, boxes: list[Tensor]) -> Tensor:
         """Region vectors FloatTensor[sum R_i, D] for per-image boxes in original pixel coordinates."""
+        sizes = [tuple(im.shape[-2:]) for im in images]
         if self.config.region_encoder.kind != "roi":
-            return self.region_encoder(images, boxes, [tuple(im.shape[-2:]) for im in images])
-        sizes = image_list.image_sizes
-        scaled = [resize_boxes(b, list(im.shape[-2:]), list(s)) for b, im, s in zip(boxes, images, sizes)]
-        return self.region_encoder(features, scaled, sizes)
+            return self.region_encoder(images, boxes, sizes)
+        scaled = self.detector.to_feature_boxes(boxes, sizes, image_list)
+        return self.region_encoder(features, scaled, image_list.image_sizes)
 
     # -- training -----------------------------------------------------------------------------------
     def forward(self, images: list[Tensor], targets: list[dict] | None = None, text: dict | None = None,
@@ -107,7 +120,7 @@ class RegionCaptioner(nn.Module):
         if targets is None:
             if self.training:
                 raise ValueError("targets are required in training mode")
-            prepared = [self._prepare(im) for im in images]
+            prepared = [prepare_image(im, self.config.detector.max_size, self.device) for im in images]
             return self._analyze_batch([p[0] for p in prepared], frames=[p[1] for p in prepared])
         losses = tuple(losses)
         bad = set(losses) - set(LOSSES)
@@ -129,11 +142,9 @@ class RegionCaptioner(nn.Module):
         image_list = features = None
         if need_features:
             with contextlib.nullcontext() if ("detector" in losses or grad_regions) else torch.no_grad():
-                image_list, features, det_targets = self._features(images, det_targets)
+                image_list, features, det_targets = self.detector.features(images, det_targets)
         if "detector" in losses:
-            proposals, rpn_losses = self.detector.rpn(image_list, features, det_targets)
-            _, head_losses = self.detector.roi_heads(features, proposals, image_list.image_sizes, det_targets)
-            out["loss_detector"] = sum(rpn_losses.values()) + sum(head_losses.values())
+            out["loss_detector"] = sum(self.detector.losses(image_list, features, det_targets).values())
         if "align" in losses or "caption" in losses:
             boxes = [t["region_boxes"].to(dev) for t in targets]
             with contextlib.nullcontext() if grad_regions else torch.no_grad():
@@ -173,39 +184,6 @@ class RegionCaptioner(nn.Module):
             for module, mode in modes:
                 module.training = mode
 
-    def _to_tensor(self, image) -> Tensor:
-        """PIL / path / bytes / numpy (via load_image) or FloatTensor[3, H, W] in [0, 1] -> tensor on device."""
-        if isinstance(image, Tensor):
-            if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-                raise RegionCapError(f"image tensor must be FloatTensor[3, H, W] in [0, 1], got {tuple(image.shape)}")
-            return image.to(self.device)
-        pil = load_image(image)
-        arr = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy())
-        return arr.permute(2, 0, 1).to(self.device, torch.float32).div_(255.0)
-
-    def _prepare(self, image) -> tuple[Tensor, tuple[int, int, int, int]]:
-        """(work tensor, frame ``(content_w, content_h, width, height)``): an image with a side over
-        ``max(MAX_SIDE, detector.max_size)`` is reduced first (no 480 MB tensor for a 40-Mpixel photo;
-        the detector reduces it anyway), a very thin one (1 x 300) zero-padded right/bottom so that the
-        detector's resize keeps MIN_DETECTOR_SIDE pixels across. Results map back to width x height."""
-        limit = max(MAX_SIDE, self.config.detector.max_size)
-        if not isinstance(image, Tensor):
-            image = load_image(image)
-            width, height = image.size
-            if max(width, height) > limit:
-                image = image.resize(_fit(width, height, limit), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        tensor = self._to_tensor(image)
-        if isinstance(image, Tensor):
-            width, height = tensor.shape[2], tensor.shape[1]
-            if max(width, height) > limit:
-                w, h = _fit(width, height, limit)
-                tensor = F.interpolate(tensor[None], size=(h, w), mode="bilinear", antialias=True)[0]
-        h, w = tensor.shape[1:]
-        short = -(-MIN_DETECTOR_SIDE * max(w, h) // self.config.detector.max_size)  # ceil
-        if min(w, h) < short:
-            tensor = F.pad(tensor, (0, max(0, short - w), 0, max(0, short - h)))
-        return tensor, (w, h, int(width), int(height))
-
     def analyze(self, image, max_regions: int = 10, score_threshold: float = 0.5, boxes=None,
                 captions: bool = True) -> AnalysisResult:
         """Detect (or take ``boxes``), encode and caption the regions of one image.
@@ -226,21 +204,21 @@ class RegionCaptioner(nn.Module):
             raise RegionCapError(f"max_regions must be an integer >= 0, got {max_regions!r}")
         if not isinstance(score_threshold, (int, float)) or not 0.0 <= float(score_threshold) <= 1.0:
             raise RegionCapError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
-        tensor, frame = self._prepare(image)
-        scale = torch.tensor([frame[2] / frame[0], frame[3] / frame[1]] * 2)
-        user = None if boxes is None else [(_user_boxes(boxes, frame[2], frame[3]) / scale).to(tensor.device)]
+        tensor, frame = prepare_image(image, self.config.detector.max_size, self.device)
+        user = None if boxes is None else [user_boxes_in_frame(boxes, frame).to(tensor.device)]
         return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions, [frame])[0]
 
     def _analyze_batch(self, images: list[Tensor], max_regions: int = 10, score_threshold: float = 0.5,
                        user_boxes: list[Tensor] | None = None, captions: bool = True,
                        frames: list[tuple[int, int, int, int]] | None = None) -> list[AnalysisResult]:
-        """Analyse work tensors; ``frames`` (see :meth:`_prepare`, default: the tensors' own sizes) say
-        where each image lies in its tensor and its original size, to which boxes are mapped back."""
+        """Analyse work tensors; ``frames`` (see :func:`~regioncap.data.prepare.prepare_image`; default: the
+        tensors' own sizes) say where each image lies in its tensor and its original size, to which boxes
+        are mapped back."""
         frames = frames or [(im.shape[2], im.shape[1]) * 2 for im in images]
         t0 = time.perf_counter()
         with self._eval():
             need_features = user_boxes is None or self.config.region_encoder.kind == "roi"
-            image_list, features, _ = self._features(images) if need_features else (None, None, None)
+            image_list, features, _ = self.detector.features(images) if need_features else (None, None, None)
             if user_boxes is None:
                 dets = self._detect(images, image_list, features, max_regions, score_threshold, frames)
             else:
@@ -274,15 +252,12 @@ class RegionCaptioner(nn.Module):
         return results
 
     def _detect(self, images, image_list, features, max_regions, score_threshold, frames):
-        """RPN -> RoI heads -> postprocess; per image (boxes [N, 4] work-tensor pixels, scores [N], labels).
+        """Detections per image (boxes [N, 4] work-tensor pixels, scores [N], labels), at most ``max_regions``.
 
         Boxes are clipped to the image's content (``frames``), so a padded strip never holds a region.
         """
-        det = self.detector
-        proposals, _ = det.rpn(image_list, features)
-        detections, _ = det.roi_heads(features, proposals, image_list.image_sizes)
-        detections = det.transform.postprocess(detections, image_list.image_sizes,
-                                               [tuple(im.shape[-2:]) for im in images])
+        detections = self.detector.detect(image_list, features, [tuple(im.shape[-2:]) for im in images],
+                                          max_detections=max_regions)
         out = []
         for d, (cw, ch, *_) in zip(detections, frames):
             boxes = torch.min(d["boxes"], d["boxes"].new_tensor([cw, ch, cw, ch]))
@@ -351,26 +326,3 @@ class RegionCaptioner(nn.Module):
         model.name_or_path = str(name_or_path)
         logger.info("loaded %s (%s, %d regions classes)", name_or_path, config.detector.arch, len(config.entity_types))
         return model.to(device).eval()
-
-
-def _fit(width: int, height: int, limit: int) -> tuple[int, int]:
-    """(w, h) reduced proportionally so that neither side exceeds ``limit`` (unchanged if it fits)."""
-    scale = limit / max(width, height)
-    return (width, height) if scale >= 1 else (max(1, round(width * scale)), max(1, round(height * scale)))
-
-
-def _user_boxes(boxes, width: int, height: int) -> Tensor:
-    """Validate user boxes and clamp them into the image: FloatTensor[N, 4]."""
-    try:
-        t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) if len(boxes) else torch.zeros(0, 4)
-    except (TypeError, ValueError, RuntimeError):
-        raise RegionCapError("boxes must be a list of [x1, y1, x2, y2] numbers") from None
-    if not torch.isfinite(t).all():
-        raise RegionCapError("boxes must be finite numbers")
-    t = torch.stack([t[:, 0].clamp(0, width), t[:, 1].clamp(0, height),
-                     t[:, 2].clamp(0, width), t[:, 3].clamp(0, height)], dim=1)
-    for i, (x1, y1, x2, y2) in enumerate(t.tolist()):
-        if x2 <= x1 or y2 <= y1:
-            raise RegionCapError(f"box {i} {[x1, y1, x2, y2]} is empty inside the {width}x{height} image "
-                                 "(need x1 < x2 and y1 < y2)")
-    return t
