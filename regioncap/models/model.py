@@ -198,12 +198,18 @@ class RegionCaptioner(nn.Module):
                 or os.environ.get("REGIONCAP_ONNXRUNTIME", "1") == "0" or not onnx_detector.available()):
             return self.detector
         key = tuple((id(p), p._version) for p in self.detector.parameters())
-        if getattr(self, "_onnx_key", None) != key:
-            self._onnx_detector = None  # never run an export of older weights
+        cached_key, fast = getattr(self, "_onnx", (None, None))
+        if cached_key != key or fast is None:  # None: a deep copy (sessions are not copied)
             with torch.inference_mode(False), torch.no_grad():
-                self._onnx_detector = onnx_detector.OnnxDetector(self.detector.eval())
-            self._onnx_key = key
-        return self._onnx_detector
+                fast = onnx_detector.OnnxDetector(self.detector.eval())
+            self._onnx = (key, fast)  # one assignment: a concurrent request sees the old pair or the new one
+        return fast
+
+    def prepare_inference(self) -> None:
+        """Build the inference fast path now (see :meth:`_inference_detector`), e.g. while an app starts,
+        so that the first request does not pay for the export."""
+        with self._eval():
+            self._inference_detector()
 
     def analyze(self, image, max_regions: int = 10, score_threshold: float = 0.5, boxes=None,
                 captions: bool = True) -> AnalysisResult:
