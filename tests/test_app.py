@@ -307,3 +307,28 @@ def test_weak_matches_are_not_listed_and_a_bad_box_keeps_the_results(tiny_model,
     assert rows == [] and "No region matches this phrase well" in note and "1.50" in note
     out = region_app.caption_box_ui("1, 2, 3", None, 10, 0.0, view, progress=NoProgress())
     assert out[:3] == (app.gr.skip(),) * 3 and out[3] is view and "four numbers" in out[4]
+
+
+def test_regioncap_index_names_the_shared_collection(tiny_model, tmp_path, monkeypatch):
+    from regioncap import RegionCaptioner
+    from regioncap.index import RegionIndex
+
+    app = load_app()
+    with RegionIndex(tmp_path / "index", RegionCaptioner.from_pretrained(tiny_model), score_threshold=0.0) as index:
+        index.add([EXAMPLE])
+    monkeypatch.setenv("REGIONCAP_INDEX", str(tmp_path / "index"))
+    holder = app.ModelHolder(str(tiny_model))
+    holder.load()
+    region_app = app.RegionApp(holder)
+    region_app.open_collection([])
+    _, results, paths = region_app.search_collection("a red circle", 3, None)
+    assert results["collection"] == f"{tmp_path / 'index'} (1 photo)" and paths == [str(EXAMPLE)]
+    region_app.sessions().shared.close()
+    other = make_tiny_model(tmp_path / "other", data="another model")
+    holder = app.ModelHolder(str(other))
+    holder.load()
+    holder.model.load_state_dict({k: v + 1 for k, v in holder.model.state_dict().items()})  # other weights
+    region_app = app.RegionApp(holder)
+    region_app.open_collection([])
+    with pytest.raises(app.RegionCapError, match="built by the model"):
+        region_app.search_collection("a red circle", 3, None)
