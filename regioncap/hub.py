@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from regioncap.errors import ModelFileError
+from regioncap.fileio import atomic_path, write_json_atomic, write_text_atomic
 from regioncap.models.config import RegionCaptionerConfig
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _no_constant(name: str):
 
 
 def save_config(config: RegionCaptionerConfig, path: Path) -> None:
-    _atomic_write_text(Path(path), json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json_atomic(path, config.to_dict())
 
 
 # -- weights -----------------------------------------------------------------------------------------
@@ -207,10 +208,8 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "library": "regioncap"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "regioncap"})
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], source: Path,
@@ -242,12 +241,6 @@ def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.
 
 def _names(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # -- model card -----------------------------------------------------------------------------------
@@ -314,5 +307,5 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         "",
     ]
     path = Path(directory) / CARD_FILE
-    _atomic_write_text(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +42,7 @@ from regioncap.data.image import load_image
 from regioncap.data.synthetic import ATTRIBUTE_WORDS
 from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError
+from regioncap.fileio import write_text_atomic
 from regioncap.metrics import average_precision_50, attribute_mention_rates, bleu, grounding_accuracy, recall_at_k
 from regioncap.models.alignment import image_sentence_scores
 
@@ -295,7 +294,7 @@ def main(args) -> dict:
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
-        _write_atomic(Path(args.json), text + "\n")
+        write_text_atomic(args.json, text + "\n")
     return result
 
 
@@ -307,18 +306,6 @@ def caption_table(metrics: dict) -> str:
         f"{metrics['attr_' + a]:.4f} (n={metrics.get('num_attr_' + a, 0)})" for a in attrs]
     widths = [max(len(n), len(v)) for n, v in zip(names, values)]
     return "\n".join(" | ".join(x.rjust(w) for x, w in zip(row, widths)) for row in (names, values))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 if __name__ == "__main__":

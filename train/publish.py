@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from regioncap import hub
 from regioncap.card import card_sections, section_items
 from regioncap.errors import RegionCapError
+from regioncap.fileio import write_text_atomic
 
 UPLOAD_FILES = (hub.CONFIG_FILE, hub.WEIGHTS_FILE, hub.VOCAB_FILE, hub.CARD_FILE)
 EVAL_FILE = "eval.json"
@@ -138,10 +138,7 @@ def write_card(directory: Path, config, metrics: dict | None, training: dict | N
         if section.splitlines()[0] not in text:
             text += "\n" + section
     card.text = text
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(str(card), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, str(card))
 
 
 def _check_repo_id(repo_id: str) -> None:

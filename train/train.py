@@ -29,19 +29,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities
 from regioncap.data.flickr30k import ENTITY_TYPES
 from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
 from regioncap.errors import RegionCapError
+from regioncap.fileio import write_json_atomic
 from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
 from regioncap.models.model import RegionCaptioner
 from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
-                          TrainState,
-                          load_checkpoint, plot_history, save_checkpoint, train_one_epoch,
-                          write_json_atomic)
+                          TrainState, load_checkpoint, plot_history, save_checkpoint, train_one_epoch)
 
 STAGES = ("detector", "alignment", "captioner")
 # Parts of the model each stage trains, and the losses it optimises.
@@ -272,8 +272,8 @@ def main(args) -> int:
         model.load_state_dict(model_state, strict=True)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        vocab.save(out / "vocab.json")
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        vocab.save(out / hub.VOCAB_FILE)
+        hub.save_config(config, out / hub.CONFIG_FILE)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{len(dataset)} training images, vocabulary {len(vocab)}, {n_params / 1e6:.2f}M parameters, "
               f"device {device}, {world} process(es)")
@@ -303,7 +303,7 @@ def main(args) -> int:
         def checkpoint(optimizer=optimizer, scheduler=scheduler, state=state):
             if is_main:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, state, config.to_dict())
-                write_json_atomic(out / HISTORY_NAME, {"records": history})
+                write_json_atomic(out / HISTORY_NAME, {"records": history}, indent=1)
 
         losses = stage_losses(stage, args)
         try:
