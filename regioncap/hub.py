@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ MODEL_ENV = "REGIONCAP_MODEL"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # -- where the model is -----------------------------------------------------------------------------
@@ -73,8 +71,12 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     name = str(name_or_path)
     # The bundled default and explicit paths ("./x", "/x", "~/x") are never Hub repo ids.
     local_only = name == DEFAULT_MODEL or name.startswith((".", "/", "~"))
-    if local_only or not _REPO_ID.match(name):
+    if local_only:
         raise ModelFileError(f"{name}: no such model folder")
+    try:
+        check_repo_id(name)
+    except ModelFileError:
+        raise ModelFileError(f"{name}: no such model folder") from None
     from huggingface_hub import snapshot_download
 
     try:
@@ -85,6 +87,19 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         why = "offline (HF_HUB_OFFLINE) and not in the cache" if _offline() else type(exc).__name__
         raise ModelFileError(f"{name}: not a local folder, and the Hugging Face Hub download failed ({why})") from None
     return Path(local)
+
+
+def check_repo_id(repo_id: str) -> None:
+    """A Hub model repo id, ``USER/NAME`` (huggingface_hub's own rules) -> None, else ModelFileError."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ModelFileError(f"{repo_id!r}: not a Hub repo id ({str(exc).splitlines()[0]})") from None
+    if repo_id.count("/") != 1:
+        raise ModelFileError(f"{repo_id!r}: not a Hub repo id (expected USER/NAME)")
 
 
 def check_model_dir(directory: Path) -> None:

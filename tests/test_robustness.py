@@ -9,6 +9,7 @@ test_cli.py already cover are not repeated here.
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -496,8 +497,10 @@ def test_training_skips_malformed_files_and_says_how_many(corrupted_data, tmp_pa
     assert "not an image" in skipped[str(root / "Images" / f"{ids[2]}.jpg")]
 
 
-def test_strict_training_stops_before_it_starts(corrupted_data, tmp_path):
+def test_strict_training_stops_before_it_starts(corrupted_data, tmp_path, capsys):
     root, ids = corrupted_data
-    with pytest.raises(SystemExit, match=f"error: .*Annotations/{ids[0]}.xml: invalid XML"):
+    with pytest.raises(SystemExit) as exc:
         _train(root, tmp_path / "strict", "--strict")
+    assert exc.value.code == 2
+    assert re.search(f"^error: .*Annotations/{ids[0]}.xml: invalid XML", capsys.readouterr().err)
     assert not (tmp_path / "strict").exists()  # nothing trained, nothing written

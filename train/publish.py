@@ -23,7 +23,7 @@ from pathlib import Path
 
 from regioncap import hub
 from regioncap.card import card_sections, section_items
-from regioncap.errors import RegionCapError
+from regioncap.errors import RegionCapError, fail
 from regioncap.fileio import write_text_atomic
 
 UPLOAD_FILES = (hub.CONFIG_FILE, hub.WEIGHTS_FILE, hub.VOCAB_FILE, hub.CARD_FILE)
@@ -72,16 +72,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def check_publishable(directory: Path):
+    """Refuse a missing folder, one holding pickle files anywhere, or one that does not load -> its config.
 
-
-def check_model_dir(directory: Path):
-    """Refuse an incomplete folder, one holding pickle files, or one that does not load -> its config.
-
-    The last check loads the model exactly as users will (``RegionCaptioner.from_pretrained``:
+    The load is exactly the users' (``RegionCaptioner.from_pretrained``: hub.check_model_dir's files,
     strict config, vocabulary and weights), so a folder that would fail for them is never published.
+    Stricter than loading, which only ignores a stray pickle file: a published repo holds none.
     """
     if not directory.is_dir():
         raise RegionCapError(f"{directory}: no such model folder")
@@ -90,9 +86,6 @@ def check_model_dir(directory: Path):
     if pickled:
         raise RegionCapError(f"{directory}: holds pickle-format file(s) {', '.join(pickled)}; refusing to publish "
                              "a folder with pickle files (remove them; regioncap uses model.safetensors)")
-    for name in UPLOAD_FILES[:3]:
-        if not (directory / name).is_file():
-            raise RegionCapError(f"{directory / name}: missing (a model folder needs {', '.join(UPLOAD_FILES[:3])})")
     from regioncap.models.model import RegionCaptioner
 
     return RegionCaptioner.from_pretrained(directory).config
@@ -141,18 +134,6 @@ def write_card(directory: Path, config, metrics: dict | None, training: dict | N
     return write_text_atomic(path, str(card))
 
 
-def _check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise RegionCapError(f"--repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from None
-    if repo_id.count("/") != 1:
-        raise RegionCapError(f"--repo-id {repo_id!r}: expected USER/NAME")
-
-
 def _default_datasets(training: dict | None, metrics: dict | None) -> list[str]:
     described = " ".join(str(v) for v in (training or {}).values()) + str((metrics or {}).get("evaluated on", ""))
     return ["synthetic-scenes"] if "synth" in described.lower() else ["flickr30k-entities"]
@@ -162,14 +143,17 @@ def main(args, api=None) -> int:
     """Check, write the card, upload. ``api``: an ``HfApi``-like client (tests pass a fake)."""
     directory = Path(args.model)
     try:
-        _check_repo_id(args.repo_id)
-        config = check_model_dir(directory)
+        try:
+            hub.check_repo_id(args.repo_id)
+        except RegionCapError as exc:
+            raise RegionCapError(f"--repo-id {exc}") from None
+        config = check_publishable(directory)
         metrics_path = Path(args.metrics) if args.metrics else directory / EVAL_FILE
         if args.metrics and not metrics_path.is_file():
             raise RegionCapError(f"{metrics_path}: no such metrics file")
         metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
     except RegionCapError as exc:
-        _fail(str(exc))
+        fail(exc)
     training = recorded_training(directory / hub.CARD_FILE)
     datasets = args.dataset or _default_datasets(training, metrics)
     write_card(directory, config, metrics, training, datasets)
@@ -188,7 +172,7 @@ def main(args, api=None) -> int:
         api.create_commit(args.repo_id, operations, commit_message=args.commit_message, repo_type="model")
     except Exception as exc:  # auth, network, a bad repo id: all reported in one line
         first = (str(exc).strip().splitlines() or [""])[0]
-        _fail(f"upload to {args.repo_id} failed: {type(exc).__name__}: {first}")
+        fail(f"upload to {args.repo_id} failed: {type(exc).__name__}: {first}")
     print(f"uploaded {', '.join(UPLOAD_FILES)} to {url}")
     return 0
 
