@@ -126,7 +126,9 @@ class ModelHolder:
                 raise RegionCapError(f"{self.path}/: the bundled demo model is missing from this checkout")
             revision = os.environ.get("REGIONCAP_MODEL_REVISION") or None  # pin a Hub revision
             self.directory = hub.resolve_model_dir(self.path, revision)
-            self.model = RegionCaptioner.from_pretrained(self.path, revision=revision)
+            model = RegionCaptioner.from_pretrained(self.path, revision=revision)
+            model.prepare_inference()  # the CPU fast path's export, before the first request rather than in it
+            self.model = model
         except RegionCapError as e:
             self.error = str(e)
         except Exception as e:  # a broken install must still leave a page that says what happened

@@ -327,3 +327,28 @@ def test_candidate_table_lists_each_regions_candidates_chosen_first(tiny_model):
         mine = [r for r in rows if r[0] == i + 1]
         assert mine[0][1] == region.caption and mine[0][5] == "✓" and all(r[5] == "" for r in mine[1:])
         assert mine[0][4] == round(region.caption_score, 3)
+
+
+def test_regioncap_index_names_the_shared_collection(tiny_model, tmp_path, monkeypatch):
+    from regioncap import RegionCaptioner
+    from regioncap.index import RegionIndex
+
+    app = load_app()
+    with RegionIndex(tmp_path / "index", RegionCaptioner.from_pretrained(tiny_model), score_threshold=0.0) as index:
+        index.add([EXAMPLE])
+    monkeypatch.setenv("REGIONCAP_INDEX", str(tmp_path / "index"))
+    holder = app.ModelHolder(str(tiny_model))
+    holder.load()
+    region_app = app.RegionApp(holder)
+    region_app.open_collection([])
+    _, results, paths = region_app.search_collection("a red circle", 3, None)
+    assert results["collection"] == f"{tmp_path / 'index'} (1 photo)" and paths == [str(EXAMPLE)]
+    region_app.sessions().shared.close()
+    other = make_tiny_model(tmp_path / "other", data="another model")
+    holder = app.ModelHolder(str(other))
+    holder.load()
+    holder.model.load_state_dict({k: v + 1 for k, v in holder.model.state_dict().items()})  # other weights
+    region_app = app.RegionApp(holder)
+    region_app.open_collection([])
+    with pytest.raises(app.RegionCapError, match="built by the model"):
+        region_app.search_collection("a red circle", 3, None)

@@ -45,3 +45,23 @@ def test_dict_regions_custom_labels_tiny_image_and_empty():
     assert out.size == (16, 12)
     assert all(0 <= c for r in label_rects(image, [{"box": [-5, -5, 50, 50]}]) for c in r)
     assert np.array_equal(np.asarray(draw_regions(image, [])), np.asarray(image))
+
+
+def test_phrase_spans_find_the_typed_phrases_in_order():
+    from regioncap.viz import phrase_spans
+
+    sentence = "A Red  circle next to a red circle, and a zebra"
+    spans = phrase_spans(sentence, ["a red circle", "a red circle", "a blue square"])
+    assert spans == [(0, 13), (22, 34), None]
+    assert [sentence[s:e] for s, e in spans[:2]] == ["A Red  circle", "a red circle"]
+
+
+def test_spotlight_dims_all_but_the_boxes():
+    from PIL import Image
+
+    from regioncap.viz import spotlight
+
+    im = Image.new("RGB", (20, 10), (200, 200, 200))
+    out = spotlight(im, [[2, 2, 6, 6], [-5, -5, 1, 1], [30, 30, 40, 40]])  # one partly outside, one outside
+    assert out.getpixel((3, 3)) == (200, 200, 200) and out.getpixel((0, 0)) == (200, 200, 200)
+    assert out.getpixel((10, 5)) == (70, 70, 70)  # 200 * (1 - 0.65)

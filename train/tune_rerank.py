@@ -52,6 +52,8 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
         res = model.analyze(truth.image, boxes=truth.caption_boxes[keep].tolist(), captions=False)
         vectors.append(res.vectors.float())
         refs.extend(truth.chain_refs[c] for c in keep)
+    if not vectors:
+        raise RegionCapError("no image of the split has a boxed phrase to caption")
     v = torch.cat(vectors)
     out = {}
     with torch.inference_mode():
@@ -111,9 +113,16 @@ def main(args) -> dict:
     except (RegionCapError, OSError) as exc:
         fail(exc)
     n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
+    if n == 0:
+        print(f"error: {Path(args.data) / (args.split + '.txt')}: no usable images", file=sys.stderr)
+        raise SystemExit(2)
     beams = [int(b) for b in args.beam_sizes.split(",")]
-    with torch.inference_mode():
-        refs, cands = collect(model, dataset, n, beams, progress=not args.no_progress)
+    try:
+        with torch.inference_mode():
+            refs, cands = collect(model, dataset, n, beams, progress=not args.no_progress)
+    except RegionCapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     base = score_setting(model.vocab, refs, cands[beams[0]], 0.0, 0.0)  # = plain beam search's captions
     grid = []
     for beam in beams:

@@ -159,10 +159,12 @@ class RegionIndex:
         orphans = {p.payload["hash"] for p in self.store.scroll(self.store.regions, ["hash"])} - set(images)
         self.store.delete_regions_of(sorted(orphans))
 
-    def _write(self, digest: str, result: AnalysisResult, paths: list[str]) -> dict:
+    def _write(self, digest: str, result: AnalysisResult, paths: list[str], replace: bool) -> dict:
         from qdrant_client import models
 
-        self.store.delete_regions_of([digest])  # a half-written earlier attempt, or other settings
+        if replace:  # other settings: the image point goes first, so a kill leaves only orphans (see add)
+            self.client.delete(self.store.images, points_selector=[point_id(digest)], wait=True)
+            self.store.delete_regions_of([digest])
         regions = [r.to_dict() | {"score": r.score, "caption_score": r.caption_score} for r in result.regions]
         points = [models.PointStruct(id=point_id(f"{digest}:{i}"), vector=v.tolist(),
                                      payload={"hash": digest, "index": i, "path": paths[0], **regions[i]})
@@ -228,7 +230,7 @@ class RegionIndex:
                 raise ImageError(str(e).replace("image data", key, 1)) from None
             result = self.model.analyze(image, max_regions=self.max_regions, score_threshold=self.score_threshold)
             keep = info["paths"] if info else []
-            images[digest] = self._write(digest, result, keep + ([key] if key not in keep else []))
+            images[digest] = self._write(digest, result, keep + ([key] if key not in keep else []), info is not None)
             status = "updated" if info or old - {digest} else "added"
         for stale in old - {digest}:  # the file's earlier content (or a run killed mid-update)
             if stale in images:

@@ -72,13 +72,13 @@ class SessionCollections:
         """(the index a search of this session uses, its description)."""
         own = self.own(session)
         if own is not None and len(own):
-            return own, f"your {len(own)} photo{'s' * (len(own) != 1)}"
+            return own, f"your {_photos(len(own))}"
         if not self.ready.wait(120):
             raise RegionCapError("The example collection is still being indexed; try again in a few seconds.")
         if self.shared is None:
             raise RegionCapError(f"No collection to search: {self.shared_error or 'none was opened'}. "
                                  "Add photos above to search your own.")
-        return self.shared, f"{self.shared_name} ({len(self.shared)} photos)"
+        return self.shared, f"{self.shared_name} ({_photos(len(self.shared))})"
 
     def drop(self, session: str) -> None:
         with self._lock:
@@ -88,3 +88,7 @@ class SessionCollections:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+def _photos(count: int) -> str:
+    return f"{count} photo{'s' * (count != 1)}"

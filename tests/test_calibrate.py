@@ -1,0 +1,34 @@
+"""regioncap.calibrate: the match threshold, worked out by hand, and on a tiny held-out set."""
+
+import json
+
+import pytest
+
+from regioncap.calibrate import best_threshold, main, read_threshold, similarity_pairs
+
+
+def test_best_threshold_by_hand():
+    # positives 0.9 0.8 0.3; negatives 0.5 0.1 0.0 0.2
+    # t=0.8: TPR 2/3, FPR 0 -> J 0.667;  t=0.3: TPR 1, FPR 1/4 -> J 0.75 (best);  t=0.5: TPR 2/3, FPR 1/4
+    out = best_threshold([0.9, 0.8, 0.3], [0.5, 0.1, 0.0, 0.2])
+    assert out == {"match_threshold": 0.3, "tpr": 1.0, "fpr": 0.25, "positives": 3, "negatives": 4}
+    assert best_threshold([0.9], [0.1])["match_threshold"] == 0.9  # separable: the lowest positive
+    with pytest.raises(ValueError):
+        best_threshold([], [0.1])
+
+
+def test_similarity_pairs_and_the_written_file(saved_model, tmp_path, capsys):
+    from regioncap.data.synthetic import main as synthetic_main
+
+    synthetic_main([str(tmp_path / "data"), "--images", "3", "--seed", "4", "--splits", "0,1,0"])
+    model, folder = saved_model
+    positives, negatives = similarity_pairs(model, tmp_path / "data", "val")
+    assert positives and negatives and all(-1.0001 <= v <= 1.0001 for v in positives + negatives)
+    capsys.readouterr()
+    assert read_threshold(folder) is None
+    assert main(["--model", str(folder), "--data", str(tmp_path / "data"), "--write"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert read_threshold(folder) == printed["match_threshold"] == best_threshold(positives, negatives)[
+        "match_threshold"]
+    (folder / "calibration.json").write_text("{not json")
+    assert read_threshold(folder) is None
