@@ -114,15 +114,13 @@ def main(args) -> dict:
         fail(exc)
     n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
     if n == 0:
-        print(f"error: {Path(args.data) / (args.split + '.txt')}: no usable images", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{Path(args.data) / (args.split + '.txt')}: no usable images")
     beams = [int(b) for b in args.beam_sizes.split(",")]
     try:
         with torch.inference_mode():
             refs, cands = collect(model, dataset, n, beams, progress=not args.no_progress)
     except RegionCapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
     base = score_setting(model.vocab, refs, cands[beams[0]], 0.0, 0.0)  # = plain beam search's captions
     grid = []
     for beam in beams:
