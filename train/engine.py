@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from regioncap.errors import ModelFileError
 from regioncap.fileio import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -189,9 +190,9 @@ def load_checkpoint(path: Path) -> tuple[dict, dict, dict | None, TrainState, di
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise SystemExit(f"error: cannot read checkpoint {path}: {e}") from None
+        raise ModelFileError(f"cannot read checkpoint {path}: {e}") from None
     if metadata.get("format") != "regioncap-checkpoint-1":
-        raise SystemExit(f"error: {path} is not a regioncap checkpoint")
+        raise ModelFileError(f"{path} is not a regioncap checkpoint")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optim_state = _unflatten_optimizer(tensors, json.loads(metadata["optimizer"]))
     state = TrainState(**json.loads(metadata["state"]))

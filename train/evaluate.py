@@ -41,7 +41,7 @@ from regioncap.data.dataset import Flickr30kEntities, chain_boxes, chain_regions
 from regioncap.data.image import load_image
 from regioncap.data.synthetic import ATTRIBUTE_WORDS
 from regioncap.data.vocab import tokenize
-from regioncap.errors import RegionCapError, TextError
+from regioncap.errors import RegionCapError, TextError, fail
 from regioncap.fileio import write_text_atomic
 from regioncap.metrics import average_precision_50, attribute_mention_rates, bleu, grounding_accuracy, recall_at_k
 from regioncap.models.alignment import image_sentence_scores
@@ -259,36 +259,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def main(args) -> dict:
     """Evaluate ``args.model`` on ``args.data``/``args.split``; print (and optionally write) the JSON."""
     from regioncap.models.model import RegionCaptioner
 
     root = Path(args.data)
     if not root.is_dir():
-        _fail(f"{root}: no such data folder")
+        fail(f"{root}: no such data folder")
     try:
         model = RegionCaptioner.from_pretrained(args.model, device=args.device)
         dataset = Flickr30kEntities(root, args.split, vocab=getattr(model, "vocab", None), on_unreadable="skip")
     except (RegionCapError, OSError, RuntimeError) as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(exc)
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} image(s) with malformed or missing files; first: "
               f"{dataset.skipped[0][0]}: {dataset.skipped[0][1]}", file=sys.stderr)
     n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
     if n == 0:
-        _fail(f"{root / (args.split + '.txt')}: no usable images")
+        fail(f"{root / (args.split + '.txt')}: no usable images")
     entity_types = list(model.config.entity_types)
     try:
         truths = (t for t in (truth_from_dataset(dataset, i) for i in range(n)) if t is not None)
         result = evaluate(model, truths, num_classes=len(entity_types),
                           entity_types=entity_types, regions=args.regions, progress=not args.no_progress, total=n)
     except RegionCapError as exc:
-        _fail(str(exc))
+        fail(exc)
     result = {"model": str(args.model), "data": str(root), "split": args.split, **result}
     print(caption_table(result), file=sys.stderr)
     text = json.dumps(result, indent=1)

@@ -35,7 +35,7 @@ from regioncap.data.flickr30k import ENTITY_TYPES
 from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
-from regioncap.errors import RegionCapError
+from regioncap.errors import RegionCapError, fail
 from regioncap.fileio import write_json_atomic
 from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
@@ -159,7 +159,7 @@ def parse_epochs(text: str, stages: list[str]) -> dict[str, int]:
     for part in text.split(","):
         name, _, value = part.partition("=")
         if name.strip() not in STAGES:
-            raise SystemExit(f"error: unknown stage {name!r} in --epochs (known: {', '.join(STAGES)})")
+            fail(f"unknown stage {name!r} in --epochs (known: {', '.join(STAGES)})")
         epochs[name.strip()] = int(value)
     return epochs
 
@@ -225,7 +225,7 @@ def main(args) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise SystemExit(f"error: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        fail(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     stages = [s for s in STAGES if s in stages]  # always in pipeline order
     epochs = parse_epochs(args.epochs, stages)
     rank, world, device = init_distributed(args.device)
@@ -238,18 +238,21 @@ def main(args) -> int:
     try:
         dataset = Flickr30kEntities(args.data, "train", strict=args.strict)
     except (RegionCapError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(e)
     if dataset.skipped and is_main:
         print(f"skipped {len(dataset.skipped)} malformed file(s); first: {dataset.skipped[0][0]}: "
               f"{dataset.skipped[0][1]}", file=sys.stderr)
     if len(dataset) == 0:
-        raise SystemExit(f"error: no training images in {args.data}/train.txt")
+        fail(f"no training images in {args.data}/train.txt")
 
     state, history = None, []
     if args.resume and ckpt_path.exists():
         vocab = Vocabulary.load(out / "vocab.json")
-        model_state, optim_state, sched_state, state, config_dict = load_checkpoint(ckpt_path)
-        config = RegionCaptionerConfig.from_dict(config_dict)
+        try:
+            model_state, optim_state, sched_state, state, config_dict = load_checkpoint(ckpt_path)
+            config = RegionCaptionerConfig.from_dict(config_dict)
+        except RegionCapError as e:
+            fail(e)
         if (out / HISTORY_NAME).exists():
             history = json.loads((out / HISTORY_NAME).read_text())["records"]
             history = [r for r in history if not (r["stage"] == state.stage and r["step"] > state.step)]
@@ -317,7 +320,7 @@ def main(args) -> int:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 checkpoint()
         except NonFiniteLossError as e:
-            raise SystemExit(f"error: {e}") from None
+            fail(e)
         except StopTraining as e:
             if is_main:
                 print(f"{e}; continue with --resume")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities, pad_sequences
 from regioncap.data.synthetic import ATTRIBUTE_WORDS
-from regioncap.errors import RegionCapError
+from regioncap.errors import RegionCapError, fail
 from regioncap.metrics import attribute_mention_rates, bleu
 from regioncap.models.rerank import best_per_region, rerank_scores
 from train.evaluate import truth_from_dataset
@@ -112,19 +111,16 @@ def main(args) -> dict:
         model = RegionCaptioner.from_pretrained(args.model, device=args.device)
         dataset = Flickr30kEntities(Path(args.data), args.split, vocab=model.vocab)
     except (RegionCapError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
     n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
     if n == 0:
-        print(f"error: {Path(args.data) / (args.split + '.txt')}: no usable images", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{Path(args.data) / (args.split + '.txt')}: no usable images")
     beams = [int(b) for b in args.beam_sizes.split(",")]
     try:
         with torch.inference_mode():
             refs, cands = collect(model, dataset, n, beams, progress=not args.no_progress)
     except RegionCapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
     base = score_setting(model.vocab, refs, cands[beams[0]], 0.0, 0.0)  # = plain beam search's captions
     grid = []
     for beam in beams:
