@@ -53,6 +53,7 @@ THRESHOLD_HOW = ("the threshold separating true from false phrase-region pairs b
                  "see `python -m regioncap.calibrate`")
 TABLE_HEADERS = ["#", "caption", "entity type", "detector score", "caption score", "box (x1, y1, x2, y2)"]
 MATCH_HEADERS = ["rank", "region #", "caption", "similarity", "box (x1, y1, x2, y2)"]
+CANDIDATE_HEADERS = ["region #", "candidate caption", "log-prob", "similarity", "score", "chosen"]
 PHRASE_COLOURS = {str(i + 1): "#" + "".join(f"{c:02x}" for c in PALETTE[i % len(PALETTE)]) for i in range(64)}
 SHAPES_NOTE = ("This demo model was trained only on synthetic scenes of coloured, patterned shapes (circles, "
                "squares, triangles, stars, hexagons, crosses) on plain backgrounds: on a real photo it will "
@@ -125,7 +126,9 @@ class ModelHolder:
                 raise RegionCapError(f"{self.path}/: the bundled demo model is missing from this checkout")
             revision = os.environ.get("REGIONCAP_MODEL_REVISION") or None  # pin a Hub revision
             self.directory = hub.resolve_model_dir(self.path, revision)
-            self.model = RegionCaptioner.from_pretrained(self.path, revision=revision)
+            model = RegionCaptioner.from_pretrained(self.path, revision=revision)
+            model.prepare_inference()  # the CPU fast path's export, before the first request rather than in it
+            self.model = model
         except RegionCapError as e:
             self.error = str(e)
         except Exception as e:  # a broken install must still leave a page that says what happened
@@ -245,6 +248,14 @@ class RegionApp:
         data = {"image": view.name, "model": self.holder.path, **view.result.to_dict()}
         return picture, rows, self.files.json(data, stem)
 
+    def candidate_rows(self, view: View | None) -> list[list]:
+        """Every region's candidate captions with their scores (empty when the model does not rerank)."""
+        if view is None:
+            return []
+        return [[i + 1, c.caption, round(c.log_prob, 3), round(c.similarity, 3), round(c.score, 3),
+                 "✓" if k == 0 else ""]
+                for i, cands in enumerate(view.result.candidates) for k, c in enumerate(cands)]
+
     def query_outputs(self, view: View, phrase: str, top_k):
         if not view.result.regions:
             raise RegionCapError("This image has no regions to search: lower the detector score threshold.")
@@ -296,7 +307,7 @@ class RegionApp:
         except RegionCapError as e:
             raise type(e)(str(e).replace(view.path, view.name)) from None
         merged = type(r)(r.regions + added.regions, torch.cat([r.vectors, added.vectors]), r.image_vector,
-                         r.width, r.height, added.timings_ms, model)
+                         r.width, r.height, added.timings_ms, model, r.candidates + added.candidates)
         return replace(view, result=merged, corner=None)
 
     def sessions(self):
@@ -505,6 +516,13 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                          datatype=["number", "str", "str", "number", "number", "str"],
                                          column_widths=["6%", "34%", "13%", "12%", "12%", "23%"],
                                          elem_id="regions-table")
+                    with gr.Accordion("Candidate captions", open=False):
+                        gr.Markdown("Each region's caption is chosen among the decoder's candidates by "
+                                    "log-prob / (words + 1)^α + weight × similarity to the region (the model's "
+                                    "config sets α and the weight; a model that does not rerank lists none).")
+                        candidates = gr.Dataframe(headers=CANDIDATE_HEADERS, interactive=False, wrap=True,
+                                                  datatype=["number", "str", "number", "number", "number", "str"],
+                                                  elem_id="candidates-table")
                     with gr.Row():
                         box = gr.Textbox(label="Caption your own box", placeholder="x1, y1, x2, y2 in image pixels",
                                          info="Type a box, or click two opposite corners on the picture.", scale=3,
@@ -559,7 +577,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
 
         def then_refresh(event):  # after a new analysis, redo the search and the alignment on its regions
             event.success(user_errors(app.query_live), [phrase, top_k, view], search_out, **live).then(
-                user_errors(app.align_live), [sentence, view], align_out, **live)
+                user_errors(app.align_live), [sentence, view], align_out, **live).then(
+                app.candidate_rows, [view], candidates, **private, trigger_mode="always_last", show_progress="hidden")
 
         caption_live, box_handler = user_errors(app.caption_live), user_errors(app.caption_box)
         box_ui = user_errors(app.caption_box_ui)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from regioncap.fileio import write_text_atomic
+
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
                rule="max TPR - FPR; positive: phrase vs its chain's merged box; negative: vs other chains' boxes")
     text = json.dumps(out, indent=2)
     if args.write:
-        (Path(args.model) / CALIBRATION_FILE).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(Path(args.model) / CALIBRATION_FILE, text + "\n")
     sys.stdout.write(text + "\n")
     return 0
 

@@ -17,10 +17,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from regioncap.errors import RegionCapError
+from regioncap.errors import EXIT_USAGE, RegionCapError
 
 logger = logging.getLogger(__name__)
-EXIT_USAGE = 2
 QDRANT_URL_ENV = "REGIONCAP_QDRANT_URL"
 
 

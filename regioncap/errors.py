@@ -4,8 +4,20 @@ Every error that a user can cause (a bad image, a malformed annotation file, a
 tampered model file, an empty phrase) is raised as a subclass of
 :class:`RegionCapError` with a one-line message naming what is wrong. The CLI
 turns them into exit code 2 and the app into a Gradio error, so no traceback
-ever reaches a user.
+ever reaches a user. Scripts (``train/``, ``regioncap.calibrate``) refuse bad input with :func:`fail`.
 """
+
+import sys
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``error: MESSAGE`` (its first line) on stderr and exit with code 2: a script's one way to refuse input."""
+    lines = str(message).strip().splitlines()
+    print(f"error: {lines[0] if lines else type(message).__name__}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 class RegionCapError(Exception):

@@ -2,8 +2,8 @@
 
 A model is a folder with ``config.json``, ``model.safetensors``, ``vocab.json`` and ``README.md``
 (model card). Loading is strict and never unpickles: pickle-format weights (``*.bin``, ``*.pt``,
-``*.pth``, ``*.pkl``, ``*.ckpt``) and pickle/zip payloads are refused, the safetensors header is
-checked before any tensor is read, and every weight must match the model exactly. Hub repos are
+``*.pth``, ``*.pkl``, ``*.ckpt``) and pickle/zip payloads are refused, safetensors validates the
+header before any tensor is read, and every weight must match the model exactly. Hub repos are
 fetched with huggingface_hub (``HF_HUB_OFFLINE=1`` respected, ``revision`` pinnable).
 """
 
@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import struct
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from regioncap.errors import ModelFileError
+from regioncap.fileio import atomic_path, write_json_atomic, write_text_atomic
 from regioncap.models.config import RegionCaptionerConfig
 
 logger = logging.getLogger(__name__)
@@ -30,9 +29,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 DEFAULT_MODEL = "assets/demo-model"
 MODEL_ENV = "REGIONCAP_MODEL"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # -- where the model is -----------------------------------------------------------------------------
@@ -72,8 +68,12 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     name = str(name_or_path)
     # The bundled default and explicit paths ("./x", "/x", "~/x") are never Hub repo ids.
     local_only = name == DEFAULT_MODEL or name.startswith((".", "/", "~"))
-    if local_only or not _REPO_ID.match(name):
+    if local_only:
         raise ModelFileError(f"{name}: no such model folder")
+    try:
+        check_repo_id(name)
+    except ModelFileError:
+        raise ModelFileError(f"{name}: no such model folder") from None
     from huggingface_hub import snapshot_download
 
     try:
@@ -84,6 +84,19 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         why = "offline (HF_HUB_OFFLINE) and not in the cache" if _offline() else type(exc).__name__
         raise ModelFileError(f"{name}: not a local folder, and the Hugging Face Hub download failed ({why})") from None
     return Path(local)
+
+
+def check_repo_id(repo_id: str) -> None:
+    """A Hub model repo id, ``USER/NAME`` (huggingface_hub's own rules) -> None, else ModelFileError."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ModelFileError(f"{repo_id!r}: not a Hub repo id ({str(exc).splitlines()[0]})") from None
+    if repo_id.count("/") != 1:
+        raise ModelFileError(f"{repo_id!r}: not a Hub repo id (expected USER/NAME)")
 
 
 def check_model_dir(directory: Path) -> None:
@@ -118,7 +131,7 @@ def _no_constant(name: str):
 
 
 def save_config(config: RegionCaptionerConfig, path: Path) -> None:
-    _atomic_write_text(Path(path), json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json_atomic(path, config.to_dict())
 
 
 # -- weights -----------------------------------------------------------------------------------------
@@ -127,79 +140,43 @@ def _looks_pickled(head: bytes) -> bool:
     return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head.startswith(b"PK\x03\x04")
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """Read and check a safetensors header without touching tensor data.
+def _check_safetensors_file(path: Path) -> None:
+    """The checks safetensors does not make, before it reads anything: not a pickle/zip payload (a
+    clearer message than a header error) and a header length within the file and MAX_HEADER_BYTES.
 
-    Checks: not a pickle/zip payload; the 8-byte length fits the file; the header is a JSON
-    object; each entry has a known dtype, a shape and offsets inside the data whose size matches.
-
-    Returns:
-        the header's tensor entries (``__metadata__`` removed).
+    The header itself (JSON, dtypes, shapes, offsets that tile the data with no overlap, gap or
+    trailing bytes) is validated by safetensors (>= 0.8) when :func:`load_weights` reads the file.
     """
-    path = Path(path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
-            if _looks_pickled(head):
-                raise ModelFileError(f"{path}: is a pickle/zip payload (torch.save?), not safetensors; "
-                                     "refused (never unpickled)")
-            if len(head) < 8:
-                raise ModelFileError(f"{path}: truncated (no safetensors header)")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, MAX_HEADER_BYTES):
-                raise ModelFileError(f"{path}: safetensors header length {n} does not fit the "
-                                     f"{size}-byte file (truncated or forged)")
-            raw = f.read(n)
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ModelFileError(f"{path}: safetensors header is not valid JSON (corrupt or forged)") from None
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path}: safetensors header is not a JSON object")
-    header.pop("__metadata__", None)
-    data_len = size - 8 - n
-    for name, entry in header.items():
-        _check_entry(path, name, entry, data_len)
-    end, last = 0, None  # tensors must tile the data exactly: no overlap (aliasing), no gap, nothing after
-    for name, entry in sorted(header.items(), key=lambda item: tuple(item[1]["data_offsets"])):
-        begin = entry["data_offsets"][0]
-        if begin != end:
-            what = f"overlaps tensor {last!r}" if begin < end else f"leaves a gap of {begin - end} bytes before it"
-            raise ModelFileError(f"{path}: tensor {name!r} {what} (forged or corrupt safetensors header)")
-        end, last = entry["data_offsets"][1], name
-    if end != data_len:
-        raise ModelFileError(f"{path}: {data_len - end} bytes after the last tensor (forged or corrupt file)")
-    return header
-
-
-def _check_entry(path: Path, name: str, entry: Any, data_len: int) -> None:
-    ok = isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES
-    shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
-    ok = ok and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-    ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
-    if not ok:
-        raise ModelFileError(f"{path}: malformed safetensors entry for {name!r}")
-    numel = 1
-    for d in shape:
-        numel *= d
-    begin, end = offsets
-    if not 0 <= begin <= end <= data_len or end - begin != numel * _DTYPE_BYTES[entry["dtype"]]:
-        raise ModelFileError(f"{path}: tensor {name!r} lies outside the file's data (truncated or forged)")
+    if _looks_pickled(head):
+        raise ModelFileError(f"{path}: is a pickle/zip payload (torch.save?), not safetensors; "
+                             "refused (never unpickled)")
+    if len(head) < 8:
+        raise ModelFileError(f"{path}: truncated (no safetensors header)")
+    (n,) = struct.unpack("<Q", head)
+    if n > min(size - 8, MAX_HEADER_BYTES):
+        raise ModelFileError(f"{path}: safetensors header length {n} does not fit the {size}-byte file "
+                             f"(at most {MAX_HEADER_BYTES}; truncated or forged)")
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load model.safetensors to CPU tensors after :func:`read_safetensors_header`'s checks."""
+    """Load model.safetensors to CPU tensors; a pickle payload, truncated or forged file -> ModelFileError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    read_safetensors_header(path)
+    path = Path(path)
+    _check_safetensors_file(path)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: not a valid safetensors file ({exc})") from None
+        detail = str(exc).removeprefix("Error while deserializing header: ")
+        raise ModelFileError(f"{path}: not a valid safetensors file, refused (truncated, corrupt or forged: "
+                             f"{detail})") from None
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
@@ -207,10 +184,8 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "library": "regioncap"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "regioncap"})
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], source: Path,
@@ -244,26 +219,51 @@ def _names(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # -- model card -----------------------------------------------------------------------------------
+# Hub metric ids for the card metadata: BLEU, grounding accuracy, retrieval recall, detection AP.
+HUB_METRICS = ["bleu", "accuracy", "recall", "map"]
+CARD_TAGS = ["region-captioning", "dense-captioning", "phrase-grounding", "pytorch", "safetensors"]
+
+INTENDED_USE = """## Intended use
+
+- Describing the regions of a photo with short phrases and finding the regions that match a typed
+  phrase (`python -m regioncap caption|query`, the Gradio app, or `RegionCaptioner.analyze`).
+- Research and teaching on region-phrase alignment (Karpathy & Fei-Fei, CVPR 2015) and as a
+  baseline for dense captioning and phrase grounding.
+"""
+
+LIMITATIONS = """## Limitations
+
+- The model only knows what its training data shows: a model trained on the synthetic scenes
+  describes coloured shapes, not people or animals; one trained on Flickr30k Entities inherits that
+  data's bias towards people-centred scenes and its annotators' wording, including gendered and
+  stereotyped descriptions.
+- Captions are short (one phrase per region) and can be wrong with high confidence; the caption
+  score is a sequence log-probability (plus, when the config reranks, the weighted region-phrase
+  similarity it was chosen by), not a calibrated probability.
+- The detector knows eight coarse entity types; small, crowded or unusual objects are often missed.
+- English only. Not suitable for identifying people, surveillance, or any decision about a person.
+"""
+
+
 def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | None = None,
-                     training: dict | None = None) -> Path:
-    """Write README.md: Hub front matter, architecture, training data and measured metrics.
+                     training: dict | None = None, datasets: list[str] | None = None) -> Path:
+    """Write README.md: Hub metadata, architecture, training data, measured metrics, intended use, limits.
 
     Args:
         metrics: e.g. ``{"bleu4": 0.21, "grounding_acc": 0.64}`` (numbers are shown with 4 digits).
         training: free-form facts, e.g. ``{"data": "synthetic scenes, seed 0, 2000 images", "epochs": 20}``.
+        datasets: Hub data set ids for the metadata, e.g. ``["synthetic-scenes"]``.
     """
+    from huggingface_hub import ModelCardData
+
     c = config
-    front = ["---", "library_name: regioncap", "license: mit", "pipeline_tag: image-to-text", "tags:"]
-    front += [f"- {t}" for t in ("region-captioning", "dense-captioning", "phrase-grounding", "pytorch", "safetensors")]
-    front.append("---")
-    lines = front + [
+    data = ModelCardData(library_name="regioncap", license="mit", pipeline_tag="image-to-text", tags=CARD_TAGS,
+                         datasets=datasets or None, metrics=HUB_METRICS if metrics else None)
+    lines = [
+        "---",
+        data.to_yaml(),
+        "---",
         "",
         "# regioncap model",
         "",
@@ -281,7 +281,9 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         f"| entity types | {', '.join(c.entity_types)} |",
         f"| region encoder | `{c.region_encoder.kind}` -> {c.joint_dim}-d joint space |",
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
-        f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size} |",
+        f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size}"
+        + (f"; reranked: log-prob / (words + 1)^{c.captioner.rerank_length_alpha:g} + "
+           f"{c.captioner.rerank_weight:g} x region-phrase similarity" if c.captioner.rerank else "") + " |",
         f"| vocabulary | {c.vocab_size} tokens |",
         "",
         "## Training data",
@@ -310,7 +312,9 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         "",
         "Files: `config.json`, `model.safetensors`, `vocab.json` (no pickle).",
         "",
+        INTENDED_USE,
+        LIMITATIONS,
     ]
     path = Path(directory) / CARD_FILE
-    _atomic_write_text(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

@@ -5,7 +5,9 @@ Each one reproduces the protocol that published numbers use, so that ours can be
 - :func:`bleu` is the COCO caption evaluation's BLEU (``pycocoevalcap.bleu``), corpus level;
 - :func:`average_precision_50` is ``pycocotools.COCOeval``'s AP at IoU 0.5 (area "all", maxDets 100);
 - :func:`recall_at_k` is the image-sentence ranking recall of Karpathy & Fei-Fei (CVPR 2015);
-- :func:`grounding_accuracy` is phrase-grounding accuracy at IoU >= 0.5 (Plummer et al.; MDETR's "any").
+- :func:`grounding_accuracy` is phrase-grounding accuracy at IoU >= 0.5 (Plummer et al.; MDETR's "any");
+- :func:`attribute_mention_rates` says how often a caption names the attributes (colour, pattern, ...)
+  that the region's reference phrases name: BLEU rewards the short generic caption, this does not.
 
 The tests check the first two against the reference implementations on the same inputs.
 """
@@ -19,7 +21,7 @@ import torch
 from nltk.translate.bleu_score import closest_ref_length, modified_precision
 from torchvision.ops import box_iou
 
-__all__ = ["bleu", "average_precision_50", "recall_at_k", "grounding_accuracy"]
+__all__ = ["bleu", "average_precision_50", "recall_at_k", "grounding_accuracy", "attribute_mention_rates"]
 
 # pycocoevalcap's BleuScorer adds these to every numerator / denominator ("so that if guess is 0
 # still return 0" and no division by zero); we keep them so that the numbers agree to ~1e-12.
@@ -227,3 +229,35 @@ def grounding_accuracy(pred_boxes, gt_boxes: Sequence, iou: float = 0.5) -> floa
             continue
         hits += bool((box_iou(pred[:1], gts) >= iou).any())
     return hits / len(gt_boxes)
+
+
+def attribute_mention_rates(captions: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]],
+                            words: dict[str, dict[str, str]]) -> dict[str, float | int]:
+    """Per attribute, how often a caption names the value that its region's reference phrases name.
+
+    Args:
+        captions: one token list per region, e.g. ``["a", "large", "red", "circle"]``.
+        references: per region, its reference phrases as token lists.
+        words: ``{attribute: {word: value}}``; several words may name one value
+            (``{"size": {"large": "large", "big": "large"}}``). Multi-word names are given by the
+            word that tells them apart ("with stripes" -> ``"stripes": "striped"``).
+
+    Returns:
+        ``{"attr_<attribute>": rate, "num_attr_<attribute>": n}`` for every attribute, in ``words``'
+        order: n is the number of regions whose references name the attribute (any value, in any
+        reference), rate the fraction of those whose caption names one of the values the references
+        name (a wrong value is a miss); rate is 0.0 when n is 0.
+    """
+    if len(captions) != len(references):
+        raise ValueError(f"attribute_mention_rates: {len(captions)} captions but {len(references)} reference lists")
+    out: dict[str, float | int] = {}
+    for attribute, names in words.items():
+        hits = total = 0
+        for caption, refs in zip(captions, references):
+            wanted = {names[w] for ref in refs for w in ref if w in names}
+            if wanted:
+                total += 1
+                hits += any(names.get(w) in wanted for w in caption)
+        out[f"attr_{attribute}"] = hits / total if total else 0.0
+        out[f"num_attr_{attribute}"] = total
+    return out

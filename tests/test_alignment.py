@@ -98,3 +98,40 @@ def test_split_phrases():
     assert split_phrases(tokenize("a man in a red shirt, riding a bike")) == [
         ["a", "man"], ["a", "red", "shirt"], ["a", "bike"]]
     assert split_phrases(tokenize(" , and . ")) == []
+
+
+def _scores_dense(sim, region_image, phrase_sentence, num_images, num_sentences):
+    """The earlier [P, K, R] formula, kept here as the reference."""
+    images = torch.arange(num_images)
+    member = region_image[None, :] == images[:, None]  # [K, R]
+    masked = sim[:, None, :].masked_fill(~member[None], float("-inf"))  # [P, K, R]
+    best = masked.amax(dim=-1) if sim.shape[1] else sim.new_zeros((sim.shape[0], num_images))
+    best = torch.where(member.any(dim=1)[None, :], best, torch.zeros_like(best))
+    return sim.new_zeros((num_images, num_sentences)).index_add(1, phrase_sentence, best.T)
+
+
+def test_image_sentence_scores_equal_the_dense_formula_values_and_gradients():
+    torch.manual_seed(0)
+    for num_images, regions in ((5, [3, 0, 4, 1, 2]), (1, [6]), (3, [0, 0, 0])):
+        region_image = torch.arange(num_images).repeat_interleave(torch.tensor(regions))
+        phrase_sentence = torch.randint(0, 7, (20,))
+        base = torch.randn(20, len(region_image)).round(decimals=1)  # rounding makes ties
+        grads = []
+        for f in (image_sentence_scores, _scores_dense):
+            sim = base.clone().requires_grad_(True)
+            out = f(sim, region_image, phrase_sentence, num_images, 7)
+            if len(region_image):
+                (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+            grads.append((out.detach(), sim.grad))
+        assert torch.equal(grads[0][0], grads[1][0])
+        if len(region_image):
+            torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_image_sentence_scores_memory_is_phrases_times_regions():
+    P, K, per = 200, 64, 37  # one evaluation block of 64 images x 37 regions
+    sim = torch.randn(P, K * per)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        image_sentence_scores(sim, torch.arange(K).repeat_interleave(per), torch.randint(0, 50, (P,)), K, 50)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest <= 2 * P * K * per * 8  # [P, R] (an int64 index at most), not [P, K, R] (~121 MB)

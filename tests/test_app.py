@@ -309,6 +309,26 @@ def test_weak_matches_are_not_listed_and_a_bad_box_keeps_the_results(tiny_model,
     assert out[:3] == (app.gr.skip(),) * 3 and out[3] is view and "four numbers" in out[4]
 
 
+def test_candidate_table_lists_each_regions_candidates_chosen_first(tiny_model):
+    from regioncap import RegionCaptioner
+
+    app = load_app()
+    model = RegionCaptioner.from_pretrained(str(tiny_model))
+    boxes = [[10, 10, 60, 60], [0, 20, 120, 90]]
+    plain = model.analyze(EXAMPLE, boxes=boxes)
+    view = app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), plain, Image.new("RGB", (8, 8)), 1.0)
+    assert app.RegionApp(None).candidate_rows(view) == [] and app.RegionApp(None).candidate_rows(None) == []
+    model.config.captioner.rerank_weight = 2.0
+    result = model.analyze(EXAMPLE, boxes=boxes)
+    rows = app.RegionApp(None).candidate_rows(app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), result,
+                                                       Image.new("RGB", (8, 8)), 1.0))
+    assert len(rows) == sum(len(c) for c in result.candidates) >= 2
+    for i, region in enumerate(result.regions):
+        mine = [r for r in rows if r[0] == i + 1]
+        assert mine[0][1] == region.caption and mine[0][5] == "✓" and all(r[5] == "" for r in mine[1:])
+        assert mine[0][4] == round(region.caption_score, 3)
+
+
 def test_regioncap_index_names_the_shared_collection(tiny_model, tmp_path, monkeypatch):
     from regioncap import RegionCaptioner
     from regioncap.index import RegionIndex

@@ -128,3 +128,35 @@ def test_no_regions():
     assert ids == [] and scores.shape == (0,)
     ids, scores = dec.greedy(torch.zeros(0, D))
     assert ids == [] and scores.shape == (0,)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_candidates_are_exact_distinct_and_hold_the_beam_search_caption(rnn):
+    dec = make(rnn, seed=4)
+    v = torch.randn(8, D) * 2
+    with torch.no_grad():
+        cands = dec.candidates(v, beam_size=4)
+        ids, scores = dec.beam_search(v, beam_size=4)
+        for r in range(8):
+            seqs = [tuple(c[0]) for c in cands[r]]
+            assert len(seqs) == len(set(seqs)) >= 1
+            assert [c[1] for c in cands[r]] == sorted((c[1] for c in cands[r]), reverse=True)
+            assert (ids[r], pytest.approx(scores[r].item(), abs=1e-5)) in [(c[0], c[1]) for c in cands[r]]
+            for words, logp in cands[r]:
+                ended = len(words) < dec.cfg.max_len
+                assert logp == pytest.approx(seq_logprob(dec, v[r], words, ended), abs=1e-4)
+                assert len(words) >= 1 and not {PAD, START, UNK, END} & set(words)
+
+
+def test_candidates_batched_equal_each_region_alone_and_are_deterministic():
+    dec = make(seed=5)
+    v = torch.randn(6, D)
+    with torch.no_grad():
+        batched = dec.candidates(v, beam_size=3)
+        assert dec.candidates(v, beam_size=3) == batched
+        for r in range(6):
+            alone = dec.candidates(v[r : r + 1], beam_size=3)[0]
+            assert [c[0] for c in alone] == [c[0] for c in batched[r]]
+            assert [c[1] for c in alone] == pytest.approx([c[1] for c in batched[r]], abs=1e-5)
+        assert dec.candidates(torch.zeros(0, D), beam_size=3) == []
+        assert all(len(c) == 1 for c in dec.candidates(v, beam_size=1))  # width 1: greedy's caption only

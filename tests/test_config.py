@@ -74,3 +74,16 @@ def test_absurd_layer_counts_are_refused_before_building(make_config):
         forged = {**data, section: {**data[section], "num_layers": 10**6}}
         with pytest.raises(ModelFileError, match="num_layers"):
             RegionCaptionerConfig.from_dict(forged)
+
+
+def test_config_written_before_reranking_loads_with_plain_beam_search():
+    d = config().to_dict()
+    del d["captioner"]["rerank_weight"], d["captioner"]["rerank_length_alpha"]
+    c = RegionCaptionerConfig.from_dict(d)
+    assert (c.captioner.rerank_weight, c.captioner.rerank_length_alpha, c.captioner.rerank) == (0.0, 0.0, False)
+    d["captioner"]["rerank_weight"] = 2.5
+    assert RegionCaptionerConfig.from_dict(d).captioner.rerank
+    for bad in (-1.0, float("nan")):
+        d["captioner"]["rerank_weight"] = bad
+        with pytest.raises(ModelFileError, match="rerank_weight"):
+            RegionCaptionerConfig.from_dict(d)

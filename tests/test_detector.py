@@ -141,3 +141,49 @@ def test_frozen_layers_stay_frozen_and_in_eval_mode():
     # a randomly initialised model trains everything, BatchNorm included
     scratch = build_detector(DetectorConfig.for_arch("resnet50_fpn_v2"), 9).train()
     assert not scratch.frozen and all(m.training for m in scratch.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def _exact_heads(det):
+    """Heads whose outputs are exactly representable in bf16 (zero weights, bias on the bf16 grid): the
+    same deltas and scores in fp32 and bf16, so any difference downstream is the box arithmetic's."""
+    with torch.no_grad():
+        for layer in (det.rpn.head.cls_logits, det.rpn.head.bbox_pred,
+                      det.roi_heads.box_predictor.cls_score, det.roi_heads.box_predictor.bbox_pred):
+            layer.weight.zero_()
+            layer.bias.copy_(torch.tensor([0.125, -0.25, 0.0625, 0.5])[torch.arange(len(layer.bias)) % 4])
+        det.rpn.head.cls_logits.bias.copy_(torch.linspace(-1, 1, len(det.rpn.head.cls_logits.bias)).bfloat16())
+        det.roi_heads.box_predictor.cls_score.bias[2] = 3.0
+
+
+def test_box_arithmetic_is_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    cfg = DetectorConfig(**{**SMALL.__dict__, "min_size": 800, "max_size": 1024, "box_detections_per_img": 100})
+    det = build_detector(cfg, num_classes=9).eval()
+    _exact_heads(det)
+    images = [torch.rand(3, 800, 1000)]
+
+    def run():
+        image_list, features, _ = det.features(images)
+        proposals, _ = det.rpn(image_list, features)
+        anchors = det.rpn.anchor_generator(image_list, list(features.values()))
+        return anchors[0], proposals[0], det.detect(image_list, features, [(800, 1000)])[0]
+
+    with torch.no_grad():
+        anchors32, proposals32, det32 = run()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            anchors16, proposals16, det16 = run()
+    assert anchors16.dtype == proposals16.dtype == det16["boxes"].dtype == torch.float32
+    assert torch.equal(anchors16, anchors32) and torch.equal(proposals16, proposals32)
+    assert torch.equal(det16["boxes"], det32["boxes"]) and torch.equal(det16["labels"], det32["labels"])
+    far = det16["boxes"][(det16["boxes"] >= 512) & (det16["boxes"] < 1000)]
+    assert len(far) > 20 and (far % 4 != 0).float().mean() > 0.5  # not on bf16's 4-pixel grid
+
+
+def test_training_losses_under_bf16_autocast_are_finite_and_fp32():
+    torch.manual_seed(0)
+    det = build_detector(SMALL, num_classes=9).train()
+    targets = [{"boxes": torch.tensor([[5.0, 5, 30, 40]]), "labels": torch.tensor([3])}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = det([torch.rand(3, 60, 80)], targets)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()

@@ -93,6 +93,8 @@ def test_metrics_hand_computed_with_a_fake_model(no_decode):
     # captions "a man" | "a red shirt" | "a dog": p1 = 6/7, p2 = 2/4, c = 7 >= r = 2 + 2 + 2
     assert out["bleu1"] == pytest.approx(6 / 7, rel=1e-8)
     assert out["bleu2"] == pytest.approx(math.sqrt(6 / 7 * 2 / 4), rel=1e-8)
+    # no reference names a shape, colour, size or pattern word of the synthetic world ("red" is only in a caption)
+    assert out["num_attr_colour"] == 0 and out["attr_colour"] == 0.0
     # S = [[2, 2, 1], [0, 0, 1]]: sentence 2 (image B) ties with image A -> a t2i miss at 1
     assert out["i2t_r1"] == 1.0 and out["t2i_r1"] == pytest.approx(2 / 3) and out["t2i_r5"] == 1.0
     assert (out["num_images"], out["num_sentences"], out["num_phrases"], out["num_regions_captioned"]) == (2, 3, 5, 3)
@@ -189,7 +191,8 @@ def tiny_model(synth, tmp_path_factory):
 
 
 KEYS = {"bleu1", "bleu2", "bleu3", "bleu4", "grounding_acc", "grounding_acc_any", "det_ap50",
-        "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}
+        "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
+        "attr_shape", "attr_colour", "attr_size", "attr_pattern"}
 
 
 def test_cli_on_a_tiny_model(synth, tiny_model, tmp_path, capsys):
@@ -198,8 +201,11 @@ def test_cli_on_a_tiny_model(synth, tiny_model, tmp_path, capsys):
                                             "--json", str(out_json), "--device", "cpu", "--max-images", "2",
                                             "--no-progress"])
     result = ev.main(args)
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     assert printed == result == json.loads(out_json.read_text())
+    assert "pattern named" in captured.err and f"{result['bleu4']:.4f}" in captured.err  # the table
+    assert result["num_attr_shape"] > 0  # the synthetic phrases always name the shape
     assert KEYS <= set(result)
     assert all(0.0 <= result[k] <= 1.0 for k in KEYS)
     assert result["num_images"] == 2 and result["num_phrases"] > 0 and result["seconds"] > 0

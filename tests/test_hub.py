@@ -1,5 +1,6 @@
 """Model files: save/load round trip, strict loading, pickle refusal, forged files, Hub resolution."""
 
+import copy
 import json
 import pickle
 import shutil
@@ -36,6 +37,11 @@ def test_model_card(saved_model, tmp_path):
                          training={"data": "synthetic scenes, seed 0"})
     card = (tmp_path / "README.md").read_text()
     assert "| bleu4 | 0.1235 |" in card and "| images | 10 |" in card and "synthetic scenes, seed 0" in card
+    assert "reranked" not in card  # plain beam search
+    config = copy.deepcopy(model.config)
+    config.captioner.rerank_weight, config.captioner.rerank_length_alpha = 2.5, 1.0
+    card = hub.write_model_card(tmp_path, config).read_text()
+    assert "reranked: log-prob / (words + 1)^1 + 2.5 x region-phrase similarity" in card
 
 
 def test_pickle_payload_is_refused_without_unpickling(saved_model, monkeypatch):
@@ -71,17 +77,20 @@ def test_truncated_and_forged_safetensors(saved_model):
     path = folder / "model.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError, match="truncated or forged"):
+    with pytest.raises(ModelFileError, match="truncated, corrupt or forged: .*not fully covered"):
         RegionCaptioner.from_pretrained(folder)
     path.write_bytes(struct.pack("<Q", 10**12) + data[8:])  # header length beyond the file
     with pytest.raises(ModelFileError, match="does not fit"):
         RegionCaptioner.from_pretrained(folder)
     header = json.dumps({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)  # offsets past the data
-    with pytest.raises(ModelFileError, match="'w' lies outside"):
+    with pytest.raises(ModelFileError, match="forged: .*not fully covered"):
+        RegionCaptioner.from_pretrained(folder)
+    path.write_bytes(data + b"\0" * 8)  # trailing bytes after the last tensor
+    with pytest.raises(ModelFileError, match="forged: .*not fully covered"):
         RegionCaptioner.from_pretrained(folder)
     path.write_bytes(struct.pack("<Q", 4) + b"{{{{")
-    with pytest.raises(ModelFileError, match="not valid JSON"):
+    with pytest.raises(ModelFileError, match="forged: invalid JSON in header"):
         RegionCaptioner.from_pretrained(folder)
     path.write_bytes(b"abc")
     with pytest.raises(ModelFileError, match="truncated"):

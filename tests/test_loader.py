@@ -23,6 +23,9 @@ def synth(tmp_path_factory):
 def test_default_workers(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     assert default_workers() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun, 8 processes on a 16-CPU node
+    assert default_workers() == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert default_workers() == 2
     from train.train import get_args_parser, resolve_defaults
@@ -42,7 +45,7 @@ def test_pin_memory_only_for_cuda():
 def test_resume_skips_batches_without_loading_their_images(synth, monkeypatch):
     calls = []
     real = dataset_module.load_image
-    monkeypatch.setattr(dataset_module, "load_image", lambda path: calls.append(path.stem) or real(path))
+    monkeypatch.setattr(dataset_module, "load_image", lambda path, **kw: calls.append(path.stem) or real(path, **kw))
     ds = Flickr30kEntities(synth, "train")
     sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=3)
     loader = make_train_loader(ds, 3, sampler, workers=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from regioncap.metrics import average_precision_50, bleu, grounding_accuracy, recall_at_k
+from regioncap.metrics import attribute_mention_rates, average_precision_50, bleu, grounding_accuracy, recall_at_k
 
 
 # ----------------------------------------------------------------------------- BLEU
@@ -216,3 +216,32 @@ def test_grounding_accuracy_protocols_and_misses():
     assert grounding_accuracy(pred[:1], [torch.tensor([[0.0, 0, 10, 10]])], iou=0.99) == 1.0
     with pytest.raises(ValueError):
         grounding_accuracy(pred, merged[:2])
+
+
+# ----------------------------------------------------------------------------- attribute mentions
+
+WORDS = {"colour": {"red": "red", "blue": "blue"},
+         "pattern": {"striped": "striped", "stripes": "striped", "dotted": "dotted"}}
+
+
+def test_attribute_mention_rates_hand_computed():
+    captions = [["a", "red", "striped", "circle"], ["a", "blue", "circle"], ["a", "red", "circle"], ["a", "circle"]]
+    references = [
+        [["a", "red", "circle", "with", "stripes"], ["the", "circle"]],  # colour red: hit; striped (synonym): hit
+        [["a", "red", "dotted", "square"]],  # colour red vs blue: miss; dotted: miss
+        [["a", "circle"]],  # names neither: not counted
+        [["a", "blue", "circle"], ["a", "red", "circle"]],  # colour named, caption names none: miss
+    ]
+    out = attribute_mention_rates(captions, references, WORDS)
+    assert out == {"attr_colour": pytest.approx(1 / 3), "num_attr_colour": 3,
+                   "attr_pattern": pytest.approx(1 / 2), "num_attr_pattern": 2}
+    assert list(out) == ["attr_colour", "num_attr_colour", "attr_pattern", "num_attr_pattern"]
+
+
+def test_attribute_mention_rates_any_reference_value_counts_and_empty():
+    # references disagree (two objects named together): either value is right
+    out = attribute_mention_rates([["the", "blue", "one"]], [[["red", "x"], ["blue", "x"]]], WORDS)
+    assert out["attr_colour"] == 1.0 and out["num_attr_pattern"] == 0 and out["attr_pattern"] == 0.0
+    assert attribute_mention_rates([], [], WORDS)["attr_colour"] == 0.0
+    with pytest.raises(ValueError):
+        attribute_mention_rates([["a"]], [], WORDS)

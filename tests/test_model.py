@@ -188,3 +188,36 @@ def test_vgg19_encoder_model(make_model, tiny_batch, image_file, kind, encoder):
     assert all(p.grad is not None for p in model.region_encoder.project.parameters())
     result = model.eval().analyze(image_file, boxes=[[10, 10, 40, 40]])
     assert len(result.regions) == 1 and result.regions[0].caption
+
+
+def test_analyze_returns_up_to_max_regions_beyond_the_detectors_default(make_model):
+    # evaluate's det_ap50 asks for 100 detections; a detector configured for fewer must still give them
+    model = make_model(detector={"box_detections_per_img": 3, "box_score_thresh": 0.0})
+    image = torch.rand(3, 60, 80)
+    few = model.analyze(image, max_regions=2, score_threshold=0.0, captions=False)
+    many = model.analyze(image, max_regions=100, score_threshold=0.0, captions=False)
+    assert len(few.regions) == 2 and len(many.regions) > 3
+    assert model.detector.roi_heads.detections_per_img == 3  # the module itself is unchanged
+
+
+def test_analyze_with_reranking_returns_the_chosen_caption_and_its_candidates(make_model, image_file):
+    plain = make_model(seed=3)
+    reranked = make_model(seed=3, captioner={"rerank_weight": 5.0, "rerank_length_alpha": 1.0})
+    boxes = [[10, 10, 40, 40], [0, 30, 90, 70], [50, 5, 95, 35]]
+    a, b = plain.analyze(image_file, boxes=boxes), reranked.analyze(image_file, boxes=boxes)
+    assert a.candidates == [[], [], []]  # plain beam search: no candidates
+    assert torch.equal(a.vectors, b.vectors)
+    calls = []
+    reranked.text_encoder.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    b = reranked.analyze(image_file, boxes=boxes)
+    assert calls == [sum(len(c) for c in b.candidates)]  # every region's candidates in one call
+    for i, (region, cands) in enumerate(zip(b.regions, b.candidates)):
+        assert cands and region.caption == cands[0].caption and region.caption_score == cands[0].score
+        assert all(c.score <= cands[0].score for c in cands)
+        for c in cands:
+            assert c.score == pytest.approx(c.log_prob / (len(c.caption.split()) + 1) + 5.0 * c.similarity, abs=1e-4)
+            sim = float(region_phrase_similarity(b.vectors[i][None],
+                                                 reranked.encode_text([c.caption]))[0, 0])
+            assert c.similarity == pytest.approx(sim, abs=1e-4)
+    assert [r.caption for r in reranked.analyze(image_file, boxes=boxes).regions] == [r.caption for r in b.regions]
+    assert set(b.regions[0].to_dict()) == {"box", "caption", "score", "caption_score", "label"}

@@ -205,3 +205,23 @@ def test_cli_photo_preset(tmp_path, capsys):
             synthetic.main([str(tmp_path / "bad"), "--images", "1"] + bad)
     with pytest.raises(ValueError, match="unknown preset"):
         synthetic.generate(tmp_path / "bad2", images=1, seed=0, preset="nope")
+
+
+def test_attribute_words_cover_every_object_word_the_sentences_use():
+    words = synthetic.ATTRIBUTE_WORDS
+    assert set(words) == {"shape", "colour", "size", "pattern"}
+    rng = __import__("random").Random(0)
+    for _ in range(300):
+        o = synthetic.Obj(rng.choice(list(synthetic.SHAPE_TYPES)), rng.choice(list(synthetic.COLOURS)),
+                          rng.choice(list(synthetic.SIZES)), rng.choice(synthetic.PATTERNS))
+        phrase = synthetic._object_words(rng, o)
+        named = {}
+        for w in phrase[1:]:  # after the article
+            hits = [a for a, names in words.items() if w in names]
+            assert len(hits) <= 1, w
+            if hits:
+                named[hits[0]] = words[hits[0]][w]
+            else:
+                assert w == "with", (w, phrase)
+        assert named["shape"] == o.shape
+        assert all(named[a] == getattr(o, a) for a in ("colour", "size", "pattern") if a in named)

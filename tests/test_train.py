@@ -66,7 +66,7 @@ def test_resume_continues_at_the_same_step(data, tmp_path):
         torch.testing.assert_close(state_part[0][k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_non_finite_loss_stops_with_a_clear_message(data, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_a_clear_message(data, tmp_path, monkeypatch, capsys):
     from regioncap.models.model import RegionCaptioner
 
     real_forward = RegionCaptioner.forward
@@ -76,13 +76,15 @@ def test_non_finite_loss_stops_with_a_clear_message(data, tmp_path, monkeypatch)
         return {name: value * float("nan") for name, value in losses.items()}
 
     monkeypatch.setattr(RegionCaptioner, "forward", nan_forward)
-    with pytest.raises(SystemExit, match="non-finite loss"):
+    with pytest.raises(SystemExit) as exc:
         run(data, tmp_path / "nan", "--stages", "alignment", "--epochs", "1")
+    assert exc.value.code == 2 and "non-finite loss" in capsys.readouterr().err
 
 
-def test_unknown_stage_is_refused(data, tmp_path):
-    with pytest.raises(SystemExit, match="unknown stage"):
+def test_unknown_stage_is_refused(data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
         run(data, tmp_path / "x", "--stages", "detector,decoder")
+    assert exc.value.code == 2 and "error: unknown stage" in capsys.readouterr().err
 
 
 def _env():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,9 @@ import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
+
+from regioncap.errors import ModelFileError
+from regioncap.fileio import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 HISTORY_NAME = "history.json"
@@ -176,15 +177,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, st
         "config": json.dumps(config),
         "format": "regioncap-checkpoint-1",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_checkpoint(path: Path) -> tuple[dict, dict, dict | None, TrainState, dict]:
@@ -196,21 +190,13 @@ def load_checkpoint(path: Path) -> tuple[dict, dict, dict | None, TrainState, di
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise SystemExit(f"error: cannot read checkpoint {path}: {e}") from None
+        raise ModelFileError(f"cannot read checkpoint {path}: {e}") from None
     if metadata.get("format") != "regioncap-checkpoint-1":
-        raise SystemExit(f"error: {path} is not a regioncap checkpoint")
+        raise ModelFileError(f"{path} is not a regioncap checkpoint")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optim_state = _unflatten_optimizer(tensors, json.loads(metadata["optimizer"]))
     state = TrainState(**json.loads(metadata["state"]))
     return model_state, optim_state, json.loads(metadata["scheduler"]), state, json.loads(metadata["config"])
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def plot_history(records: list[dict], path: Path) -> None:
@@ -235,7 +221,6 @@ def plot_history(records: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -10,11 +10,16 @@ Prints one JSON object (and writes it to OUT, atomically, with --json):
                      detected region most similar to it; correct at IoU >= 0.5 with the chain's union box
   grounding_acc_any  the same pick, correct at IoU >= 0.5 with any of the chain's boxes (MDETR)
   bleu1..bleu4       COCO-style BLEU of the caption of each chain's union box vs. the chain's phrases
+  attr_shape attr_colour attr_size attr_pattern (+ num_attr_*)
+                     of those captions, the fraction that name the attribute's value where the chain's
+                     phrases name it (words: regioncap.data.synthetic.ATTRIBUTE_WORDS; n = regions counted)
   i2t_r1/5/10, t2i_r1/5/10
                      image<->sentence retrieval over all evaluated images and their sentences, with
                      S_kl = sum over the sentence's phrases (notvisual excluded) of max_i v_i . s_t over
                      the image's regions (the grounding candidates + the whole image)
   num_images num_sentences num_phrases num_regions_captioned seconds
+
+BLEU and the attribute rates are also printed as one table on stderr (stdout stays JSON).
 
 Per image the model runs twice (once to detect, once to caption the ground-truth boxes); phrase
 texts are encoded afterwards, each distinct text once, in batches.
@@ -24,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,9 +39,11 @@ from tqdm import tqdm
 
 from regioncap.data.dataset import Flickr30kEntities, chain_boxes, chain_regions, is_notvisual, merged_box
 from regioncap.data.image import load_image
+from regioncap.data.synthetic import ATTRIBUTE_WORDS
 from regioncap.data.vocab import tokenize
-from regioncap.errors import RegionCapError, TextError
-from regioncap.metrics import average_precision_50, bleu, grounding_accuracy, recall_at_k
+from regioncap.errors import RegionCapError, TextError, fail
+from regioncap.fileio import write_text_atomic
+from regioncap.metrics import average_precision_50, attribute_mention_rates, bleu, grounding_accuracy, recall_at_k
 from regioncap.models.alignment import image_sentence_scores
 
 TEXT_BATCH = 512
@@ -188,6 +193,7 @@ def compute_metrics(truths: list[ImageTruth], outputs: list[_ImageOutput], text_
     cands = [tokenize(cap) for o in outputs for cap in o.captions]
     refs = [r for t in truths for r in t.chain_refs if r]
     out.update(bleu(cands, refs))
+    out.update(attribute_mention_rates(cands, refs, ATTRIBUTE_WORDS))
     out.update(_retrieval(truths, outputs, text_vectors, text_ok, text_index))
     out.update(num_images=len(truths), num_sentences=sum(len(t.sentences) for t in truths),
                num_phrases=len(preds), num_regions_captioned=len(cands))
@@ -253,54 +259,48 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def main(args) -> dict:
     """Evaluate ``args.model`` on ``args.data``/``args.split``; print (and optionally write) the JSON."""
     from regioncap.models.model import RegionCaptioner
 
     root = Path(args.data)
     if not root.is_dir():
-        _fail(f"{root}: no such data folder")
+        fail(f"{root}: no such data folder")
     try:
         model = RegionCaptioner.from_pretrained(args.model, device=args.device)
         dataset = Flickr30kEntities(root, args.split, vocab=getattr(model, "vocab", None), on_unreadable="skip")
     except (RegionCapError, OSError, RuntimeError) as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(exc)
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} image(s) with malformed or missing files; first: "
               f"{dataset.skipped[0][0]}: {dataset.skipped[0][1]}", file=sys.stderr)
     n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
     if n == 0:
-        _fail(f"{root / (args.split + '.txt')}: no usable images")
+        fail(f"{root / (args.split + '.txt')}: no usable images")
     entity_types = list(model.config.entity_types)
     try:
         truths = (t for t in (truth_from_dataset(dataset, i) for i in range(n)) if t is not None)
         result = evaluate(model, truths, num_classes=len(entity_types),
                           entity_types=entity_types, regions=args.regions, progress=not args.no_progress, total=n)
     except RegionCapError as exc:
-        _fail(str(exc))
+        fail(exc)
     result = {"model": str(args.model), "data": str(root), "split": args.split, **result}
+    print(caption_table(result), file=sys.stderr)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
-        _write_atomic(Path(args.json), text + "\n")
+        write_text_atomic(args.json, text + "\n")
     return result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def caption_table(metrics: dict) -> str:
+    """BLEU and the attribute mention rates of ``metrics`` as one small text table."""
+    attrs = [k[len("attr_"):] for k in metrics if k.startswith("attr_")]
+    names = ["bleu1", "bleu4"] + [f"{a} named" for a in attrs]
+    values = [f"{metrics['bleu1']:.4f}", f"{metrics['bleu4']:.4f}"] + [
+        f"{metrics['attr_' + a]:.4f} (n={metrics.get('num_attr_' + a, 0)})" for a in attrs]
+    widths = [max(len(n), len(v)) for n, v in zip(names, values)]
+    return "\n".join(" | ".join(x.rjust(w) for x, w in zip(row, widths)) for row in (names, values))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@
 
 1. Checks DIR: config.json, model.safetensors and vocab.json present and valid, no pickle file
    anywhere in it (refused: exit 2 with a one-line message, nothing uploaded).
-2. (Re)writes DIR/README.md with ``regioncap.hub.write_model_card``: architecture from config.json,
-   the training facts recorded in the previous card, and the metrics of the last evaluation
-   (``--metrics`` or DIR/eval.json, as written by ``python -m train.evaluate --json``); then adds the
-   Hub metadata (datasets, metrics) and the intended-use and limitations sections.
+2. (Re)writes DIR/README.md with ``regioncap.hub.write_model_card``: Hub metadata (with the training
+   datasets), architecture from config.json, the training facts recorded in the previous card, the
+   metrics of the last evaluation (``--metrics`` or DIR/eval.json, as written by
+   ``python -m train.evaluate --json``), intended use and limitations.
 3. Creates the repo if needed (``HfApi.create_repo(exist_ok=True)``) and uploads exactly
    config.json, model.safetensors, vocab.json and README.md in one commit.
 
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from regioncap import hub
 from regioncap.card import card_sections, section_items
-from regioncap.errors import RegionCapError
+from regioncap.errors import RegionCapError, fail
 
 UPLOAD_FILES = (hub.CONFIG_FILE, hub.WEIGHTS_FILE, hub.VOCAB_FILE, hub.CARD_FILE)
 EVAL_FILE = "eval.json"
@@ -32,29 +31,6 @@ EVAL_FILE = "eval.json"
 METRIC_KEYS = ("det_ap50", "grounding_acc", "grounding_acc_any", "bleu1", "bleu2", "bleu3", "bleu4",
                "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
                "num_images", "num_sentences", "num_phrases", "num_regions_captioned")
-HUB_METRICS = ["bleu", "accuracy", "recall", "map"]
-
-INTENDED_USE = """## Intended use
-
-- Describing the regions of a photo with short phrases and finding the regions that match a typed
-  phrase (`python -m regioncap caption|query`, the Gradio app, or `RegionCaptioner.analyze`).
-- Research and teaching on region-phrase alignment (Karpathy & Fei-Fei, CVPR 2015) and as a
-  baseline for dense captioning and phrase grounding.
-"""
-
-LIMITATIONS = """## Limitations
-
-- The model only knows what its training data shows: a model trained on the synthetic scenes
-  describes coloured shapes, not people or animals; one trained on Flickr30k Entities inherits that
-  data's bias towards people-centred scenes and its annotators' wording, including gendered and
-  stereotyped descriptions.
-- Captions are short (one phrase per region) and can be wrong with high confidence; the caption
-  score is a sequence log-probability, not a calibrated probability.
-- The detector knows eight coarse entity types; small, crowded or unusual objects are often missed.
-- English only. Not suitable for identifying people, surveillance, or any decision about a person.
-"""
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Write the model card and upload a model folder to the Hugging Face Hub.")
     p.add_argument("--model", required=True, help="model folder (config.json, model.safetensors, vocab.json)")
@@ -71,16 +47,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def check_publishable(directory: Path):
+    """Refuse a missing folder, one holding pickle files anywhere, or one that does not load -> its config.
 
-
-def check_model_dir(directory: Path):
-    """Refuse an incomplete folder, one holding pickle files, or one that does not load -> its config.
-
-    The last check loads the model exactly as users will (``RegionCaptioner.from_pretrained``:
+    The load is exactly the users' (``RegionCaptioner.from_pretrained``: hub.check_model_dir's files,
     strict config, vocabulary and weights), so a folder that would fail for them is never published.
+    Stricter than loading, which only ignores a stray pickle file: a published repo holds none.
     """
     if not directory.is_dir():
         raise RegionCapError(f"{directory}: no such model folder")
@@ -89,9 +61,6 @@ def check_model_dir(directory: Path):
     if pickled:
         raise RegionCapError(f"{directory}: holds pickle-format file(s) {', '.join(pickled)}; refusing to publish "
                              "a folder with pickle files (remove them; regioncap uses model.safetensors)")
-    for name in UPLOAD_FILES[:3]:
-        if not (directory / name).is_file():
-            raise RegionCapError(f"{directory / name}: missing (a model folder needs {', '.join(UPLOAD_FILES[:3])})")
     from regioncap.models.model import RegionCaptioner
 
     return RegionCaptioner.from_pretrained(directory).config
@@ -121,40 +90,6 @@ def recorded_training(card: Path) -> dict | None:
     return (section_items(section) or None) if section else None
 
 
-def write_card(directory: Path, config, metrics: dict | None, training: dict | None,
-               datasets: list[str]) -> Path:
-    """hub.write_model_card, then the Hub metadata and the intended-use / limitations sections."""
-    from huggingface_hub import ModelCard
-
-    path = hub.write_model_card(directory, config, metrics=metrics, training=training)
-    card = ModelCard(path.read_text(encoding="utf-8"))
-    card.data.library_name = card.data.library_name or "regioncap"
-    card.data.datasets = datasets
-    if metrics:
-        card.data.metrics = HUB_METRICS
-    text = card.text.rstrip("\n") + "\n"
-    for section in (INTENDED_USE, LIMITATIONS):
-        if section.splitlines()[0] not in text:
-            text += "\n" + section
-    card.text = text
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(str(card), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise RegionCapError(f"--repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from None
-    if repo_id.count("/") != 1:
-        raise RegionCapError(f"--repo-id {repo_id!r}: expected USER/NAME")
-
-
 def _default_datasets(training: dict | None, metrics: dict | None) -> list[str]:
     described = " ".join(str(v) for v in (training or {}).values()) + str((metrics or {}).get("evaluated on", ""))
     return ["synthetic-scenes"] if "synth" in described.lower() else ["flickr30k-entities"]
@@ -164,17 +99,20 @@ def main(args, api=None) -> int:
     """Check, write the card, upload. ``api``: an ``HfApi``-like client (tests pass a fake)."""
     directory = Path(args.model)
     try:
-        _check_repo_id(args.repo_id)
-        config = check_model_dir(directory)
+        try:
+            hub.check_repo_id(args.repo_id)
+        except RegionCapError as exc:
+            raise RegionCapError(f"--repo-id {exc}") from None
+        config = check_publishable(directory)
         metrics_path = Path(args.metrics) if args.metrics else directory / EVAL_FILE
         if args.metrics and not metrics_path.is_file():
             raise RegionCapError(f"{metrics_path}: no such metrics file")
         metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
     except RegionCapError as exc:
-        _fail(str(exc))
+        fail(exc)
     training = recorded_training(directory / hub.CARD_FILE)
     datasets = args.dataset or _default_datasets(training, metrics)
-    write_card(directory, config, metrics, training, datasets)
+    hub.write_model_card(directory, config, metrics=metrics, training=training, datasets=datasets)
     print(f"wrote {directory / hub.CARD_FILE}; datasets: {', '.join(datasets)}"
           + ("" if args.dataset else " (guessed; set with --dataset)")
           + ("" if metrics else f"; no metrics (run train.evaluate --json {directory / EVAL_FILE} to add them)"))
@@ -190,7 +128,7 @@ def main(args, api=None) -> int:
         api.create_commit(args.repo_id, operations, commit_message=args.commit_message, repo_type="model")
     except Exception as exc:  # auth, network, a bad repo id: all reported in one line
         first = (str(exc).strip().splitlines() or [""])[0]
-        _fail(f"upload to {args.repo_id} failed: {type(exc).__name__}: {first}")
+        fail(f"upload to {args.repo_id} failed: {type(exc).__name__}: {first}")
     print(f"uploaded {', '.join(UPLOAD_FILES)} to {url}")
     return 0
 

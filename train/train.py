@@ -29,19 +29,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities
 from regioncap.data.flickr30k import ENTITY_TYPES
 from regioncap.data.loader import make_train_loader
 from regioncap.data.transforms import build_transforms
 from regioncap.data.vocab import Vocabulary
-from regioncap.errors import RegionCapError
+from regioncap.errors import RegionCapError, fail
+from regioncap.fileio import write_json_atomic
 from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
 from regioncap.models.model import RegionCaptioner
 from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
-                          TrainState,
-                          load_checkpoint, plot_history, save_checkpoint, train_one_epoch,
-                          write_json_atomic)
+                          TrainState, load_checkpoint, plot_history, save_checkpoint, train_one_epoch)
 
 STAGES = ("detector", "alignment", "captioner")
 # Parts of the model each stage trains, and the losses it optimises.
@@ -101,7 +101,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes per process (default: min(4, CPUs))")
+                   help="DataLoader worker processes per process (default: min(4, CPUs per process on the node))")
     p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="page-locked batches for faster host-to-GPU copies (default: on with CUDA)")
     p.add_argument("--seed", type=int, default=0)
@@ -125,15 +125,13 @@ DEFAULTS = dict(detector="small", pretrained_detector=False, epochs="detector=10
 # "Training on Flickr30k".
 PRESETS = {
     "flickr30k": dict(
-        detector="mobilenet_v3_large_fpn", pretrained_detector=True,  # COCO start (design doc §1)
-        min_size=800, max_size=1333,  # torchvision's COCO recipe (FasterRCNN defaults)
-        detector_batch_size=2, detector_lr=1e-4,  # references/detection: 2 img/GPU; fine-tuning from COCO
-        batch_size=32,  # alignment/captioner images per step (design's 64 does not fit 800-px batches)
-        lr=2e-4, epochs="detector=6,alignment=10,captioner=10", warmup_steps=1000, weight_decay=1e-4,
-        vocab_min_count=5,  # Karpathy's NeuralTalk: words seen fewer than 5 times are <unk>
-        workers=8, pin_memory=True,
-        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,  # torchvision defaults
+        detector="mobilenet_v3_large_fpn", pretrained_detector=True,
+        min_size=800, max_size=1333,
+        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,
         rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, box_detections_per_img=100,
+        detector_batch_size=2, detector_lr=1e-4, warmup_steps=1000,
+        batch_size=64, lr=1e-4, epochs="detector=6,alignment=10,captioner=10",
+        vocab_min_count=5, workers=4,  # pinned memory: on by default whenever the device is CUDA
     ),
 }
 DETECTOR_FLAGS = ("trainable_backbone_layers", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
@@ -161,7 +159,7 @@ def parse_epochs(text: str, stages: list[str]) -> dict[str, int]:
     for part in text.split(","):
         name, _, value = part.partition("=")
         if name.strip() not in STAGES:
-            raise SystemExit(f"error: unknown stage {name!r} in --epochs (known: {', '.join(STAGES)})")
+            fail(f"unknown stage {name!r} in --epochs (known: {', '.join(STAGES)})")
         epochs[name.strip()] = int(value)
     return epochs
 
@@ -227,7 +225,7 @@ def main(args) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise SystemExit(f"error: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        fail(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     stages = [s for s in STAGES if s in stages]  # always in pipeline order
     epochs = parse_epochs(args.epochs, stages)
     rank, world, device = init_distributed(args.device)
@@ -240,18 +238,21 @@ def main(args) -> int:
     try:
         dataset = Flickr30kEntities(args.data, "train", strict=args.strict)
     except (RegionCapError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(e)
     if dataset.skipped and is_main:
         print(f"skipped {len(dataset.skipped)} malformed file(s); first: {dataset.skipped[0][0]}: "
               f"{dataset.skipped[0][1]}", file=sys.stderr)
     if len(dataset) == 0:
-        raise SystemExit(f"error: no training images in {args.data}/train.txt")
+        fail(f"no training images in {args.data}/train.txt")
 
     state, history = None, []
     if args.resume and ckpt_path.exists():
         vocab = Vocabulary.load(out / "vocab.json")
-        model_state, optim_state, sched_state, state, config_dict = load_checkpoint(ckpt_path)
-        config = RegionCaptionerConfig.from_dict(config_dict)
+        try:
+            model_state, optim_state, sched_state, state, config_dict = load_checkpoint(ckpt_path)
+            config = RegionCaptionerConfig.from_dict(config_dict)
+        except RegionCapError as e:
+            fail(e)
         if (out / HISTORY_NAME).exists():
             history = json.loads((out / HISTORY_NAME).read_text())["records"]
             history = [r for r in history if not (r["stage"] == state.stage and r["step"] > state.step)]
@@ -274,8 +275,8 @@ def main(args) -> int:
         model.load_state_dict(model_state, strict=True)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        vocab.save(out / "vocab.json")
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        vocab.save(out / hub.VOCAB_FILE)
+        hub.save_config(config, out / hub.CONFIG_FILE)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{len(dataset)} training images, vocabulary {len(vocab)}, {n_params / 1e6:.2f}M parameters, "
               f"device {device}, {world} process(es)")
@@ -305,7 +306,7 @@ def main(args) -> int:
         def checkpoint(optimizer=optimizer, scheduler=scheduler, state=state):
             if is_main:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, state, config.to_dict())
-                write_json_atomic(out / HISTORY_NAME, {"records": history})
+                write_json_atomic(out / HISTORY_NAME, {"records": history}, indent=1)
 
         losses = stage_losses(stage, args)
         try:
@@ -319,7 +320,7 @@ def main(args) -> int:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 checkpoint()
         except NonFiniteLossError as e:
-            raise SystemExit(f"error: {e}") from None
+            fail(e)
         except StopTraining as e:
             if is_main:
                 print(f"{e}; continue with --resume")

@@ -21,12 +21,14 @@ MAX_DEFAULT_WORKERS = 4
 
 
 def default_workers() -> int:
-    """DataLoader worker processes when none are asked for: min(4, CPUs this process may use)."""
+    """DataLoader worker processes when none are asked for: min(4, CPUs this process may use), the CPUs
+    shared among the processes ``torchrun`` starts on this node (``LOCAL_WORLD_SIZE``)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus // local))
 
 
 class ResumableBatchSampler(BatchSampler):

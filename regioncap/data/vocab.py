@@ -11,7 +11,6 @@ Stored as ``vocab.json``: ``{"tokens": [...every token, specials first...], "min
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from collections.abc import Iterable
 from nltk.tokenize import TreebankWordTokenizer
 
 from regioncap.errors import ModelFileError
+from regioncap.fileio import write_json_atomic
 
 PAD, START, END, UNK = 0, 1, 2, 3
 PAD_TOKEN, START_TOKEN, END_TOKEN, UNK_TOKEN = "<pad>", "<start>", "<end>", "<unk>"
@@ -132,10 +132,7 @@ class Vocabulary:
         path = Path(path)
         if path.is_dir():
             path = path / VOCAB_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict(), indent=0, ensure_ascii=False)
 
     @classmethod
     def load(cls, path) -> Vocabulary:

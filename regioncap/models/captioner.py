@@ -146,18 +146,53 @@ class CaptionDecoder(nn.Module):
         """Plain batched beam search (sum of log-probabilities, no length penalty)."""
         return self._beams(v, (beam_size,), max_len)[0]
 
-    def _beams(self, v: Tensor, widths: tuple[int, ...], max_len: int | None = None):
+    def candidates(self, v: Tensor, beam_size: int | None = None, max_len: int | None = None
+                   ) -> list[list[tuple[list[int], float]]]:
+        """Several captions per region: every hypothesis that finished inside the beam, plus greedy's.
+
+        Unlike :meth:`beam_search` the beam does not stop once its best caption is complete: it runs
+        until every beam has finished (or ``max_len``), so that longer, less probable captions
+        ("a large black checkered square" after "a large black square") are collected too. Each
+        hypothesis is recorded at the step it emits <end>, even if better ones later push it out of
+        the beam. Deterministic, and batched over all regions (one RNN call per step).
+
+        Args:
+            v: FloatTensor[R, D].  beam_size: default ``cfg.beam_size``.  max_len: default ``cfg.max_len``.
+
+        Returns:
+            per region, distinct (word ids without specials, sequence log-probability) pairs, most
+            probable first; never empty (greedy's caption and :meth:`beam_search`'s are among them).
+        """
+        beam_size = max(1, beam_size or self.cfg.beam_size)
+        widths = (1, beam_size) if beam_size > 1 else (1,)
+        results, pools = self._beams(v, widths, max_len, collect=True)
+        out: list[dict[tuple[int, ...], float]] = [{} for _ in range(v.shape[0])]
+        for best_ids, best_score in results:  # greedy's and the beam's best (maybe cut at max_len)
+            for r, (ids, score) in enumerate(zip(best_ids, best_score.tolist())):
+                out[r].setdefault(tuple(ids), score)
+        for rows, seqs, scores in pools[-1]:
+            for r, seq, score in zip(rows.tolist(), seqs.tolist(), scores.tolist()):
+                out[r].setdefault(tuple(_strip(seq)), score)
+        return [sorted(((list(k), sc) for k, sc in d.items()), key=lambda c: -c[1]) for d in out]
+
+    def _beams(self, v: Tensor, widths: tuple[int, ...], max_len: int | None = None, collect: bool = False):
         """Plain beam searches of several widths over the same regions, stepped together.
 
         The RNN runs once per step over the rows of every width (width k: R*k rows, region-major),
         skipping rows whose beam has finished or is dead (most rows after a few words: captions are
         short); each width keeps its own scores, finished flags and sequences. Returns one
         (word ids per region, FloatTensor[R] log-probability) pair per width.
+
+        ``collect=True`` runs until every beam has finished (not only until the best caption is
+        known) and also returns, per width, the hypotheses that emitted <end>: a list of
+        (region LongTensor[n], sequences LongTensor[n, step + 1], log-probabilities FloatTensor[n]).
         """
         max_len = max_len or self.cfg.max_len
         r, dev = v.shape[0], v.device
         if r == 0:
-            return [([], v.new_zeros(0)) for _ in widths]
+            empty = [([], v.new_zeros(0)) for _ in widths]
+            return (empty, [[] for _ in widths]) if collect else empty
+        pools: list[list] = [[] for _ in widths]
         vk = torch.cat([v.repeat_interleave(k, dim=0) for k in widths])  # [R*sum(K), D]
         state = self._initial_state(vk)
         words = v.new_full((vk.shape[0],), START, dtype=torch.long)
@@ -192,6 +227,7 @@ class CaptionDecoder(nn.Module):
                 src, words2 = flat // self.vocab_size, flat % self.vocab_size
                 seqs[j] = torch.cat([seqs[j].gather(1, src[..., None].expand(-1, -1, seqs[j].shape[2])),
                                      words2[..., None]], 2)
+                ended = (words2 == END) & (scores[j] > float("-inf"))  # [R, K] finished at this step
                 dones[j] = dones[j].gather(1, src) | (words2 == END)
                 gathers.append((src + region * k).view(-1) + offset)
                 next_words.append(words2.view(-1))
@@ -199,7 +235,13 @@ class CaptionDecoder(nn.Module):
                 # sums of log-probs only fall: stop once no live beam can beat a finished one
                 best_done = scores[j].masked_fill(~dones[j], float("-inf")).amax(dim=1)
                 best_live = scores[j].masked_fill(dones[j], float("-inf")).amax(dim=1)
-                stop = stop and bool((best_done >= best_live).all())
+                if collect:
+                    if bool(ended.any()):
+                        rows, beams = ended.nonzero(as_tuple=True)
+                        pools[j].append((rows, seqs[j][rows, beams], scores[j][rows, beams]))
+                    stop = stop and not bool((best_live > float("-inf")).any())
+                else:
+                    stop = stop and bool((best_done >= best_live).all())
             gather = torch.cat(gathers)
             state = tuple(s[:, gather] for s in state) if isinstance(state, tuple) else state[:, gather]
             words = torch.cat(next_words)
@@ -210,7 +252,7 @@ class CaptionDecoder(nn.Module):
             best = score.argmax(dim=1)  # [R]
             rows = seq[region[:, 0], best].tolist()
             out.append(([_strip(row) for row in rows], score[region[:, 0], best]))
-        return out
+        return (out, pools) if collect else out
 
 
 def _rows(state, idx: Tensor):

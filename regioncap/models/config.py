@@ -132,7 +132,13 @@ class TextEncoderConfig:
 
 @dataclass
 class CaptionerConfig:
-    """Caption decoder; ``detach_regions`` keeps the caption loss out of the joint space."""
+    """Caption decoder; ``detach_regions`` keeps the caption loss out of the joint space.
+
+    ``rerank_weight`` / ``rerank_length_alpha``: each region's caption is chosen among the beam's
+    candidates by ``log_prob / (words + 1) ** rerank_length_alpha + rerank_weight * (v_i . s)``
+    (:mod:`regioncap.models.rerank`; chosen on validation data by ``train/tune_rerank.py``). Both 0
+    (the default, and what a config.json written before they existed gets) is plain beam search.
+    """
 
     rnn: str = "gru"
     embed_dim: int = 256
@@ -142,11 +148,20 @@ class CaptionerConfig:
     beam_size: int = 3
     max_len: int = 16
     detach_regions: bool = True
+    rerank_weight: float = field(default=0.0, metadata={"optional": True})  # absent from older config.json
+    rerank_length_alpha: float = field(default=0.0, metadata={"optional": True})
+
+    @property
+    def rerank(self) -> bool:
+        """Whether captions are chosen among candidates (False: plain beam search)."""
+        return self.rerank_weight != 0.0 or self.rerank_length_alpha != 0.0
 
     def validate(self) -> None:
         _choice("captioner.rnn", self.rnn, RNN_TYPES)
         if min(self.embed_dim, self.hidden_dim, self.num_layers, self.beam_size, self.max_len) < 1:
             raise ValueError("captioner sizes must be positive")
+        if not 0.0 <= self.rerank_weight <= 100.0 or not 0.0 <= self.rerank_length_alpha <= 2.0:
+            raise ValueError("captioner.rerank_weight must be in [0, 100] and rerank_length_alpha in [0, 2]")
         if self.num_layers > MAX_RNN_LAYERS:
             raise ValueError(f"captioner.num_layers must be <= {MAX_RNN_LAYERS}")
 

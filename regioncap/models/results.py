@@ -21,8 +21,9 @@ MAX_SENTENCE_TOKENS = 256  # align() reads at most this many tokens of a sentenc
 @dataclass
 class Region:
     """One region: ``box`` [x1, y1, x2, y2] in the original image's pixels; ``score`` the detector's
-    confidence (1.0 for user boxes); ``caption_score`` the caption's log-probability; ``label`` the
-    entity type ("user" for user boxes)."""
+    confidence (1.0 for user boxes); ``caption_score`` the score the caption was chosen by: its
+    log-probability, or with reranking ``log_prob / (words + 1) ** alpha + weight * (v_i . s)``
+    (:mod:`regioncap.models.rerank`; higher is better); ``label`` the entity type ("user" for user boxes)."""
 
     box: list[float]
     caption: str
@@ -64,12 +65,17 @@ class AnalysisResult:
         image_vector: FloatTensor[D], the whole-image region [0, 0, W, H].
         width, height: the image size in pixels.  timings_ms: dict of stage timings.
 
+        candidates: per region, the captions it was chosen among (``CaptionCandidate``: caption,
+            log_prob, similarity, score), best first — empty lists when the model does not rerank
+            (``captioner.rerank_weight`` and ``rerank_length_alpha`` 0) or captions were not asked for.
+
     ``query`` and ``align`` reuse the vectors and only run the model's text encoder.
     """
 
-    def __init__(self, regions, vectors, image_vector, width, height, timings_ms, model):
+    def __init__(self, regions, vectors, image_vector, width, height, timings_ms, model, candidates=None):
         self.regions, self.vectors, self.image_vector = regions, vectors, image_vector
         self.width, self.height, self.timings_ms = width, height, timings_ms
+        self.candidates = candidates if candidates is not None else [[] for _ in regions]
         self._model = model  # for its text side only
 
     def __repr__(self) -> str:

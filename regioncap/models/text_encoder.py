@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from regioncap.data.vocab import PAD
 from regioncap.models.config import TextEncoderConfig
-
-PAD = 0
 
 
 class TextEncoder(nn.Module):

@@ -40,9 +40,9 @@ from .drawing import _background, _fill, _secondary, render
 from .markup import _tag, _xml
 from .shapes import make_example
 from .wording import NOTVISUAL_PHRASES, _article, _mentions, _object_words, _relation, _sentences
-from .world import (BACKGROUNDS, COLOURS, MIN_CONTRAST, MIN_IN_FRAME, MIN_VISIBLE, PATTERN_AFTER, PATTERNS,
-                    PLURAL, SHAPE_SYNONYMS, SHAPE_TYPES, SIZE_SYNONYMS, SIZES, SS, Obj, _mask, _place, _pose,
-                    _sample_objects, _unit_shape)
+from .world import (ATTRIBUTE_WORDS, BACKGROUNDS, COLOURS, MIN_CONTRAST, MIN_IN_FRAME, MIN_VISIBLE,
+                    PATTERN_AFTER, PATTERNS, PLURAL, SHAPE_SYNONYMS, SHAPE_TYPES, SIZE_SYNONYMS, SIZES, SS, Obj,
+                    _mask, _place, _pose, _sample_objects, _unit_shape)
 from .writer import PRESETS, _split_counts, generate, image_ids
 
 __all__ = [  # the public names and the internals the tests and benchmarks reach for
@@ -50,5 +50,5 @@ __all__ = [  # the public names and the internals the tests and benchmarks reach
     "_article", "_mentions", "_object_words", "_relation", "_sentences", "BACKGROUNDS", "COLOURS", "MIN_CONTRAST",
     "MIN_IN_FRAME", "MIN_VISIBLE", "PATTERN_AFTER", "PATTERNS", "PLURAL", "SHAPE_SYNONYMS", "SHAPE_TYPES",
     "SIZE_SYNONYMS", "SIZES", "SS", "Obj", "_mask", "_place", "_pose", "_sample_objects", "_unit_shape", "PRESETS",
-    "_split_counts", "generate", "image_ids",
+    "_split_counts", "generate", "image_ids", "ATTRIBUTE_WORDS",
 ]

@@ -35,6 +35,20 @@ BACKGROUNDS = [
     ("dark blue", ["sky"], (25, 35, 80), ["against", "in front of"]),
     ("white", ["sheet of paper", "page"], (240, 240, 235), ["on"]),
 ]
+
+
+def attribute_words() -> dict[str, dict[str, str]]:
+    """``{attribute: {word: value}}``: every word the sentences use to name an object's shape, colour,
+    size or pattern, mapped to the value it names ("big" -> "large", "stripes" -> "striped"); built
+    from the word lists above, for :func:`regioncap.metrics.attribute_mention_rates`."""
+    shape = {s: s for s in SHAPE_TYPES} | {w: s for s, ws in SHAPE_SYNONYMS.items() for w in ws}
+    shape |= {w: s for s, w in PLURAL.items()}
+    size = {s: s for s in SIZES} | {w: s for s, ws in SIZE_SYNONYMS.items() for w in ws}
+    pattern = {p: p for p in PATTERNS if p != "plain"} | {t.split()[-1]: p for p, t in PATTERN_AFTER.items()}
+    return {"shape": shape, "colour": {c: c for c in COLOURS}, "size": size, "pattern": pattern}
+
+
+ATTRIBUTE_WORDS = attribute_words()
 SS = 2  # supersampling factor for anti-aliased edges
 MIN_VISIBLE, MIN_IN_FRAME, MIN_CONTRAST = 0.6, 0.8, 100.0
 

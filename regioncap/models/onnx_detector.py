@@ -1,0 +1,134 @@
+"""CPU inference fast path: the detector's two heavy networks run in ONNX Runtime.
+
+On a two-core CPU a COCO-size Faster R-CNN spends its time in two networks: the backbone + FPN
+(once per image, ~45 % of torchvision's eager forward for mobilenet_v3_large_fpn at 800 px) and
+the box head + predictor (TwoMLPHead over 1,000 proposals, ~25 %). :class:`OnnxDetector` exports
+exactly those two modules, with the model's own weights, to ONNX once per process and runs them
+in ONNX Runtime (fused convolutions, its own thread pool); everything between them stays
+torchvision's code on the :class:`~regioncap.models.detector.RegionDetector`'s modules: the
+transform, the RPN (anchors, box decoding, NMS), RoIAlign, ``postprocess_detections`` and the
+mapping back to image pixels. It is fp32 throughout, so the detections are the eager model's
+(``tests/test_onnx_detector.py``; measured in ``benchmarks/bench_inference.py --photo``).
+
+It has the same ``features`` / ``detect`` calls as ``RegionDetector``, and is used for inference
+on the CPU only; training, CUDA and a missing ``onnxruntime`` take the eager detector.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+
+logger = logging.getLogger(__name__)
+
+
+def available() -> bool:
+    """Whether ``onnxruntime`` can be imported (it is optional: without it inference stays eager)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Outputs(nn.Module):
+    """``module``'s outputs as a flat tuple of tensors (what an ONNX graph returns)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor):
+        out = self.module(x)
+        return tuple(out.values()) if isinstance(out, dict) else out
+
+
+class OrtModule:
+    """One ``nn.Module`` exported to ONNX (in memory) and run by an ONNX Runtime session.
+
+    Args:
+        module: the network (eval mode, fp32); its forward takes one tensor and returns a tensor,
+            a tuple of tensors or a dict of tensors (returned as a dict with the same keys).
+        example: an input of the right rank; ``dynamic`` names its dimensions that may vary.
+    """
+
+    def __init__(self, module: nn.Module, example: Tensor, dynamic: dict[int, str], threads: int):
+        import onnxruntime as ort
+
+        with torch.no_grad():
+            out = module(example)
+        self.keys = list(out) if isinstance(out, dict) else None
+        n_out = len(out) if isinstance(out, (dict, tuple, list)) else 1
+        names = [f"out{k}" for k in range(n_out)]
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+            warnings.simplefilter("ignore")
+            # an eval-mode wrapper: the exporter restores the wrapper's mode (recursively) when it is done
+            torch.onnx.export(_Outputs(module).eval(), (example,), buffer, input_names=["x"], output_names=names,
+                              dynamic_axes={"x": dynamic}, opset_version=17, dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # Spinning worker threads would take the cores from torch's own ops between the two sessions.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: Tensor):
+        outputs = [torch.from_numpy(o) for o in self.session.run(None, {"x": x.detach().contiguous().numpy()})]
+        if self.keys is not None:
+            return OrderedDict(zip(self.keys, outputs))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+class OnnxDetector:
+    """A :class:`~regioncap.models.detector.RegionDetector` whose backbone and box head run in ONNX Runtime.
+
+    Build it from an eval-mode detector on the CPU; later changes to the detector's weights are not
+    seen (the model drops it when it trains or moves, see ``RegionCaptioner._inference_detector``).
+    """
+
+    def __init__(self, detector: nn.Module, threads: int | None = None):
+        threads = threads or torch.get_num_threads()
+        self.detector = detector
+        size = detector.transform.min_size[-1]
+        heads = detector.roi_heads
+        # one image per run: a graph traced at batch 1 keeps batch-1 shapes inside (mobilenet's SE blocks)
+        self.backbone = OrtModule(detector.backbone, torch.rand(1, 3, size, size), {2: "height", 3: "width"}, threads)
+        pooled = heads.box_roi_pool.output_size
+        channels = detector.backbone.out_channels
+        box_net = nn.Sequential(heads.box_head, heads.box_predictor)
+        self.box_net = OrtModule(box_net, torch.rand(2, channels, *pooled), {0: "proposals"}, threads)
+
+    def __deepcopy__(self, memo):
+        return None  # ONNX Runtime sessions cannot be copied; a copied model exports its own on first use
+
+    def features(self, images: list[Tensor], targets=None) -> tuple[ImageList, OrderedDict[str, Tensor], None]:
+        """``RegionDetector.features`` for inference: transform (torchvision's) -> backbone (ONNX Runtime)."""
+        image_list, _ = self.detector.transform(images)
+        per_image = [self.backbone(x[None]) for x in image_list.tensors]  # the padded batch, image by image
+        features = OrderedDict((k, torch.cat([f[k] for f in per_image])) for k in per_image[0])
+        return image_list, features, None
+
+    def detect(self, image_list: ImageList, features: dict[str, Tensor], original_sizes: list[tuple[int, int]],
+               max_detections: int | None = None) -> list[dict[str, Tensor]]:
+        """``RegionDetector.detect``: torchvision's RPN, RoIAlign and postprocessing around the ONNX box head."""
+        det, heads = self.detector, self.detector.roi_heads
+        if max_detections is not None and max_detections > heads.detections_per_img:
+            heads = copy.copy(heads)  # shares the weights; only the plain attribute differs
+            heads.detections_per_img = max_detections
+        proposals, _ = det.rpn(image_list, features)
+        pooled = heads.box_roi_pool(features, proposals, image_list.image_sizes)  # [sum P_i, C, 7, 7]
+        if len(pooled):
+            class_logits, box_regression = self.box_net(pooled)
+        else:  # no proposals: nothing for ONNX Runtime to do (and a 0-row input is not worth its edge cases)
+            class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
+        boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals,
+                                                             image_list.image_sizes)
+        detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
+        return det.transform.postprocess(detections, image_list.image_sizes, original_sizes)

@@ -1,0 +1,63 @@
+"""train.tune_rerank: the grid over candidate reranking settings and writing the choice into config.json."""
+
+import json
+
+import pytest
+import torch
+
+from regioncap import hub
+from train import tune_rerank
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from regioncap.data.dataset import Flickr30kEntities
+    from regioncap.data.flickr30k import ENTITY_TYPES
+    from regioncap.data.synthetic import generate
+    from regioncap.data.vocab import Vocabulary
+    from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
+                                         RegionEncoderConfig, TextEncoderConfig)
+    from regioncap.models.model import RegionCaptioner
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, images=4, seed=11, splits=(0.5, 0.5, 0.0))
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(Flickr30kEntities(root, "train").phrase_texts())
+    cfg = RegionCaptionerConfig(
+        vocab_size=len(vocab), entity_types=list(ENTITY_TYPES), joint_dim=16,
+        detector=DetectorConfig(min_size=96, max_size=128, backbone_channels=[8, 8, 16, 16], fpn_channels=16),
+        region_encoder=RegionEncoderConfig(hidden_dim=16, geometry_dim=8),
+        text_encoder=TextEncoderConfig(embed_dim=8, hidden_dim=16),
+        captioner=CaptionerConfig(embed_dim=8, hidden_dim=16, max_len=6))
+    model = tmp_path_factory.mktemp("model")
+    RegionCaptioner(cfg, vocab).save_pretrained(model)
+    return root, model
+
+
+def test_grid_baseline_choice_and_write(setup, tmp_path, capsys):
+    root, model = setup
+    out = tmp_path / "grid.json"
+    args = tune_rerank.get_args_parser().parse_args(
+        ["--model", str(model), "--data", str(root), "--split", "val", "--beam-sizes", "1,3", "--weights", "0,2",
+         "--alphas", "0,1", "--json", str(out), "--write", "--no-progress"])
+    result = tune_rerank.main(args)
+    assert len(result["grid"]) == 2 * 2 * 2 and result["regions"] > 0
+    # the baseline is the first row: width 1, no reranking = greedy decoding's captions
+    first = result["grid"][0]
+    assert (first["beam_size"], first["weight"], first["length_alpha"]) == (1, 0.0, 0.0)
+    assert {k: first[k] for k in result["baseline"]} == result["baseline"]
+    chosen = result["chosen"]
+    assert chosen in result["grid"] and chosen["bleu4"] >= result["baseline"]["bleu4"] - 0.03
+    assert json.loads(out.read_text())["chosen"] == chosen
+    config = hub.load_config(model / "config.json")
+    assert (config.captioner.beam_size, config.captioner.rerank_weight, config.captioner.rerank_length_alpha) == (
+        chosen["beam_size"], chosen["weight"], chosen["length_alpha"])
+    printed = capsys.readouterr().out
+    assert "pattern" in printed and "chosen:" in printed
+
+
+def test_missing_data_is_a_clean_error(setup, tmp_path, capsys):
+    _, model = setup
+    with pytest.raises(SystemExit) as exc:
+        tune_rerank.main(tune_rerank.get_args_parser().parse_args(["--model", str(model), "--data", str(tmp_path)]))
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith("error: ")

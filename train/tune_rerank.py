@@ -1,0 +1,160 @@
+"""Choose the caption reranking weights on validation data (see regioncap/models/rerank.py).
+
+    python -m train.tune_rerank --model DIR --data ROOT --split val [--beam-sizes 3,5] [--write]
+
+For every region of the split's ground-truth chains (the boxes ``train.evaluate`` captions) the
+decoder's candidates are generated once per beam size, with their log-probabilities and their
+similarity to the region; then every (beam size, weight, length_alpha) of the grid picks one
+caption per region, scored like ``train.evaluate`` does (BLEU vs. the chain's phrases and the
+attribute mention rates). The chosen setting maximises the mean attribute mention rate among those
+whose BLEU-1 and BLEU-4 stay within ``--bleu-drop`` of plain beam search's; ``--write`` stores it in
+the model folder's config.json (``captioner.beam_size``, ``rerank_weight``, ``rerank_length_alpha``).
+
+Use a split that is neither trained on nor used for the test measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from regioncap import hub
+from regioncap.data.dataset import Flickr30kEntities, pad_sequences
+from regioncap.data.synthetic import ATTRIBUTE_WORDS
+from regioncap.errors import RegionCapError, fail
+from regioncap.metrics import attribute_mention_rates, bleu
+from regioncap.models.rerank import best_per_region, rerank_scores
+from train.evaluate import truth_from_dataset
+
+BATCH = 256  # regions per decoder / text-encoder call
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True):
+    """Region vectors and references of the first ``n`` images, then the candidates per beam size.
+
+    Returns (refs: per region its tokenised reference phrases, {beam: (ids, region, log_probs,
+    lengths, sims)}) with the candidates of all regions concatenated.
+    """
+    vectors, refs = [], []
+    for i in tqdm(range(n), desc="regions", unit="img", disable=not progress):
+        truth = truth_from_dataset(dataset, i)
+        keep = [c for c, r in enumerate(truth.chain_refs) if r]
+        if not keep:
+            continue
+        res = model.analyze(truth.image, boxes=truth.caption_boxes[keep].tolist(), captions=False)
+        vectors.append(res.vectors.float())
+        refs.extend(truth.chain_refs[c] for c in keep)
+    if not vectors:
+        raise RegionCapError("no image of the split has a boxed phrase to caption")
+    v = torch.cat(vectors)
+    out = {}
+    with torch.inference_mode():
+        for beam in beam_sizes:
+            ids, region, logp, sims = [], [], [], []
+            for start in range(0, len(v), BATCH):
+                vb = v[start:start + BATCH].to(model.device)
+                cands = model.captioner.candidates(vb, beam)
+                flat = [c for per in cands for c in per]
+                seqs = [torch.tensor(c[0], dtype=torch.long) for c in flat]
+                tokens, lengths = pad_sequences(seqs)
+                rows = torch.repeat_interleave(torch.arange(len(cands)), torch.tensor([len(p) for p in cands]))
+                s = model.text_encoder(tokens.to(model.device), lengths).float()
+                sims.append((vb[rows.to(model.device)] * s).sum(-1).cpu())
+                ids.extend(c[0] for c in flat)
+                region.append(rows + start)
+                logp.append(torch.tensor([c[1] for c in flat]))
+            lengths = torch.tensor([len(i) for i in ids])
+            out[beam] = (ids, torch.cat(region), torch.cat(logp), lengths, torch.cat(sims))
+    return refs, out
+
+
+def score_setting(vocab, refs, cands, weight: float, alpha: float) -> dict:
+    ids, region, logp, lengths, sims = cands
+    best = best_per_region(rerank_scores(logp, lengths, sims, weight, alpha), region, len(refs))
+    captions = [vocab.decode(ids[i]).split() for i in best.tolist()]
+    out = bleu(captions, refs)
+    out.update(attribute_mention_rates(captions, refs, ATTRIBUTE_WORDS))
+    out["mean_words"] = sum(len(c) for c in captions) / max(1, len(captions))
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Choose the caption reranking weights on validation data.")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--data", required=True, help="data root in the Flickr30k Entities layout")
+    p.add_argument("--split", default="val")
+    p.add_argument("--max-images", type=int, default=0)
+    p.add_argument("--beam-sizes", default="3,5", help="candidate beam widths to try (default 3,5)")
+    p.add_argument("--weights", default="0,0.5,1,1.5,2,3,4,5,6,8,10")
+    p.add_argument("--alphas", default="0,0.5,1")
+    p.add_argument("--bleu-drop", type=float, default=0.03,
+                   help="largest BLEU-1 / BLEU-4 loss against plain beam search allowed (default 0.03)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the whole grid here")
+    p.add_argument("--write", action="store_true", help="store the chosen setting in the model's config.json")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(args) -> dict:
+    from regioncap.models.model import RegionCaptioner
+
+    try:
+        model = RegionCaptioner.from_pretrained(args.model, device=args.device)
+        dataset = Flickr30kEntities(Path(args.data), args.split, vocab=model.vocab)
+    except (RegionCapError, OSError) as exc:
+        fail(exc)
+    n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
+    if n == 0:
+        fail(f"{Path(args.data) / (args.split + '.txt')}: no usable images")
+    beams = [int(b) for b in args.beam_sizes.split(",")]
+    try:
+        with torch.inference_mode():
+            refs, cands = collect(model, dataset, n, beams, progress=not args.no_progress)
+    except RegionCapError as exc:
+        fail(exc)
+    base = score_setting(model.vocab, refs, cands[beams[0]], 0.0, 0.0)  # = plain beam search's captions
+    grid = []
+    for beam in beams:
+        for alpha in _floats(args.alphas):
+            for weight in _floats(args.weights):
+                m = score_setting(model.vocab, refs, cands[beam], weight, alpha)
+                grid.append({"beam_size": beam, "weight": weight, "length_alpha": alpha, **m})
+    attrs = [k for k in base if k.startswith("attr_")]
+    header = f"{'beam':>4} {'alpha':>5} {'weight':>6} {'bleu1':>6} {'bleu4':>6} " + " ".join(
+        f"{a[5:]:>7}" for a in attrs) + f" {'words':>5}"
+    print(f"{len(refs)} regions, {n} images of {args.data}/{args.split}")
+    print(header)
+    for g in grid:
+        print(f"{g['beam_size']:>4} {g['length_alpha']:>5.2f} {g['weight']:>6.2f} {g['bleu1']:>6.3f} "
+              f"{g['bleu4']:>6.3f} " + " ".join(f"{g[a]:>7.3f}" for a in attrs) + f" {g['mean_words']:>5.2f}")
+    drop = args.bleu_drop
+    ok = [g for g in grid if g["bleu1"] >= base["bleu1"] - drop and g["bleu4"] >= base["bleu4"] - drop]
+    # best mean attribute rate; ties -> smaller beam (faster), then the smaller weight
+    chosen = max(ok, key=lambda g: (round(sum(g[a] for a in attrs) / len(attrs), 4),
+                                    -g["beam_size"], -g["weight"]))
+    print("chosen:", json.dumps({k: chosen[k] for k in ("beam_size", "weight", "length_alpha")}))
+    result = {"regions": len(refs), "images": n, "baseline": base, "chosen": chosen, "grid": grid}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if args.write:
+        path = Path(args.model) / hub.CONFIG_FILE
+        config = hub.load_config(path)
+        config.captioner.beam_size = chosen["beam_size"]
+        config.captioner.rerank_weight = chosen["weight"]
+        config.captioner.rerank_length_alpha = chosen["length_alpha"]
+        hub.save_config(config, path)
+        print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
