@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from regioncap.data.flickr30k import (ENTITY_TYPES, NOTVISUAL, NOTVISUAL_CHAIN, Annotation, Phrase, Sentence,
@@ -286,11 +287,9 @@ class Flickr30kEntities(Dataset):
 def pad_sequences(seqs: list[torch.Tensor], pad: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack LongTensor[L_i] rows into (LongTensor[B, L], lengths LongTensor[B]); L = max(1, max L_i)."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    width = max(1, int(lengths.max())) if len(seqs) else 1
-    out = torch.full((len(seqs), width), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out, lengths
+    # A one-token row of padding, dropped again, keeps L >= 1 and makes an empty batch [0, 1].
+    rows = [torch.as_tensor(s, dtype=torch.long) for s in seqs] + [torch.full((1,), pad, dtype=torch.long)]
+    return pad_sequence(rows, batch_first=True, padding_value=pad)[:-1], lengths
 
 
 def collate_fn(batch):
