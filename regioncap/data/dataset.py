@@ -55,10 +55,6 @@ class Record(NamedTuple):
     annotation: Annotation
     sentences: list[Sentence]
 
-    @property
-    def image_id(self) -> str:
-        return self.id
-
 
 def chain_boxes(record: Record) -> dict[str, list[list[float]]]:
     """Chain id -> its boxes in torchvision's continuous ``[x1, y1, x2, y2]`` (``to_continuous``), in file order."""
@@ -104,9 +100,6 @@ class Flickr30kEntities(Dataset):
         on_unreadable: what ``__getitem__`` does (not strict) with an image whose body turns out
             corrupt: "next" returns the next readable image, "skip" returns None.
     """
-
-    entity_types = ENTITY_TYPES
-    chain_regions = staticmethod(chain_regions)
 
     def __init__(self, root, split: str, vocab: Vocabulary | None = None, transforms=None, strict: bool = False,
                  on_unreadable: str = "next"):
@@ -182,21 +175,6 @@ class Flickr30kEntities(Dataset):
             self.vocab = Vocabulary.build(self.phrase_texts())
             logger.info("built a vocabulary of %d tokens from the %s split", len(self.vocab), self.split)
         return self.vocab
-
-    def phrase_pairs(self) -> list[tuple[int, int, int, Phrase, list[int], list[list[int]]]]:
-        """(image_index, sentence_index, phrase_index, Phrase, merged_box, all_boxes) per phrase with boxes.
-
-        Boxes are continuous ``[x1, y1, x2, y2]`` (``chain_boxes``) in the original image (before any transform).
-        """
-        pairs = []
-        for i, rec in enumerate(self.records):
-            boxes = chain_boxes(rec)
-            for s, sent in enumerate(rec.sentences):
-                for p, ph in enumerate(sent.phrases):
-                    if boxes.get(ph.chain_id):
-                        mine = boxes[ph.chain_id]
-                        pairs.append((i, s, p, ph, merged_box(mine), [list(b) for b in mine]))
-        return pairs
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict] | None:
         """(image FloatTensor[3, H, W] in [0, 1], target); see collate_fn for the target's keys.
