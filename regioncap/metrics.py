@@ -10,6 +10,13 @@ Each one reproduces the protocol that published numbers use, so that ours can be
   that the region's reference phrases name: BLEU rewards the short generic caption, this does not.
 
 The tests check the first two against the reference implementations on the same inputs.
+
+Why AP@0.5 does not simply call pycocotools (kept as the tests' oracle only): ``train.evaluate``
+runs from the runtime requirements, and pycocotools would add a compiled dependency there for
+about 60 lines; ``COCOeval`` wants COCO-format JSON (xywh boxes, image and annotation ids, areas)
+built from our tensors, and prints its progress on stdout, where ``train.evaluate`` writes its
+JSON; and it silently drops inverted boxes, which we refuse. The pure function below follows its
+procedure step by step and is checked against it on random cases (tests/test_metrics.py).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def _sizes(width: int, height: int) -> tuple[int, int]:
     return max(2, round(short / 160)), max(10, min(28, round(short / 24)))
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> str:
+def _ellipsize(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> str:
     """Shorten ``text`` with an ellipsis until it is at most ``max_width`` pixels wide."""
     if draw.textlength(text, font=font) <= max_width:
         return text
@@ -58,12 +58,29 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _layout(size: tuple[int, int], boxes: list[list[float]], texts: list[str], draw, font, pad: int):
-    """Tag rectangles (x0, y0, x1, y1) inside the image and the (possibly shortened) texts."""
+def _texts(regions: Sequence[Any], labels: Sequence[str] | None, numbered: bool) -> list[str]:
+    out = []
+    for i, region in enumerate(regions):
+        caption = labels[i] if labels is not None else _box_and_caption(region)[1]
+        prefix = f"{i + 1}" if numbered else ""
+        out.append(f"{prefix}. {caption}" if prefix and caption else prefix or caption)
+    return out
+
+
+def label_rects(size: tuple[int, int], regions: Sequence[Any], labels: Sequence[str] | None = None,
+                numbered: bool = True) -> tuple[list[tuple[int, int, int, int]], list[str]]:
+    """Where :func:`draw_regions` puts each label tag in an image of ``size`` (W, H): rectangles
+    (x0, y0, x1, y1) inside the image, not overlapping where there is room, and the (possibly
+    ellipsized) texts. A tag goes above its box, else inside its top, below it, inside its bottom,
+    else the first free row."""
     width, height = size
+    line, font_size = _sizes(width, height)
+    font, pad = _font(font_size), max(2, line)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))  # measures text only
     placed, fitted = [], []
-    for (x1, y1, _x2, y2), text in zip(boxes, texts):
-        text = _fit(draw, text, font, max(1, width - 2 * pad))
+    for region, text in zip(regions, _texts(regions, labels, numbered)):
+        x1, y1, _x2, y2 = _box_and_caption(region)[0]
+        text = _ellipsize(draw, text, font, max(1, width - 2 * pad))
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = min(width, right - left + 2 * pad), min(height, bottom - top + 2 * pad)
         x = min(max(0, int(x1)), width - tw)
@@ -81,27 +98,8 @@ def _layout(size: tuple[int, int], boxes: list[list[float]], texts: list[str], d
     return placed, fitted
 
 
-def _texts(regions: Sequence[Any], labels: Sequence[str] | None, numbered: bool) -> list[str]:
-    out = []
-    for i, region in enumerate(regions):
-        caption = labels[i] if labels is not None else _box_and_caption(region)[1]
-        prefix = f"{i + 1}" if numbered else ""
-        out.append(f"{prefix}. {caption}" if prefix and caption else prefix or caption)
-    return out
-
-
-def label_rects(image, regions: Sequence[Any], labels: Sequence[str] | None = None,
-                numbered: bool = True) -> list[tuple[int, int, int, int]]:
-    """The label tag rectangles :func:`draw_regions` would draw (for layout checks)."""
-    image = load_image(image)
-    line, font_size = _sizes(*image.size)
-    draw = ImageDraw.Draw(image)
-    boxes = [_box_and_caption(r)[0] for r in regions]
-    return _layout(image.size, boxes, _texts(regions, labels, numbered), draw, _font(font_size), max(2, line))[0]
-
-
-def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = None, *, numbered: bool = True,
-                 highlight: int | None = None) -> Image.Image:
+def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = None, *,
+                 numbered: bool = True) -> Image.Image:
     """Draw numbered boxes with captions; returns a new RGB image (the input is not changed).
 
     Args:
@@ -110,7 +108,6 @@ def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = N
             "box" / "caption" (the CLI's JSON).
         labels: text per region instead of its caption (e.g. a similarity for query results).
         numbered: prefix each label with its 1-based index, matching the regions list.
-        highlight: index of a region to draw thicker (the others are drawn thinner).
     """
     image = load_image(image).copy()
     width, height = image.size
@@ -118,15 +115,14 @@ def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = N
     font, pad = _font(font_size), max(2, line)
     draw = ImageDraw.Draw(image)
     boxes = [[float(c) for c in _box_and_caption(r)[0]] for r in regions]
-    rects, texts = _layout(image.size, boxes, _texts(regions, labels, numbered), draw, font, pad)
+    rects, texts = label_rects(image.size, regions, labels, numbered)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         colour = PALETTE[i % len(PALETTE)]
-        w = line * 2 if highlight == i else (max(1, line // 2) if highlight is not None else line)
         x1, x2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
         y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
-        draw.rectangle((x1, y1, x2, y2), outline=OUTLINE, width=w + 2)  # dark edge shows on light images
+        draw.rectangle((x1, y1, x2, y2), outline=OUTLINE, width=line + 2)  # dark edge shows on light images
         draw.rectangle((x1 + 1, y1 + 1, x2 - 1, y2 - 1) if x2 - x1 > 2 and y2 - y1 > 2 else (x1, y1, x2, y2),
-                       outline=colour, width=w)
+                       outline=colour, width=line)
     for i, ((x0, y0, x1, y1), text) in enumerate(zip(rects, texts)):
         if not text:
             continue

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from regioncap.data.vocab import tokenize
 from regioncap.models.alignment import (image_sentence_scores, phrase_region_loss, region_phrase_similarity,
-                                        sentence_ranking_loss, split_phrases)
+                                        sentence_ranking_loss)
 
 
 def test_similarity_is_phrase_by_region_dot_product():
@@ -91,13 +90,6 @@ def test_phrase_region_loss_empty_keeps_graph():
     assert loss.item() == 0.0
     loss.backward()
 
-
-def test_split_phrases():
-    assert split_phrases(tokenize("A large red circle next to a small blue square.")) == [
-        ["a", "large", "red", "circle"], ["a", "small", "blue", "square"]]
-    assert split_phrases(tokenize("a man in a red shirt, riding a bike")) == [
-        ["a", "man"], ["a", "red", "shirt"], ["a", "bike"]]
-    assert split_phrases(tokenize(" , and . ")) == []
 
 
 def _scores_dense(sim, region_image, phrase_sentence, num_images, num_sentences):

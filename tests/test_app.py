@@ -17,6 +17,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from regioncap import testing  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas calls
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "shapes-grey.jpg"
@@ -35,11 +37,8 @@ def load_app():
 
 
 def make_tiny_model(directory: Path, data: str = "none (random weights, for tests)") -> Path:
-    """The load test's tiny random model (benchmarks/load_test.py), saved to ``directory``."""
-    spec = importlib.util.spec_from_file_location("load_test", ROOT / "benchmarks" / "load_test.py")
-    module = sys.modules.setdefault("load_test", importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(module)  # registered first: its dataclasses look their module up
-    return module.make_tiny_model(directory, data)
+    """regioncap.testing's tiny random model (the load test's too), saved to ``directory``."""
+    return testing.make_tiny_model(directory, data)
 
 
 def free_port() -> int:

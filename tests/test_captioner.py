@@ -82,7 +82,7 @@ def test_beam_one_is_greedy(rnn):
     v = torch.randn(6, D)
     with torch.no_grad():
         g_ids, g_scores = dec.greedy(v)
-        b_ids, b_scores = dec._beam(v, 1)  # the plain beam, not the greedy fallback
+        (b_ids, b_scores), = dec._beams(v, (1,))  # the plain beam, not the greedy fallback
         p_ids, p_scores = dec.beam_search(v, beam_size=1)
     assert b_ids == g_ids == p_ids
     assert torch.allclose(b_scores, g_scores, atol=1e-5) and torch.allclose(p_scores, g_scores)

@@ -33,13 +33,12 @@ def root(tmp_path):
 def test_records_and_skipping(root):
     ds = Flickr30kEntities(root, "train")
     assert ds.ids == ["1000001", "1000002"] and len(ds) == 2
-    assert ds.entity_types == ENTITY_TYPES
     assert len(ds.skipped) == 1
     path, problem = ds.skipped[0]
     assert path.endswith("1000003.jpg") and problem == "image file not found"
     rec = ds.records[0]
     image_id, image_path, ann, sentences = rec  # a named tuple: unpacks and has attributes
-    assert rec.id == rec.image_id == "1000001" and image_path == root / "Images" / "1000001.jpg"
+    assert rec.id == image_id == "1000001" and image_path == root / "Images" / "1000001.jpg"
     assert ann.width == 500 and len(rec.sentences) == 5
     with pytest.raises(AnnotationError, match="1000003"):
         Flickr30kEntities(root, "train", strict=True)
@@ -55,19 +54,19 @@ def test_malformed_file_skipped_or_raised(root):
         Flickr30kEntities(root, "val", strict=True)
 
 
-def test_chain_regions_and_phrase_pairs(root):
+def test_chain_regions_chain_boxes_and_merged_box(root):
     ds = Flickr30kEntities(root, "test")
     rec = ds.records[0]
-    assert chain_regions(rec) == ds.chain_regions(rec) == ["101", "102", "105", "107", "103"]
+    assert chain_regions(rec) == ["101", "102", "105", "107", "103"]
     assert merged_box([[11, 39, 149, 374], [159, 34, 289, 369]]) == [11, 34, 289, 374]
-    pairs = ds.phrase_pairs()
-    assert len(pairs) == 11  # every phrase of a boxed chain: not 104/106 (no box) nor chain 0
-    image_index, s, p, phrase, merged, boxes = pairs[0]
+    boxes = chain_boxes(rec)
+    phrases = [ph for sent in rec.sentences for ph in sent.phrases if boxes.get(ph.chain_id)]
+    assert len(phrases) == 11  # every phrase of a boxed chain: not 104/106 (no box) nor chain 0
+    assert phrases[0].text == "Two young men"
     # continuous coordinates: the files' inclusive pixels x1..x2 are [x1, x2 + 1)
-    assert (image_index, s, p, phrase.text, merged) == (0, 0, 0, "Two young men", [11, 34, 290, 375])
-    assert boxes == [[11, 39, 150, 375], [159, 34, 290, 370]]
+    assert boxes["101"] == [[11, 39, 150, 375], [159, 34, 290, 370]]
+    assert merged_box(boxes["101"]) == [11, 34, 290, 375]
     assert rec.annotation.boxes["101"] == [[11, 39, 149, 374], [159, 34, 289, 369]]  # as in the file, 0-based
-    assert [(s, p) for _, s, p, *_ in pairs][:4] == [(0, 0), (0, 1), (0, 2), (1, 0)]
 
 
 def test_item_of_the_fixture(root):

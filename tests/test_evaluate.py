@@ -148,19 +148,20 @@ def synth(tmp_path_factory):
 
 
 def test_truth_from_dataset_matches_the_dataset(synth):
-    from regioncap.data.dataset import Flickr30kEntities
+    from regioncap.data.dataset import Flickr30kEntities, chain_boxes, merged_box
     from regioncap.data.vocab import tokenize
 
     ds = Flickr30kEntities(synth, "test")
-    pairs = ds.phrase_pairs()
     for i in range(len(ds)):
         truth = ev.truth_from_dataset(ds, i)
         _, target = ds[i]
         assert torch.equal(truth.det_boxes, target["boxes"]) and torch.equal(truth.det_labels, target["labels"])
-        mine = [p for p in pairs if p[0] == i]
-        assert [text for text, _ in truth.phrases] == [p[3].text for p in mine]
-        for (text, c), p in zip(truth.phrases, mine):
-            assert truth.merged[c].tolist() == p[4] and truth.chain_boxes[c].tolist() == p[5]
+        boxes = chain_boxes(ds.records[i])  # every phrase of a chain with boxes, in file order
+        mine = [ph for sent in ds.records[i].sentences for ph in sent.phrases if boxes.get(ph.chain_id)]
+        assert [text for text, _ in truth.phrases] == [ph.text for ph in mine]
+        for (text, c), ph in zip(truth.phrases, mine):
+            assert truth.merged[c].tolist() == merged_box(boxes[ph.chain_id])
+            assert truth.chain_boxes[c].tolist() == boxes[ph.chain_id]
             assert tokenize(text) in truth.chain_refs[c]
         assert len(truth.sentences) == len(ds.records[i].sentences)
         assert all("this picture" not in s for sent in truth.sentences for s in sent)  # notvisual left out

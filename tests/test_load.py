@@ -46,8 +46,10 @@ def load_test():
 
 
 @pytest.fixture(scope="module")
-def model_dir(load_test, tmp_path_factory):
-    return load_test.make_tiny_model(tmp_path_factory.mktemp("load-model"))
+def model_dir(tmp_path_factory):
+    from regioncap.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("load-model"))
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """Box-aware transforms: boxes stay on their objects, inside the image, in order, never dropped."""
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from regioncap.data.transforms import build_transforms, keep_inside, to_minus_one_one
+from regioncap.data.transforms import build_transforms, keep_inside
 
 
 def _scene():
@@ -83,8 +82,3 @@ def test_keep_inside_clamps_and_keeps_every_box():
                           [10.0, 11.0, 3.0, 2.0]])
     out = keep_inside(boxes, (10, 20))
     assert out.tolist() == [[0, 0, 20, 8], [19, 5, 20, 9], [4, 4, 5, 5], [10, 9, 11, 10]]
-
-
-@pytest.mark.parametrize("value, expected", [(0.0, -1.0), (0.5, 0.0), (1.0, 1.0)])
-def test_to_minus_one_one(value, expected):
-    assert to_minus_one_one(torch.tensor([value])).item() == expected

@@ -29,7 +29,8 @@ def test_draws_visibly_on_dark_and_light_images(colour):
 
 def test_labels_stay_inside_the_image_and_do_not_overlap():
     image = Image.new("RGB", (120, 80), (40, 40, 40))
-    rects = label_rects(image, regions())
+    rects, texts = label_rects(image.size, regions())
+    assert texts[1].endswith("…")  # the long caption is shortened to fit
     assert len(rects) == 3
     for x0, y0, x1, y1 in rects:
         assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 80
@@ -41,9 +42,9 @@ def test_labels_stay_inside_the_image_and_do_not_overlap():
 
 def test_dict_regions_custom_labels_tiny_image_and_empty():
     image = Image.new("RGB", (16, 12), (200, 200, 200))
-    out = draw_regions(image, [{"box": [-5, -5, 50, 50], "caption": "x"}], labels=["0.93"], highlight=0)
+    out = draw_regions(image, [{"box": [-5, -5, 50, 50], "caption": "x"}], labels=["0.93"])
     assert out.size == (16, 12)
-    assert all(0 <= c for r in label_rects(image, [{"box": [-5, -5, 50, 50]}]) for c in r)
+    assert all(0 <= c for r in label_rects(image.size, [{"box": [-5, -5, 50, 50]}])[0] for c in r)
     assert np.array_equal(np.asarray(draw_regions(image, [])), np.asarray(image))
 
 

@@ -71,8 +71,9 @@ def reduce_loss_dict(loss_dict: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def train_one_epoch(model, optimizer, loader, *, losses, device, state: TrainState, history, args,
-                    on_checkpoint, is_main: bool = True) -> None:
-    """Train `model` for one epoch over `loader` on the named `losses`.
+                    on_checkpoint, is_main: bool = True, scheduler=None) -> None:
+    """Train `model` for one epoch over `loader` on the named `losses`; `scheduler` steps after every
+    optimizer step.
 
     Skips the first `state.batch_in_epoch` batches (a resumed run continues at the same step),
     logs a one-line summary every `args.log_every` steps, checkpoints every `args.checkpoint_every`
@@ -107,6 +108,8 @@ def train_one_epoch(model, optimizer, loader, *, losses, device, state: TrainSta
         if args.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], args.clip_grad)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         state.step += 1
         state.batch_in_epoch = i + 1
         for k, v in values.items():

@@ -313,7 +313,7 @@ def main(args) -> int:
             while state.epoch < epochs[stage] and not (args.max_steps and state.step >= args.max_steps):
                 sampler.set_epoch(state.epoch)
                 loader.batch_sampler.skip = state.batch_in_epoch  # a resumed epoch loads no skipped batch
-                train_one_epoch(train_model, _SchedulerStep(optimizer, scheduler), loader, losses=losses,
+                train_one_epoch(train_model, optimizer, loader, scheduler=scheduler, losses=losses,
                                 device=device, state=state, history=history, args=args,
                                 on_checkpoint=checkpoint, is_main=is_main)
                 if not (args.max_steps and state.step >= args.max_steps):
@@ -335,21 +335,6 @@ def main(args) -> int:
     if is_main:
         print(f"done in {time.perf_counter() - t_start:.0f}s; model in {out}")
     return 0
-
-
-class _SchedulerStep:
-    """Optimizer facade that steps the LR scheduler after every optimizer step."""
-
-    def __init__(self, optimizer, scheduler):
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.param_groups = optimizer.param_groups
-
-    def zero_grad(self, set_to_none: bool = True):
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self):
-        self.optimizer.step()
-        self.scheduler.step()
 
 
 def _save_model(model: RegionCaptioner, out: Path, history: list[dict], args, seconds: float) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from regioncap.data.flickr30k import (ENTITY_TYPES, NOTVISUAL, NOTVISUAL_CHAIN, Annotation, Phrase, Sentence,
@@ -53,10 +54,6 @@ class Record(NamedTuple):
     image_path: Path
     annotation: Annotation
     sentences: list[Sentence]
-
-    @property
-    def image_id(self) -> str:
-        return self.id
 
 
 def chain_boxes(record: Record) -> dict[str, list[list[float]]]:
@@ -103,9 +100,6 @@ class Flickr30kEntities(Dataset):
         on_unreadable: what ``__getitem__`` does (not strict) with an image whose body turns out
             corrupt: "next" returns the next readable image, "skip" returns None.
     """
-
-    entity_types = ENTITY_TYPES
-    chain_regions = staticmethod(chain_regions)
 
     def __init__(self, root, split: str, vocab: Vocabulary | None = None, transforms=None, strict: bool = False,
                  on_unreadable: str = "next"):
@@ -181,21 +175,6 @@ class Flickr30kEntities(Dataset):
             self.vocab = Vocabulary.build(self.phrase_texts())
             logger.info("built a vocabulary of %d tokens from the %s split", len(self.vocab), self.split)
         return self.vocab
-
-    def phrase_pairs(self) -> list[tuple[int, int, int, Phrase, list[int], list[list[int]]]]:
-        """(image_index, sentence_index, phrase_index, Phrase, merged_box, all_boxes) per phrase with boxes.
-
-        Boxes are continuous ``[x1, y1, x2, y2]`` (``chain_boxes``) in the original image (before any transform).
-        """
-        pairs = []
-        for i, rec in enumerate(self.records):
-            boxes = chain_boxes(rec)
-            for s, sent in enumerate(rec.sentences):
-                for p, ph in enumerate(sent.phrases):
-                    if boxes.get(ph.chain_id):
-                        mine = boxes[ph.chain_id]
-                        pairs.append((i, s, p, ph, merged_box(mine), [list(b) for b in mine]))
-        return pairs
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict] | None:
         """(image FloatTensor[3, H, W] in [0, 1], target); see collate_fn for the target's keys.
@@ -286,11 +265,9 @@ class Flickr30kEntities(Dataset):
 def pad_sequences(seqs: list[torch.Tensor], pad: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack LongTensor[L_i] rows into (LongTensor[B, L], lengths LongTensor[B]); L = max(1, max L_i)."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    width = max(1, int(lengths.max())) if len(seqs) else 1
-    out = torch.full((len(seqs), width), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out, lengths
+    # A one-token row of padding, dropped again, keeps L >= 1 and makes an empty batch [0, 1].
+    rows = [torch.as_tensor(s, dtype=torch.long) for s in seqs] + [torch.full((1,), pad, dtype=torch.long)]
+    return pad_sequence(rows, batch_first=True, padding_value=pad)[:-1], lengths
 
 
 def collate_fn(batch):

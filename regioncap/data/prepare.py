@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+from torchvision.ops import clip_boxes_to_image
 
 from regioncap.data.image import load_image
 from regioncap.errors import RegionCapError
@@ -79,8 +80,7 @@ def user_boxes(boxes, width: int, height: int) -> Tensor:
         raise RegionCapError("boxes must be a list of [x1, y1, x2, y2] numbers") from None
     if not torch.isfinite(t).all():
         raise RegionCapError("boxes must be finite numbers")
-    t = torch.stack([t[:, 0].clamp(0, width), t[:, 1].clamp(0, height),
-                     t[:, 2].clamp(0, width), t[:, 3].clamp(0, height)], dim=1)
+    t = clip_boxes_to_image(t, (height, width))
     for i, (x1, y1, x2, y2) in enumerate(t.tolist()):
         if x2 <= x1 or y2 <= y1:
             raise RegionCapError(f"box {i} {[x1, y1, x2, y2]} is empty inside the {width}x{height} image "

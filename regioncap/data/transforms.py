@@ -68,8 +68,3 @@ def keep_inside(boxes: torch.Tensor, size) -> torch.Tensor:
     x2 = torch.maximum(boxes[:, 2], x1 + 1).clamp(max=w)
     y2 = torch.maximum(boxes[:, 3], y1 + 1).clamp(max=h)
     return torch.stack([x1, y1, x2, y2], dim=1)
-
-
-def to_minus_one_one(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1] (the VGG-19 region encoder's input range)."""
-    return x * 2 - 1

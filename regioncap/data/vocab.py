@@ -33,34 +33,18 @@ def tokenize(text: str) -> list[str]:
     return _tokenizer.tokenize(text.lower())
 
 
-class _TokenIds(dict):
-    """token -> id mapping that can also be called: ``v.token_to_id("dog")`` gives UNK for unknown tokens."""
-
-    def __call__(self, token: str) -> int:
-        return self.get(token, UNK)
-
-
-class _IdTokens(list):
-    """id -> token list that can also be called: ``v.id_to_token(5)``."""
-
-    def __call__(self, index: int) -> str:
-        if not 0 <= index < len(self):
-            raise IndexError(f"token id {index} out of range 0..{len(self) - 1}")
-        return self[index]
-
-
 class Vocabulary:
     """Word <-> id mapping with the special tokens at ids 0..3.
 
-    ``token_to_id`` is a dict (also callable, unknown -> UNK) and ``id_to_token`` a list (also callable).
+    ``token_to_id`` is a dict and ``id_to_token`` a list; :meth:`encode` maps unknown words to UNK.
     """
 
     PAD, START, END, UNK = PAD, START, END, UNK
 
     def __init__(self, tokens: Iterable[str] = (), min_count: int = 1):
         self.min_count = int(min_count)
-        self.id_to_token = _IdTokens(SPECIAL_TOKENS)
-        self.token_to_id = _TokenIds((t, i) for i, t in enumerate(SPECIAL_TOKENS))
+        self.id_to_token = list(SPECIAL_TOKENS)
+        self.token_to_id = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
         for tok in tokens:
             if tok not in self.token_to_id:
                 self.token_to_id[tok] = len(self.id_to_token)

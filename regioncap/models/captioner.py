@@ -142,10 +142,6 @@ class CaptionDecoder(nn.Module):
         ids = [b if keep else g for b, g, keep in zip(beam_ids, greedy_ids, better.tolist())]
         return ids, torch.where(better, beam_score, greedy_score)
 
-    def _beam(self, v: Tensor, beam_size: int, max_len: int | None = None):
-        """Plain batched beam search (sum of log-probabilities, no length penalty)."""
-        return self._beams(v, (beam_size,), max_len)[0]
-
     def candidates(self, v: Tensor, beam_size: int | None = None, max_len: int | None = None
                    ) -> list[list[tuple[list[int], float]]]:
         """Several captions per region: every hypothesis that finished inside the beam, plus greedy's.

@@ -12,7 +12,8 @@ import torch
 
 from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError
-from regioncap.models.alignment import STOP_WORDS, region_phrase_similarity, split_phrases
+from regioncap.data.text import STOP_WORDS, split_phrases
+from regioncap.models.alignment import region_phrase_similarity
 
 MAX_TEXT_CHARS = 2000  # longer input is cut before tokenizing (the encoder keeps max_len tokens anyway)
 MAX_SENTENCE_TOKENS = 256  # align() reads at most this many tokens of a sentence
@@ -125,7 +126,7 @@ class AnalysisResult:
 def sentence_phrases(sentence: str, model) -> list[str]:
     """The phrases :meth:`AnalysisResult.align` scores for ``sentence`` (``model``: its vocab and max_len).
 
-    Tokenized (at most MAX_SENTENCE_TOKENS), cut by :func:`~regioncap.models.alignment.split_phrases`;
+    Tokenized (at most MAX_SENTENCE_TOKENS), cut by :func:`~regioncap.data.text.split_phrases`;
     a phrase without a known content word is dropped, each is cut to the text encoder's max_len.
     Raises TextError when the sentence is empty or no phrase is left.
     """
