@@ -470,7 +470,7 @@ def describe_model(holder: ModelHolder) -> tuple[str, str]:
     card = read_card(holder.directory) if holder.directory else ""
     sections = card_sections(card)
     note = ""
-    if Path(holder.path).resolve() == DEMO_MODEL.resolve() or "synthetic" in card.lower():
+    if Path(holder.path).resolve() == DEMO_MODEL.resolve() or "synthetic" in sections.get("Training data", "").lower():
         from regioncap.data.synthetic import SHAPE_TYPES
 
         note = SHAPES_NOTE.format(mapping=", ".join(f"{s} = {t}" for s, t in SHAPE_TYPES.items()))
