@@ -20,6 +20,12 @@ from regioncap.data.vocab import END, PAD, START, UNK
 from regioncap.models.config import CaptionerConfig
 
 
+# candidates(): a live beam whose log-probability is this far below the region's best finished caption
+# stops (e^-3 ~ 5 % as probable). Reranking can prefer a less probable, longer caption, so the beam runs
+# past the best caption, but not on to captions no reranking setting on our validation data would pick.
+CANDIDATE_MARGIN = 3.0
+
+
 class CaptionDecoder(nn.Module):
     """GRU/LSTM decoder. Tokens exchanged with callers carry no specials."""
 
@@ -147,8 +153,9 @@ class CaptionDecoder(nn.Module):
         """Several captions per region: every hypothesis that finished inside the beam, plus greedy's.
 
         Unlike :meth:`beam_search` the beam does not stop once its best caption is complete: it runs
-        until every beam has finished (or ``max_len``), so that longer, less probable captions
-        ("a large black checkered square" after "a large black square") are collected too. Each
+        while a live beam is within ``CANDIDATE_MARGIN`` (log-probability) of the best finished caption
+        (or until ``max_len``), so that longer, less probable captions ("a large black checkered square"
+        after "a large black square") are collected too. Each
         hypothesis is recorded at the step it emits <end>, even if better ones later push it out of
         the beam. Deterministic, and batched over all regions (one RNN call per step).
 
@@ -179,9 +186,10 @@ class CaptionDecoder(nn.Module):
         short); each width keeps its own scores, finished flags and sequences. Returns one
         (word ids per region, FloatTensor[R] log-probability) pair per width.
 
-        ``collect=True`` runs until every beam has finished (not only until the best caption is
-        known) and also returns, per width, the hypotheses that emitted <end>: a list of
-        (region LongTensor[n], sequences LongTensor[n, step + 1], log-probabilities FloatTensor[n]).
+        ``collect=True`` runs on while a live beam is within CANDIDATE_MARGIN of the best finished
+        caption (not only until the best caption is known) and also returns, per width, the hypotheses
+        that emitted <end>: a list of (region LongTensor[n], sequences LongTensor[n, step + 1],
+        log-probabilities FloatTensor[n]).
         """
         max_len = max_len or self.cfg.max_len
         r, dev = v.shape[0], v.device
@@ -235,7 +243,8 @@ class CaptionDecoder(nn.Module):
                     if bool(ended.any()):
                         rows, beams = ended.nonzero(as_tuple=True)
                         pools[j].append((rows, seqs[j][rows, beams], scores[j][rows, beams]))
-                    stop = stop and not bool((best_live > float("-inf")).any())
+                    # go on while a live beam is within CANDIDATE_MARGIN of the best finished caption
+                    stop = stop and bool((best_live < best_done - CANDIDATE_MARGIN).all())
                 else:
                     stop = stop and bool((best_done >= best_live).all())
             gather = torch.cat(gathers)
