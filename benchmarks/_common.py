@@ -163,3 +163,44 @@ def interleaved(runs: dict, repeats: int, warmup: int, sync=lambda: None) -> dic
     return {k: {"median_ms": statistics.median(t), "min_ms": min(t), "samples": len(t),
                 **{f"median_{f}": statistics.median(o[f] for o in notes[k]) for f in (notes[k][0] if notes[k] else {})}}
             for k, t in times.items() if t}
+
+
+# -- detector weights that behave like trained ones --------------------------------------------
+def calibrate_detector(detector: nn.Module, images: list[torch.Tensor], logit_std: float = 2.0) -> None:
+    """Give a randomly initialised torchvision Faster R-CNN the output statistics of a trained one.
+
+    Random weights make every proposal score alike (BatchNorm's running statistics are 0/1, the heads
+    start at std 0.01), so "same order of scores" would compare ties. This sets BatchNorm statistics from
+    ``images`` (FloatTensor[3, H, W] in [0, 1]) and rescales the RPN's objectness and the box predictor so
+    their logits spread with std ``logit_std`` and box deltas with std 1: a stand-in for COCO weights,
+    which cannot be downloaded here.
+    """
+    bns = [m for m in detector.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        if bns:
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum, m.training = None, True  # cumulative average over the images
+            image_list, _ = detector.transform(images)
+            detector.backbone(image_list.tensors)
+            for m in bns:
+                m.momentum, m.training = 0.1, False
+        detector.eval()
+        image_list, _ = detector.transform(images)
+        features = detector.backbone(image_list.tensors)
+        rpn_head = detector.rpn.head
+        objectness, deltas = rpn_head(list(features.values()))
+        _rescale(rpn_head.cls_logits, torch.cat([o.flatten() for o in objectness]), logit_std)
+        _rescale(rpn_head.bbox_pred, torch.cat([d.flatten() for d in deltas]), 1.0)
+        proposals, _ = detector.rpn(image_list, features)
+        roi = detector.roi_heads
+        h = roi.box_head(roi.box_roi_pool(features, proposals, image_list.image_sizes))
+        scores, boxes = roi.box_predictor(h)
+        _rescale(roi.box_predictor.cls_score, scores, logit_std)
+        _rescale(roi.box_predictor.bbox_pred, boxes, 1.0)
+
+
+def _rescale(layer: nn.Module, output: torch.Tensor, std: float) -> None:
+    """Scale ``layer``'s weight so that its ``output`` (computed with it) would have standard deviation ``std``."""
+    layer.weight.mul_(std / float(output.std().clamp_min(1e-12)))  # the bias starts at 0
+    torch.nn.init.normal_(layer.bias, std=std / 4)

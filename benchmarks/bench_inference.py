@@ -16,6 +16,7 @@ kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` <- 5), then ``VmHW
 over the RSS before the run. ``--app-memory N`` loads the model as the app does and analyses N images.
 
     python benchmarks/bench_inference.py [--model DIR] [--images 3] [--repeats 5] [--regions 10,36]
+    python benchmarks/bench_inference.py --photo [--json OUT]     # real-resolution rows only (bench_photo.py)
 """
 
 from __future__ import annotations
@@ -254,6 +255,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant subprocess RSS runs")
     p.add_argument("--app-memory", type=int, default=50, metavar="N",
                    help="in a fresh process, load the model like the app and analyse N images (0: skip)")
+    p.add_argument("--photo", action="store_true",
+                   help="only the real-resolution rows (benchmarks/bench_photo.py): COCO detectors, VGG-19 encoders")
+    p.add_argument("--photo-images", type=int, default=2, help="--photo: photo-preset pictures (~500x375)")
+    p.add_argument("--photo-archs", type=lambda s: [a for a in s.split(",") if a],
+                   default=["mobilenet_v3_large_fpn", "resnet50_fpn_v2"], help="--photo: detectors ('' for none)")
+    p.add_argument("--no-vgg", action="store_true", help="--photo: skip the VGG-19 rows")
     p.add_argument("--json", default=None, metavar="OUT")
     p.add_argument("--_measure", default=None, help=argparse.SUPPRESS)
     return p
@@ -265,6 +272,14 @@ def main(argv: list[str] | None = None) -> dict:
     args.model = None if args.model == "random" else args.model
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.photo:
+        import bench_photo
+
+        report = bench_photo.photo_report(args)
+        bench_photo.print_photo(report)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"photo": report}, indent=2))
+        return {"photo": report}
     if args._measure:
         print(json.dumps(app_memory(args) if args._measure == "app" else measure_here(args, args._measure)))
         return {}

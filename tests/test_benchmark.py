@@ -57,3 +57,38 @@ def test_boxes_are_deterministic_and_inside_the_image(bench):
     assert boxes == bench.make_boxes(image, 36, 5) and len(boxes) == 36
     w, h = image.size
     assert all(0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h for x1, y1, x2, y2 in boxes)
+
+
+def test_photo_rows_vgg_encoders(bench, tmp_path, capsys):
+    """--photo: the VGG-19 rows (the detector rows need 800-px COCO models: benchmark runs only) on one
+    photo-preset picture, with their ratios and targets."""
+    out = tmp_path / "photo.json"
+    report = bench.main(["--photo", "--photo-archs", "", "--regions", "2", "--photo-images", "1", "--repeats", "1",
+                         "--warmup", "0", "--json", str(out)])
+    data = json.loads(out.read_text())["photo"]
+    assert set(data["results"]) == {"vgg19@2", "vgg19-crops@2", "literal@2"} == set(report["photo"]["results"])
+    assert all(r["median_ms"] > 0 and r["median_regions"] == 2 for r in data["results"].values())
+    assert set(data["ratios"]) == {"literal/vgg19@2", "literal/vgg19-crops@2"}
+    assert max(data["images"][0]) == 500  # the photo preset's size, not a scaled-up small scene
+    printed = capsys.readouterr().out
+    assert "literal/vgg19@2 = " in printed and "target literal/vgg19@36 >= 4.0" in printed
+
+
+def test_photo_detector_agreement_is_measured(monkeypatch):
+    """The detector rows compare ours with torchvision's eager forward on the same image (tiny input)."""
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_photo
+    from regioncap.models.config import DetectorConfig
+
+    real = DetectorConfig.for_arch
+    monkeypatch.setattr(DetectorConfig, "for_arch",
+                        staticmethod(lambda arch, **kw: real(arch, **{**kw, "min_size": 96, "max_size": 128})))
+    images = [im.resize((120, 90)) for im in bench_photo.photos(1)]
+    runs, agreement = bench_photo.detector_runs("mobilenet_v3_large_fpn", images, max_regions=5)
+    assert agreement["regions"] == 5 and agreement["same_labels_in_order"]
+    assert agreement["box_max_diff_px"] < 0.05
+    assert set(runs) == {f"mobilenet_v3_large_fpn: {k}" for k in (
+        "torchvision eager detector", "ours, analyze()", "ours, analyze() without the fast path")}
+    assert runs["mobilenet_v3_large_fpn: ours, analyze()"]()["regions"] == 5

@@ -144,9 +144,11 @@ def run_steps(page, server, tmp_path):
     assert page.locator("#collection-gallery").get_by_text("S_kl").count() >= 1  # captions name the score
     shoot(page, "5-collection.png", tmp_path)
     before = page.locator("#annotated img").first.get_attribute("src")
-    thumbs.first.click()  # opens the image in the main view, on the Caption tab
+    shown = page.locator("#input-image img").first.get_attribute("src")
+    thumbs.nth(1).click()  # the second best image opens in the main view, on the Caption tab
     page.locator("#annotated img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
     wait_for_image(page, "annotated", before)
+    assert page.locator("#input-image img").first.get_attribute("src") != shown
     shoot(page, "6-opened.png", tmp_path)
 
     page.get_by_role("tab", name="Model").click()

@@ -1,0 +1,160 @@
+"""Real-resolution rows of the inference benchmark (issue 12), ``bench_inference.py --photo``.
+
+On photo-preset pictures (~500x375, Flickr30k's size), in one process, interleaved, medians:
+
+* per COCO detector (mobilenet_v3_large_fpn, resnet50_fpn_v2; torchvision's defaults: 800-px input,
+  1,000 proposals): torchvision's eager ``FasterRCNN`` forward alone (``GeneralizedRCNN`` built on
+  the model's own transform/backbone/RPN/RoI heads), our whole ``analyze()`` (detection, region
+  vectors, captions for 10 regions; the CPU fast path), and ``analyze()`` with the fast path off;
+  the ratio eager / ours and the largest box difference between ours and eager's top detections.
+  Weights are random with trained-like statistics (``_common.calibrate_detector``): COCO weights
+  cannot be downloaded here, and plain random heads score every proposal alike.
+* VGG-19 encoders on the same given boxes (10 and 36): ``vgg19`` (convolutions once per image +
+  RoIAlign), ``vgg19-crops`` (a VGG-19 pass per crop, batched) and the literal per-box pipeline
+  (``_common.Reference``); ratios literal / ours.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.transforms.functional import to_tensor
+
+from _common import Reference, calibrate_detector, interleaved, load_model, make_boxes, synthetic_vocab, vgg_twin
+from regioncap.data.flickr30k import ENTITY_TYPES
+from regioncap.data.synthetic.photo import make_example as photo_example
+from regioncap.models.config import DetectorConfig, RegionCaptionerConfig
+from regioncap.models.model import RegionCaptioner
+
+ARCHS = ("mobilenet_v3_large_fpn", "resnet50_fpn_v2")
+VGG_KINDS = ("vgg19", "vgg19-crops", "literal")
+TARGETS = [("mobilenet_v3_large_fpn eager/ours", ">=", 2.0), ("literal/vgg19@36", ">=", 4.0),
+           ("literal/vgg19@10", ">=", 1.5)]
+
+
+def photos(n: int, seed: int = 7) -> list:
+    return [photo_example(seed, 10_000 + i, str(i))[0] for i in range(n)]
+
+
+def detector_model(arch: str) -> RegionCaptioner:
+    """A RegionCaptioner with ``arch`` at torchvision's defaults, random weights calibrated on other photos."""
+    torch.manual_seed(0)
+    vocab = synthetic_vocab()
+    config = RegionCaptionerConfig(vocab_size=len(vocab), entity_types=list(ENTITY_TYPES),
+                                   detector=DetectorConfig.for_arch(arch))
+    model = RegionCaptioner(config, vocab, download=False).eval()
+    calibrate_detector(model.detector, [to_tensor(im) for im in photos(2, seed=3)], logit_std=0.5)
+    return model
+
+
+def torchvision_eager(model: RegionCaptioner) -> GeneralizedRCNN:
+    """torchvision's own FasterRCNN forward (GeneralizedRCNN) on the model's detector modules."""
+    d = model.detector
+    return GeneralizedRCNN(d.backbone, d.rpn, d.roi_heads, d.transform).eval()
+
+
+def _with_fast_path(on: bool, fn):
+    def run():
+        old = os.environ.get("REGIONCAP_ONNXRUNTIME")
+        os.environ["REGIONCAP_ONNXRUNTIME"] = "1" if on else "0"
+        try:
+            return fn()
+        finally:
+            if old is None:
+                os.environ.pop("REGIONCAP_ONNXRUNTIME")
+            else:
+                os.environ["REGIONCAP_ONNXRUNTIME"] = old
+    return run
+
+
+def detector_runs(arch: str, images: list, max_regions: int) -> tuple[dict, dict]:
+    """(runs for ``interleaved``, agreement of ours with eager on every image)."""
+    model = detector_model(arch)
+    eager = torchvision_eager(model)
+    tensors = [to_tensor(im) for im in images]
+    model.prepare_inference()  # the export happens once per process (the app does it while loading)
+    agreement = {"box_max_diff_px": 0.0, "same_labels_in_order": True, "regions": 0}
+    for im, t in zip(images, tensors):
+        with torch.inference_mode():
+            ref = eager([t])[0]
+        ours = model.analyze(im, max_regions=max_regions, score_threshold=0.0).regions
+        n = len(ours)
+        agreement["regions"] += n
+        if n:
+            diff = (torch.tensor([r.box for r in ours]) - ref["boxes"][:n]).abs().max()
+            agreement["box_max_diff_px"] = max(agreement["box_max_diff_px"], round(float(diff), 3))
+            labels = [model.config.entity_types[int(i) - 1] for i in ref["labels"][:n]]
+            agreement["same_labels_in_order"] &= labels == [r.label for r in ours]
+    state = {"k": 0}
+
+    def next_image():
+        state["k"] = (state["k"] + 1) % len(images)
+        return state["k"]
+
+    def eager_forward():
+        with torch.inference_mode():
+            eager([tensors[next_image()]])
+
+    def analyze():
+        r = model.analyze(images[next_image()], max_regions=max_regions, score_threshold=0.0)
+        return {"regions": len(r.regions), **{f"{k}_ms": r.timings_ms[k] for k in ("detect", "encode", "caption")}}
+
+    runs = {f"{arch}: torchvision eager detector": eager_forward,
+            f"{arch}: ours, analyze()": _with_fast_path(True, analyze),
+            f"{arch}: ours, analyze() without the fast path": _with_fast_path(False, analyze)}
+    return runs, agreement
+
+
+def vgg_runs(images: list, regions: list[int]) -> dict:
+    base, _ = load_model(None, torch.device("cpu"))
+    twins = {kind: vgg_twin(base, torch.device("cpu"), kind) for kind in ("vgg19", "vgg19-crops")}
+    decoder = {k[len("captioner."):]: v for k, v in base.state_dict().items() if k.startswith("captioner.")}
+    literal = Reference(base.config, decoder, torch.device("cpu"))  # our decoder's weights: same caption lengths
+    boxes = {n: make_boxes(images[0], n, 100 + n) for n in regions}
+    runs = {}
+    for n in regions:
+        for kind, twin in twins.items():
+            runs[f"{kind}@{n}"] = (lambda t=twin, b=boxes[n]: {"regions": len(t.analyze(images[0], boxes=b).regions)})
+        runs[f"literal@{n}"] = lambda b=boxes[n]: {"regions": len(literal(images[0], b))}
+    return runs
+
+
+def photo_report(args) -> dict:
+    images = photos(args.photo_images)
+    runs, agreement = {}, {}
+    for arch in args.photo_archs:
+        r, agreement[arch] = detector_runs(arch, images, args.max_regions)
+        runs.update(r)
+    if not args.no_vgg:
+        runs.update(vgg_runs(images, args.regions))
+    results = interleaved(runs, args.repeats, args.warmup)
+    ratios = {}
+    for arch in args.photo_archs:
+        eager = results[f"{arch}: torchvision eager detector"]["median_ms"]
+        ratios[f"{arch} eager/ours"] = eager / results[f"{arch}: ours, analyze()"]["median_ms"]
+        ratios[f"{arch} eager/ours-without-fast-path"] = eager / results[
+            f"{arch}: ours, analyze() without the fast path"]["median_ms"]
+    for n in ([] if args.no_vgg else args.regions):
+        for kind in ("vgg19", "vgg19-crops"):
+            ratios[f"literal/{kind}@{n}"] = results[f"literal@{n}"]["median_ms"] / results[f"{kind}@{n}"]["median_ms"]
+    targets = [{"target": f"{name} {op} {limit}", "value": ratios.get(name),
+                "met": None if ratios.get(name) is None else ratios[name] >= limit} for name, op, limit in TARGETS]
+    return {"images": [im.size for im in images], "threads": torch.get_num_threads(), "results": results,
+            "agreement": agreement, "ratios": ratios, "targets": targets}
+
+
+def print_photo(report: dict) -> None:
+    print(f"photo rows: images {report['images']}, threads {report['threads']} (medians of interleaved runs)")
+    print(f"{'variant':58} {'median ms':>10} {'min ms':>9}  notes")
+    for key, r in report["results"].items():
+        notes = ", ".join(f"{k[7:]} {x:.1f}" for k, x in r.items() if k.startswith("median_") and k != "median_ms")
+        print(f"{key:58} {r['median_ms']:10.1f} {r['min_ms']:9.1f}  {notes}")
+    for arch, a in report["agreement"].items():
+        print(f"{arch}: ours vs eager on {a['regions']} regions: largest box difference {a['box_max_diff_px']} px, "
+              f"labels in the same order: {a['same_labels_in_order']}")
+    print("ratios (medians): " + "  ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items()))
+    for t in report["targets"]:
+        mark = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
+        print(f"target {t['target']:44} {'-' if t['value'] is None else format(t['value'], '.2f'):>7}  {mark}")
