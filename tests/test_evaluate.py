@@ -171,23 +171,12 @@ def test_truth_from_dataset_matches_the_dataset(synth):
 @pytest.fixture(scope="module")
 def tiny_model(synth, tmp_path_factory):
     from regioncap.data.dataset import Flickr30kEntities
-    from regioncap.data.flickr30k import ENTITY_TYPES
     from regioncap.data.vocab import Vocabulary
-    from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
-                                         RegionEncoderConfig, TextEncoderConfig)
-    from regioncap.models.model import RegionCaptioner
+    from regioncap import testing
 
-    torch.manual_seed(0)
-    ds = Flickr30kEntities(synth, "train")
-    vocab = Vocabulary.build(ds.phrase_texts())
-    cfg = RegionCaptionerConfig(
-        vocab_size=len(vocab), entity_types=list(ENTITY_TYPES), joint_dim=16,
-        detector=DetectorConfig(min_size=96, max_size=128, backbone_channels=[8, 8, 16, 16], fpn_channels=16),
-        region_encoder=RegionEncoderConfig(hidden_dim=16, geometry_dim=8),
-        text_encoder=TextEncoderConfig(embed_dim=8, hidden_dim=16),
-        captioner=CaptionerConfig(embed_dim=8, hidden_dim=16, max_len=6))
+    vocab = Vocabulary.build(Flickr30kEntities(synth, "train").phrase_texts())
     out = tmp_path_factory.mktemp("model")
-    RegionCaptioner(cfg, vocab).save_pretrained(out)
+    testing.tiny_model(vocab).save_pretrained(out)
     return out
 
 

@@ -1,4 +1,13 @@
-"""The Flickr30k Entities reader: the reference parser's results, hand-checked, and its errors."""
+"""The Flickr30k Entities reader against hand-written expectations, and its errors.
+
+The reference parser (the dataset authors' ``flickr30k_entities_utils.py``) is not run here: it is
+not packaged and nothing may be downloaded. Every expected value below is written by hand from the
+fixture files (tests/fixtures/flickr30k) or the inline text, by the reference parser's rules as
+regioncap/data/flickr30k.py's docstring states them (phrase tags and word indices, every
+``<name>`` of an object getting its box minus 1, ``nobox``/``scene`` from the flags, file order);
+the comments name the rule each case pins down. Where our reader refuses what the reference would
+crash on or accept, the expected value is our error, not the reference's behaviour.
+"""
 
 from pathlib import Path
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from regioncap import hub
 from train import tune_rerank
@@ -12,25 +11,15 @@ from train import tune_rerank
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from regioncap.data.dataset import Flickr30kEntities
-    from regioncap.data.flickr30k import ENTITY_TYPES
     from regioncap.data.synthetic import generate
     from regioncap.data.vocab import Vocabulary
-    from regioncap.models.config import (CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
-                                         RegionEncoderConfig, TextEncoderConfig)
-    from regioncap.models.model import RegionCaptioner
+    from regioncap.testing import tiny_model
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, images=4, seed=11, splits=(0.5, 0.5, 0.0))
-    torch.manual_seed(0)
     vocab = Vocabulary.build(Flickr30kEntities(root, "train").phrase_texts())
-    cfg = RegionCaptionerConfig(
-        vocab_size=len(vocab), entity_types=list(ENTITY_TYPES), joint_dim=16,
-        detector=DetectorConfig(min_size=96, max_size=128, backbone_channels=[8, 8, 16, 16], fpn_channels=16),
-        region_encoder=RegionEncoderConfig(hidden_dim=16, geometry_dim=8),
-        text_encoder=TextEncoderConfig(embed_dim=8, hidden_dim=16),
-        captioner=CaptionerConfig(embed_dim=8, hidden_dim=16, max_len=6))
     model = tmp_path_factory.mktemp("model")
-    RegionCaptioner(cfg, vocab).save_pretrained(model)
+    tiny_model(vocab).save_pretrained(model)
     return root, model
 
 
