@@ -467,9 +467,8 @@ def _session(request) -> str:
 def describe_model(holder: ModelHolder) -> tuple[str, str]:
     """(Markdown for the Model tab, the shapes-world note or "") from the config and the model card."""
     c = holder.model.config
-    card = read_card(holder.directory) if holder.directory else ""
-    sections = card_sections(card)
-    note = ""
+    sections = card_sections(read_card(holder.directory) if holder.directory else "")
+    note = ""  # the training data, not the card's limitations (which mention the synthetic set), decides
     if Path(holder.path).resolve() == DEMO_MODEL.resolve() or "synthetic" in sections.get("Training data", "").lower():
         from regioncap.data.synthetic import SHAPE_TYPES
 
