@@ -143,12 +143,12 @@ class Rehearsal:
                     sync(device)
                     warm_t, warm_images = time.perf_counter(), images
                 if steps % a.log_every == 0 or steps == 1:
-                    last = {k: round(float(v), 4) for k, v in loss_dict.items()}
+                    last = {k: round(float(v.detach()), 4) for k, v in loss_dict.items()}
                     log(f"  {stage} step {steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
                 if steps >= a.steps or time.perf_counter() >= deadline:
                     break
         sync(device)
-        last = {k: round(float(v), 4) for k, v in loss_dict.items()}
+        last = {k: round(float(v.detach()), 4) for k, v in loss_dict.items()}
         timed = images - warm_images if warm_t else 0
         out = {"steps": steps, "batch_size": bs, "images": images, "losses_last": last,
                "images_per_s": round(timed / (time.perf_counter() - warm_t), 2) if timed else None,
