@@ -9,7 +9,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from regioncap.errors import ModelFileError
 from regioncap.models.config import DetectorConfig
-from regioncap.models.detector import DOWNLOAD_HINT, build_detector
+from regioncap.models.detector import DOWNLOAD_HINT, RegionDetector
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model"
 SMALL = DetectorConfig(min_size=64, max_size=96, backbone_channels=[8, 8, 16, 16], fpn_channels=16, box_head_dim=32,
@@ -18,7 +18,7 @@ SMALL = DetectorConfig(min_size=64, max_size=96, backbone_channels=[8, 8, 16, 16
 
 def test_small_backbone_levels_and_strides():
     torch.manual_seed(0)
-    det = build_detector(SMALL, num_classes=9).eval()
+    det = RegionDetector(SMALL, num_classes=9).eval()
     feats = det.backbone(torch.rand(1, 3, 64, 96))
     assert list(feats) == ["0", "1", "2", "3", "pool"]
     assert [tuple(f.shape[-2:]) for f in feats.values()] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
@@ -29,7 +29,7 @@ def test_small_backbone_levels_and_strides():
 
 def test_small_detector_trains_with_and_without_boxes():
     torch.manual_seed(0)
-    det = build_detector(SMALL, num_classes=9).train()
+    det = RegionDetector(SMALL, num_classes=9).train()
     images = [torch.rand(3, 60, 80), torch.rand(3, 50, 50)]
     targets = [{"boxes": torch.tensor([[5.0, 5, 30, 40]]), "labels": torch.tensor([3])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
@@ -45,11 +45,11 @@ def test_small_detector_trains_with_and_without_boxes():
 
 
 def test_mobilenet_offline_and_its_pretrained_layout():
-    plain = build_detector(DetectorConfig(arch="mobilenet_v3_large_fpn"), num_classes=9)
+    plain = RegionDetector(DetectorConfig(arch="mobilenet_v3_large_fpn"), num_classes=9)
     assert plain.roi_heads.box_predictor.cls_score.out_features == 9
     assert any(isinstance(m, nn.BatchNorm2d) for m in plain.backbone.modules())
     # a COCO-initialised model rebuilt for loading (no download) has torchvision's frozen batch norm
-    rebuilt = build_detector(DetectorConfig(arch="mobilenet_v3_large_fpn", pretrained=True), 9, download=False)
+    rebuilt = RegionDetector(DetectorConfig(arch="mobilenet_v3_large_fpn", pretrained=True), 9, download=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in rebuilt.backbone.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in rebuilt.backbone.modules())
 
@@ -62,7 +62,7 @@ def test_download_failure_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(_api.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(ModelFileError) as err:
-        build_detector(DetectorConfig(arch="mobilenet_v3_large_fpn", pretrained=True), num_classes=9)
+        RegionDetector(DetectorConfig(arch="mobilenet_v3_large_fpn", pretrained=True), num_classes=9)
     assert str(err.value) == DOWNLOAD_HINT
 
 
@@ -74,7 +74,7 @@ def test_region_detector_has_fasterrcnns_keys_and_outputs():
 
     torch.manual_seed(0)
     reference = _small(SMALL, num_classes=9).eval()
-    det = build_detector(SMALL, num_classes=9).eval()
+    det = RegionDetector(SMALL, num_classes=9).eval()
     assert list(det.state_dict()) == list(reference.state_dict()) and isinstance(reference, FasterRCNN)
     det.load_state_dict(reference.state_dict(), strict=True)
     images = [torch.rand(3, 70, 90), torch.rand(3, 64, 64)]
@@ -113,7 +113,7 @@ def test_demo_model_detector_equals_torchvision_with_the_same_weights():
 
 def test_more_detections_on_request_without_changing_the_module():
     torch.manual_seed(0)
-    det = build_detector(DetectorConfig(**{**SMALL.__dict__, "box_detections_per_img": 3, "box_score_thresh": 0.0}),
+    det = RegionDetector(DetectorConfig(**{**SMALL.__dict__, "box_detections_per_img": 3, "box_score_thresh": 0.0}),
                          num_classes=9).eval()
     images = [torch.rand(3, 80, 80)]
     with torch.no_grad():
@@ -126,7 +126,7 @@ def test_more_detections_on_request_without_changing_the_module():
 
 def test_frozen_layers_stay_frozen_and_in_eval_mode():
     cfg = DetectorConfig.for_arch("mobilenet_v3_large_fpn", pretrained=True, trainable_backbone_layers=2)
-    det = build_detector(cfg, num_classes=9, download=False)
+    det = RegionDetector(cfg, num_classes=9, download=False)
     frozen = {n for n, p in det.named_parameters() if not p.requires_grad}
     assert frozen == det.frozen and "backbone.body.0.0.weight" in frozen
     assert all(n.startswith("backbone.body.") for n in frozen)
@@ -135,11 +135,11 @@ def test_frozen_layers_stay_frozen_and_in_eval_mode():
     assert {n for n, p in det.named_parameters() if not p.requires_grad} == frozen
     assert not det.get_submodule("backbone.body.0").training and det.backbone.fpn.training
     # resnet50_fpn_v2 keeps plain BatchNorm2d: a COCO model's statistics must not move
-    r50 = build_detector(DetectorConfig.for_arch("resnet50_fpn_v2", pretrained=True), 9, download=False).train()
+    r50 = RegionDetector(DetectorConfig.for_arch("resnet50_fpn_v2", pretrained=True), 9, download=False).train()
     norms = [m for m in r50.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms) and r50.rpn.training
     # a randomly initialised model trains everything, BatchNorm included
-    scratch = build_detector(DetectorConfig.for_arch("resnet50_fpn_v2"), 9).train()
+    scratch = RegionDetector(DetectorConfig.for_arch("resnet50_fpn_v2"), 9).train()
     assert not scratch.frozen and all(m.training for m in scratch.modules() if isinstance(m, nn.BatchNorm2d))
 
 
@@ -158,7 +158,7 @@ def _exact_heads(det):
 def test_box_arithmetic_is_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     cfg = DetectorConfig(**{**SMALL.__dict__, "min_size": 800, "max_size": 1024, "box_detections_per_img": 100})
-    det = build_detector(cfg, num_classes=9).eval()
+    det = RegionDetector(cfg, num_classes=9).eval()
     _exact_heads(det)
     images = [torch.rand(3, 800, 1000)]
 
@@ -181,7 +181,7 @@ def test_box_arithmetic_is_fp32_under_bf16_autocast():
 
 def test_training_losses_under_bf16_autocast_are_finite_and_fp32():
     torch.manual_seed(0)
-    det = build_detector(SMALL, num_classes=9).train()
+    det = RegionDetector(SMALL, num_classes=9).train()
     targets = [{"boxes": torch.tensor([[5.0, 5, 30, 40]]), "labels": torch.tensor([3])}]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = det([torch.rand(3, 60, 80)], targets)

@@ -26,7 +26,7 @@ from regioncap.data.image import FORMATS, load_image, probe_image
 from regioncap.errors import ImageError, TextError
 from regioncap.models import model as model_module
 from regioncap.models import results as results_module
-from regioncap.models.model import MAX_SIDE
+from regioncap.data.prepare import MAX_SIDE
 from regioncap.models.results import MAX_SENTENCE_TOKENS, MAX_TEXT_CHARS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -211,9 +211,9 @@ def test_detector_defaults_per_arch_and_flags_override_them():
 
 def test_a_built_detector_uses_torchvisions_values():
     from regioncap.models.config import DetectorConfig
-    from regioncap.models.detector import build_detector
+    from regioncap.models.detector import RegionDetector
 
-    det = build_detector(DetectorConfig.for_arch("mobilenet_v3_large_fpn"), num_classes=9)
+    det = RegionDetector(DetectorConfig.for_arch("mobilenet_v3_large_fpn"), num_classes=9)
     assert det.rpn._pre_nms_top_n == {"training": 2000, "testing": 1000}
     assert det.rpn._post_nms_top_n == {"training": 2000, "testing": 1000}
     assert det.rpn.score_thresh == 0.05 and det.roi_heads.detections_per_img == 100

@@ -285,13 +285,19 @@ class RegionDetector(nn.Module):
         Returns:
             per image ``boxes`` FloatTensor[N, 4] (fp32, original pixels), ``scores`` [N], ``labels`` Int64[N].
         """
-        heads = self.roi_heads
-        if max_detections is not None and max_detections > heads.detections_per_img:
-            heads = copy.copy(heads)  # a shallow copy shares the weights; the shared module is never mutated
-            heads.detections_per_img = max_detections
+        heads = self.roi_heads_for(max_detections)
         proposals, _ = self.rpn(image_list, features)
         detections, _ = heads(features, proposals, image_list.image_sizes)
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def roi_heads_for(self, max_detections: int | None) -> nn.Module:
+        """The RoI heads, returning up to ``max_detections`` per image when that is more than their
+        ``detections_per_img``: a shallow copy that shares the weights (the module itself never changes)."""
+        heads = self.roi_heads
+        if max_detections is not None and max_detections > heads.detections_per_img:
+            heads = copy.copy(heads)
+            heads.detections_per_img = max_detections
+        return heads
 
     @staticmethod
     def to_feature_boxes(boxes: list[Tensor], original_sizes: list[tuple[int, int]], image_list: ImageList
@@ -307,8 +313,3 @@ class RegionDetector(nn.Module):
         if self.training:
             return self.losses(image_list, features, targets)
         return self.detect(image_list, features, [tuple(im.shape[-2:]) for im in images])
-
-
-def build_detector(cfg: DetectorConfig, num_classes: int, download: bool | None = None) -> RegionDetector:
-    """Build the detector (see :class:`RegionDetector`)."""
-    return RegionDetector(cfg, num_classes, download)

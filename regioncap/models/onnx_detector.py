@@ -16,7 +16,6 @@ on the CPU only; training, CUDA and a missing ``onnxruntime`` take the eager det
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import warnings
@@ -118,10 +117,8 @@ class OnnxDetector:
     def detect(self, image_list: ImageList, features: dict[str, Tensor], original_sizes: list[tuple[int, int]],
                max_detections: int | None = None) -> list[dict[str, Tensor]]:
         """``RegionDetector.detect``: torchvision's RPN, RoIAlign and postprocessing around the ONNX box head."""
-        det, heads = self.detector, self.detector.roi_heads
-        if max_detections is not None and max_detections > heads.detections_per_img:
-            heads = copy.copy(heads)  # shares the weights; only the plain attribute differs
-            heads.detections_per_img = max_detections
+        det = self.detector
+        heads = det.roi_heads_for(max_detections)
         proposals, _ = det.rpn(image_list, features)
         pooled = heads.box_roi_pool(features, proposals, image_list.image_sizes)  # [sum P_i, C, 7, 7]
         if len(pooled):
