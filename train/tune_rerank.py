@@ -23,11 +23,11 @@ import torch
 from tqdm import tqdm
 
 from regioncap import hub
-from regioncap.data.dataset import Flickr30kEntities, pad_sequences
+from regioncap.data.dataset import Flickr30kEntities
 from regioncap.data.synthetic import ATTRIBUTE_WORDS
 from regioncap.errors import RegionCapError, fail
 from regioncap.metrics import attribute_mention_rates, bleu
-from regioncap.models.rerank import best_per_region, rerank_scores
+from regioncap.models.rerank import best_per_region, candidate_similarities, rerank_scores
 from train.evaluate import truth_from_dataset
 
 BATCH = 256  # regions per decoder / text-encoder call
@@ -58,21 +58,17 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
     out = {}
     with torch.inference_mode():
         for beam in beam_sizes:
-            ids, region, logp, sims = [], [], [], []
+            ids, region, logp, lengths, sims = [], [], [], [], []
             for start in range(0, len(v), BATCH):
                 vb = v[start:start + BATCH].to(model.device)
-                cands = model.captioner.candidates(vb, beam)
-                flat = [c for per in cands for c in per]
-                seqs = [torch.tensor(c[0], dtype=torch.long) for c in flat]
-                tokens, lengths = pad_sequences(seqs)
-                rows = torch.repeat_interleave(torch.arange(len(cands)), torch.tensor([len(p) for p in cands]))
-                s = model.text_encoder(tokens.to(model.device), lengths).float()
-                sims.append((vb[rows.to(model.device)] * s).sum(-1).cpu())
-                ids.extend(c[0] for c in flat)
-                region.append(rows + start)
-                logp.append(torch.tensor([c[1] for c in flat]))
-            lengths = torch.tensor([len(i) for i in ids])
-            out[beam] = (ids, torch.cat(region), torch.cat(logp), lengths, torch.cat(sims))
+                b_ids, b_region, b_logp, b_lengths, b_sims = candidate_similarities(
+                    model.captioner, model.text_encoder, vb, beam)
+                ids.extend(b_ids)
+                region.append(b_region + start)
+                logp.append(b_logp)
+                lengths.append(b_lengths)
+                sims.append(b_sims)
+            out[beam] = (ids, torch.cat(region), torch.cat(logp), torch.cat(lengths), torch.cat(sims))
     return refs, out
 
 

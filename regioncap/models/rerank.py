@@ -69,6 +69,24 @@ def best_per_region(scores: Tensor, region: Tensor, num_regions: int) -> Tensor:
     return first
 
 
+def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | None = None
+                           ) -> tuple[list[list[int]], Tensor, Tensor, Tensor, Tensor]:
+    """Every region's decoder candidates, flattened, with their region-phrase similarities.
+
+    All candidates go through the text encoder in one call. Returns (word ids per candidate,
+    region LongTensor[C], log_probs FloatTensor[C], lengths LongTensor[C] (words), similarities
+    FloatTensor[C] v_region . s(candidate)), on the CPU; candidates of a region come most probable first.
+    """
+    cands = decoder.candidates(v, beam_size)
+    ids = [c[0] for per in cands for c in per]
+    region = torch.repeat_interleave(torch.arange(v.shape[0]), torch.tensor([len(per) for per in cands]))
+    log_probs = torch.tensor([c[1] for per in cands for c in per], dtype=torch.float32)
+    tokens, lengths = pad_sequences([torch.tensor(i, dtype=torch.long) for i in ids])
+    s = text_encoder(tokens.to(v.device), lengths).float()  # [C, D], one call for every region
+    sims = (v.float()[region.to(v.device)] * s).sum(-1).cpu()  # [C]
+    return ids, region, log_probs, lengths, sims
+
+
 def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float = 0.0,
            beam_size: int | None = None) -> tuple[list[list[int]], Tensor, list[list[tuple]]]:
     """Candidates for every region, scored and chosen; batched (one text-encoder call for all of them).
@@ -85,13 +103,7 @@ def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float 
     r = v.shape[0]
     if r == 0:
         return [], v.new_zeros(0), []
-    cands = decoder.candidates(v, beam_size)
-    ids = [c[0] for per in cands for c in per]
-    region = torch.repeat_interleave(torch.arange(r), torch.tensor([len(per) for per in cands]))
-    log_probs = torch.tensor([c[1] for per in cands for c in per], dtype=torch.float32)
-    tokens, lengths = pad_sequences([torch.tensor(i, dtype=torch.long) for i in ids])
-    s = text_encoder(tokens.to(v.device), lengths).float()  # [C, D], one call for every region
-    sims = (v.float()[region.to(v.device)] * s).sum(-1).cpu()  # [C]
+    ids, region, log_probs, lengths, sims = candidate_similarities(decoder, text_encoder, v, beam_size)
     scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha)
     best = best_per_region(scores, region, r)
     per_region: list[list[tuple]] = [[] for _ in range(r)]
