@@ -127,3 +127,30 @@ def test_image_sentence_scores_memory_is_phrases_times_regions():
         image_sentence_scores(sim, torch.arange(K).repeat_interleave(per), torch.randint(0, 50, (P,)), K, 50)
     largest = max(e.cpu_memory_usage for e in prof.events())
     assert largest <= 2 * P * K * per * 8  # [P, R] (an int64 index at most), not [P, K, R] (~121 MB)
+
+
+def test_model_align_loss_phrase_negatives_and_concept_term(make_model, tiny_batch):
+    """``phrase_negatives='batch'`` ranks phrases against other images' regions too (more hinge terms),
+    and ``concept_loss_weight`` adds exactly weight x concept_loss of the region vectors."""
+    from regioncap.models.text_encoder import concept_loss, concept_targets
+
+    images, targets, text = tiny_batch
+
+    def align(**top):
+        model = make_model(seed=3, **top).train()
+        torch.manual_seed(0)
+        return model, model(images, targets, text, losses=("align",))["loss_align"]
+
+    _, image = align()
+    _, batch = align(phrase_negatives="batch")
+    assert batch > image  # image 1's region is a negative for image 0's phrases only with 'batch'
+    model, with_concepts = align(concept_loss_weight=0.5)
+    assert model.text_encoder.concepts is not None
+    with torch.no_grad():
+        v = model._encode_regions(images, *model.detector.features(images)[:2],
+                                  [t["region_boxes"] for t in targets])
+        boxed = text["boxed"]
+        t = concept_targets(text["tokens"][boxed], text["lengths"][boxed], text["region"][boxed], len(v),
+                            model.config.vocab_size)
+        expected = image + 0.5 * concept_loss(model.text_encoder.concepts(v), t)
+    torch.testing.assert_close(with_concepts.detach(), expected, rtol=1e-5, atol=1e-5)

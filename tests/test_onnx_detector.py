@@ -111,3 +111,27 @@ def test_weight_changes_rebuild_the_graphs(mobilenet, monkeypatch):
 def test_small_arch_stays_eager(tiny_model, monkeypatch):
     monkeypatch.setenv("REGIONCAP_ONNXRUNTIME", "1")
     assert tiny_model._inference_detector() is tiny_model.detector
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 3])
+def test_pool_by_level_gives_multiscale_roi_align_rows(pieces):
+    """Level-by-level pooling in pieces: the rows of torchvision's MultiScaleRoIAlign, in ``order``."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    g = torch.Generator().manual_seed(0)
+    features = {"0": torch.rand(2, 8, 32, 40, generator=g), "1": torch.rand(2, 8, 16, 20, generator=g),
+                "pool": torch.rand(2, 8, 8, 10, generator=g)}
+    boxes = []
+    for n in (37, 0):  # an image without boxes too
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([120.0, 90.0])
+        wh = torch.rand(n, 2, generator=g) * 150 + 2  # small boxes map to level 0, large ones to level 1
+        boxes.append(torch.cat([xy, xy + wh], dim=1))
+    boxes[1] = torch.tensor([[10.0, 10.0, 200.0, 150.0], [3.0, 4.0, 9.0, 12.0]])
+    sizes = [(128, 160), (128, 160)]
+    reference = MultiScaleRoIAlign(["0", "1"], 7, 2)(features, boxes, sizes)
+    pool = MultiScaleRoIAlign(["0", "1"], 7, 2)
+    jobs, order = onnx_detector.pool_by_level(pool, features, boxes, sizes, pieces)
+    pooled = torch.cat([job() for job in jobs])
+    assert sorted(order.tolist()) == list(range(39))
+    assert len(jobs) >= 2 * min(pieces, 2)  # both levels are used, each in pieces
+    torch.testing.assert_close(pooled, reference[order], rtol=0, atol=0)

@@ -110,3 +110,48 @@ def test_vgg19_encoder_skips_the_last_maxpool(vgg_pair):
     shared, crops = vgg_pair
     assert len(shared.features) == len(crops.features) - 1
     assert isinstance(crops.features[-1], torch.nn.MaxPool2d) and isinstance(shared.features[-1], torch.nn.ReLU)
+
+
+def striped_image(stripes: bool) -> torch.Tensor:
+    """A grey 64x64 image whose box [16, 16, 48, 48] is plain red or red with white stripes."""
+    img = torch.full((3, 64, 64), 0.5)
+    img[:, 16:48, 16:48] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    if stripes:
+        img[:, 16:48, 16:48:4] = 1.0
+        img[:, 16:48, 17:48:4] = 1.0
+    return img
+
+
+def test_texture_branch_starts_at_zero_so_a_trained_encoder_keeps_its_vectors():
+    base = RoIRegionEncoder(8, ["0", "1", "2", "3"], CFG, joint_dim=6).eval()
+    textured = RoIRegionEncoder(8, ["0", "1", "2", "3"], RegionEncoderConfig(**{**CFG.__dict__, "texture_dim": 12}),
+                                joint_dim=6).eval()
+    missing, unexpected = textured.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("texture.") for k in missing)
+    boxes = [torch.tensor([[16.0, 16, 48, 48]])]
+    with torch.no_grad():
+        a = base(features(batch=1), boxes, [(64, 64)])
+        b = textured(features(batch=1), boxes, [(64, 64)], images=[striped_image(True)], image_boxes=boxes)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="texture branch"):
+        textured(features(batch=1), boxes, [(64, 64)])
+
+
+def test_texture_branch_reads_the_boxs_own_pixels():
+    torch.manual_seed(0)
+    enc = RoIRegionEncoder(8, ["0", "1", "2", "3"], RegionEncoderConfig(**{**CFG.__dict__, "texture_dim": 12}),
+                           joint_dim=6).eval()
+    torch.nn.init.normal_(enc.texture.out[-1].weight)  # as after training (it starts at zero)
+    feats, box = {k: torch.zeros_like(v) for k, v in features(batch=1).items()}, [torch.tensor([[16.0, 16, 48, 48]])]
+
+    def encode(img):
+        with torch.no_grad():
+            return enc(feats, box, [(64, 64)], images=[img], image_boxes=box)
+
+    plain, striped = encode(striped_image(False)), encode(striped_image(True))
+    assert (plain - striped).abs().max() > 1e-3  # the stripes reach the region vector
+    outside = striped_image(False)
+    outside[:, :8, :] = 0.0  # pixels outside the box: same vector
+    torch.testing.assert_close(encode(outside), plain)
+    with pytest.raises(ValueError, match="texture_dim"):
+        RegionEncoderConfig(kind="vgg19", texture_dim=8).validate()

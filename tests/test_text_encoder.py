@@ -44,3 +44,23 @@ def test_gradients_reach_every_parameter():
     enc.train()
     enc(torch.tensor([[4, 5, 6], [7, 8, 0]]), torch.tensor([3, 2])).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())
+
+
+def test_concept_targets_and_loss_hand_computed():
+    from regioncap.models.text_encoder import concept_loss, concept_targets
+
+    tokens = torch.tensor([[4, 5, 0], [6, 0, 0], [4, 7, 8]])  # PAD = 0
+    lengths = torch.tensor([2, 1, 3])
+    region = torch.tensor([1, 1, 2])  # region 0 has no phrase
+    t = concept_targets(tokens, lengths, region, num_regions=3, vocab_size=9)
+    expected = torch.zeros(3, 9)
+    expected[1, [4, 5, 6]] = 1.0
+    expected[2, [4, 7, 8]] = 1.0
+    assert torch.equal(t, expected)
+    logits = torch.zeros(3, 9)
+    logits[1, 4] = 2.0
+    # regions 1 and 2 count (region 0 names nothing): each 9 words x BCE; at logit 0 BCE is log 2
+    per_region_1 = 8 * torch.log(torch.tensor(2.0)) + torch.nn.functional.softplus(torch.tensor(-2.0))
+    per_region_2 = 9 * torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(concept_loss(logits, t), (per_region_1 + per_region_2) / 2)
+    assert concept_loss(logits, torch.zeros(3, 9)) == 0.0

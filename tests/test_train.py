@@ -276,3 +276,37 @@ def test_torchrun_a_nan_on_one_rank_stops_every_rank_with_the_same_message(data,
     assert proc.returncode != 0
     message = "error: non-finite loss in stage 'alignment' at step 1: loss_align=nan"
     assert proc.stderr.count(message) == 2, proc.stderr[-3000:]  # both ranks, the same words
+
+
+def test_init_from_a_model_then_captioner_trains_the_encoders(data, tmp_path, capsys):
+    """--init-from copies the named parts (the rest start fresh, a texture branch included);
+    --captioner-trains-encoders makes the captioner stage train the region and text encoders too."""
+    from regioncap import RegionCaptioner
+
+    source_dir = tmp_path / "source"
+    run(data, source_dir, "--epochs", "1", "--max-steps", "1")
+    source = RegionCaptioner.from_pretrained(source_dir).state_dict()
+    out = tmp_path / "tuned"
+    run(data, out, "--stages", "captioner", "--epochs", "1", "--max-steps", "2", "--init-from", str(source_dir),
+        "--init-parts", "detector,region_encoder", "--texture-dim", "8", "--captioner-trains-encoders",
+        "--concept-loss-weight", "1", "--phrase-negatives", "batch")
+    assert "new: region_encoder.texture" in capsys.readouterr().out
+    tuned = RegionCaptioner.from_pretrained(out)
+    cfg = tuned.config
+    assert (cfg.region_encoder.texture_dim, cfg.captioner.detach_regions) == (8, False)
+    assert (cfg.concept_loss_weight, cfg.phrase_negatives) == (1.0, "batch")
+    state = tuned.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in source.items() if k.startswith("detector."))  # not trained
+    changed = [k for k, v in source.items() if k.startswith("region_encoder.") and not torch.equal(state[k], v)]
+    assert changed  # the captioner stage trained the region encoder
+    assert not state["region_encoder.texture.out.3.weight"].eq(0).all()
+    assert not torch.equal(state["captioner.embed.weight"], source["captioner.embed.weight"])  # --init-parts: fresh
+
+
+def test_init_from_refuses_a_model_of_another_shape(data, tmp_path, capsys):
+    source_dir = tmp_path / "source"
+    run(data, source_dir, "--stages", "detector", "--epochs", "1", "--max-steps", "1")
+    with pytest.raises(SystemExit):
+        run(data, tmp_path / "other", "--stages", "alignment", "--max-steps", "1", "--joint-dim", "32",
+            "--init-from", str(source_dir))
+    assert "do not fit this configuration" in capsys.readouterr().err

@@ -8,7 +8,11 @@ Stages run in order, each on its own parameters and losses:
   alignment  region encoder + text encoder (loss_align: Karpathy's image-sentence ranking loss plus a
              phrase-region ranking loss); with --finetune-backbone the detector trains on as well
              (loss_detector + loss_align), so the shared features learn what the phrases talk about;
-  captioner  the caption decoder on the (frozen) aligned region embeddings (loss_caption).
+  captioner  the caption decoder on the (frozen) aligned region embeddings (loss_caption); with
+             --captioner-trains-encoders the region and text encoders train on as well
+             (loss_caption + loss_align), so what a caption has to say shapes the region vectors.
+--init-from MODEL starts from a model folder's weights and vocabulary (fine-tuning); parts that the
+new configuration adds (a texture branch) start fresh.
 DIR ends up a model folder (config.json, model.safetensors, vocab.json, README.md) with
 checkpoint.safetensors, history.json and loss_curves.png beside the weights.
 """
@@ -39,7 +43,7 @@ from regioncap.errors import RegionCapError, fail
 from regioncap.fileio import write_json_atomic
 from regioncap.models.config import (REGION_ENCODERS, CaptionerConfig, DetectorConfig, RegionCaptionerConfig,
                                      RegionEncoderConfig, TextEncoderConfig)
-from regioncap.models.model import RegionCaptioner
+from regioncap.models.model import PARTS, RegionCaptioner
 from train.engine import (CHECKPOINT_NAME, HISTORY_NAME, PLOT_NAME, NonFiniteLossError, StopTraining,
                           TrainState, load_checkpoint, plot_history, save_checkpoint, train_one_epoch)
 
@@ -93,6 +97,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         g.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar="N" if kind is int else "X")
     p.add_argument("--finetune-backbone", action="store_true",
                    help="alignment stage also trains the detector (loss_detector + loss_align)")
+    p.add_argument("--captioner-trains-encoders", action="store_true",
+                   help="captioner stage also trains the region and text encoders (loss_caption + loss_align)")
+    p.add_argument("--texture-dim", type=int, default=0, metavar="N",
+                   help="--encoder roi: add a texture branch of N features on each box's own pixels (0: none)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this model folder's weights and vocabulary; new parts start fresh")
+    p.add_argument("--init-parts", default="detector,region_encoder,text_encoder,captioner", metavar="PARTS",
+                   help="--init-from: which parts take its weights (default all; the others start fresh)")
+    p.add_argument("--phrase-negatives", default="image", choices=["image", "batch"],
+                   help="phrase-region ranking against the regions of the phrase's own image (grounding) "
+                        "or of every image in the batch (also collection search)")
+    p.add_argument("--concept-loss-weight", type=float, default=0.0, metavar="W",
+                   help="add W x a word-prediction loss on the region vectors to the alignment loss (0: none)")
     p.add_argument("--align-reduction", default="sum", choices=["sum", "mean"],
                    help="ranking losses summed over the batch (the seed's) or averaged per positive pair")
     p.add_argument("--vocab-min-count", type=int, default=None,
@@ -186,10 +203,12 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
         det.max_size = det.min_size
     return RegionCaptionerConfig(
         vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
-        region_encoder=RegionEncoderConfig(kind=args.encoder,
+        region_encoder=RegionEncoderConfig(kind=args.encoder, texture_dim=args.texture_dim,
                                            pretrained=args.encoder != "roi" and args.pretrained_encoder),
         text_encoder=TextEncoderConfig(),
-        captioner=CaptionerConfig(rnn=args.rnn), align_reduction=args.align_reduction)
+        captioner=CaptionerConfig(rnn=args.rnn, detach_regions=not args.captioner_trains_encoders),
+        align_reduction=args.align_reduction, phrase_negatives=args.phrase_negatives,
+        concept_loss_weight=args.concept_loss_weight)
 
 
 def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:
@@ -199,6 +218,8 @@ def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:
 def make_optimizer(model: RegionCaptioner, stage: str, args, steps: int):
     """Adam over the stage's trainable parameters (frozen layers and parts left out) + LR schedule."""
     names = STAGE_MODULES[stage] + (("detector",) if stage == "alignment" and args.finetune_backbone else ())
+    if _joint_captioner(stage, model.config):
+        names += STAGE_MODULES["alignment"]
     params = model.set_trainable(names)  # the other parts stay in eval mode, frozen layers stay frozen
     lr = args.detector_lr if stage == "detector" else args.lr
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=args.weight_decay)
@@ -213,10 +234,33 @@ def make_optimizer(model: RegionCaptioner, stage: str, args, steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def stage_losses(stage: str, args) -> tuple[str, ...]:
+def _joint_captioner(stage: str, config: RegionCaptionerConfig) -> bool:
+    """The captioner stage trains the encoders too (config ``captioner.detach_regions`` false)."""
+    return stage == "captioner" and not config.captioner.detach_regions
+
+
+def stage_losses(stage: str, args, config: RegionCaptionerConfig) -> tuple[str, ...]:
     if stage == "alignment" and args.finetune_backbone:
         return ("detector", "align")
+    if _joint_captioner(stage, config):
+        return ("align", "caption")
     return STAGE_LOSSES[stage]
+
+
+def init_weights(model: RegionCaptioner, source: RegionCaptioner, name: str, parts: list[str]) -> None:
+    """Copy ``source``'s weights of ``parts`` into ``model`` where names match; the rest stays fresh."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        fail(f"--init-parts: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    state = {k: v for k, v in source.state_dict().items() if k.split(".")[0] in parts}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # same name, other shape: another architecture
+        fail(f"--init-from {name}: its weights do not fit this configuration ({str(e).splitlines()[-1].strip()})")
+    if unexpected:
+        fail(f"--init-from {name}: weights this configuration has no place for, e.g. {unexpected[0]}")
+    new = sorted({".".join(k.split(".")[:2]) for k in missing if k.split(".")[0] in parts})
+    print(f"initialised from {name}" + (f"; new: {', '.join(new)}" if new else ""))
 
 
 def main(args) -> int:
@@ -261,7 +305,14 @@ def main(args) -> int:
     else:
         if args.resume and is_main:
             print(f"no checkpoint at {ckpt_path}; starting from scratch")
-        vocab = build_vocab(dataset, args.vocab_min_count)
+        if args.init_from:
+            try:
+                source = RegionCaptioner.from_pretrained(args.init_from)
+            except (RegionCapError, OSError) as e:
+                fail(f"--init-from {args.init_from}: {e}")
+            vocab = source.vocab
+        else:
+            vocab = build_vocab(dataset, args.vocab_min_count)
         config = build_config(args, len(vocab))
     dataset.vocab = vocab
     if not args.no_augment:
@@ -273,6 +324,10 @@ def main(args) -> int:
     model = RegionCaptioner(config, vocab, download=False if state is not None else None).to(device)
     if state is not None:
         model.load_state_dict(model_state, strict=True)
+    elif args.init_from:
+        init_weights(model, source.to(device), args.init_from,
+                     [p.strip() for p in args.init_parts.split(",") if p.strip()])
+        del source
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         vocab.save(out / hub.VOCAB_FILE)
@@ -308,7 +363,7 @@ def main(args) -> int:
                 save_checkpoint(ckpt_path, model, optimizer, scheduler, state, config.to_dict())
                 write_json_atomic(out / HISTORY_NAME, {"records": history}, indent=1)
 
-        losses = stage_losses(stage, args)
+        losses = stage_losses(stage, args, config)
         try:
             while state.epoch < epochs[stage] and not (args.max_steps and state.step >= args.max_steps):
                 sampler.set_epoch(state.epoch)

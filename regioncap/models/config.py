@@ -96,7 +96,13 @@ MAX_RNN_LAYERS = 8  # a forged config.json must not make loading build thousands
 class RegionEncoderConfig:
     """Region encoder: ``roi`` (RoIAlign on the detector's FPN), ``vgg19`` (VGG-19 convolutions once per
     image, RoIAlign 7x7 per box: Fast R-CNN's way) or ``vgg19-crops`` (the seed's literal crops, one
-    VGG-19 pass per box, ``vgg_crop_size`` px)."""
+    VGG-19 pass per box, ``vgg_crop_size`` px).
+
+    ``texture_dim`` > 0 (``roi`` only) adds a texture branch: a small CNN on the box's own pixels at
+    the image's full resolution, pooled to per-channel mean and standard deviation, so what the
+    detector's features blur away (stripes, dots, checks; exact colour) reaches the region vector.
+    0 (the default, and what a config.json written before it existed gets) leaves it out.
+    """
 
     kind: str = "roi"
     roi_output_size: int = 7
@@ -105,11 +111,14 @@ class RegionEncoderConfig:
     dropout: float = 0.1
     vgg_crop_size: int = 224
     pretrained: bool = False
+    texture_dim: int = field(default=0, metadata={"optional": True})  # absent from older config.json
 
     def validate(self) -> None:
         _choice("region_encoder.kind", self.kind, REGION_ENCODERS)
         if self.roi_output_size < 1 or self.hidden_dim < 1 or self.vgg_crop_size < 32:
             raise ValueError("region_encoder sizes must be positive (vgg_crop_size >= 32)")
+        if self.texture_dim < 0 or (self.texture_dim and self.kind != "roi"):
+            raise ValueError("region_encoder.texture_dim must be >= 0, and 0 unless kind is 'roi'")
 
 
 @dataclass
@@ -181,7 +190,11 @@ class RegionCaptionerConfig:
     ``align_margin`` is the image-sentence ranking margin (Karpathy: 1.0),
     ``phrase_margin`` / ``phrase_loss_weight`` the phrase-region ranking term added to it;
     ``align_reduction`` "sum" sums the hinge terms over the batch as the seed did, "mean" divides
-    by the number of positive pairs (batch-size independent).
+    by the number of positive pairs (batch-size independent); ``phrase_negatives`` "image" ranks each
+    phrase against the regions of its own image (what grounding asks), "batch" against every region
+    in the batch (what collection search asks; it also teaches what tells two images' look-alike
+    regions apart, such as a pattern); ``concept_loss_weight`` > 0 adds a word-prediction loss on the
+    region vectors (:func:`~regioncap.models.text_encoder.concept_loss`) to the alignment loss.
     """
 
     vocab_size: int
@@ -195,9 +208,14 @@ class RegionCaptionerConfig:
     phrase_margin: float = 0.2
     phrase_loss_weight: float = 1.0
     align_reduction: str = "sum"
+    phrase_negatives: str = field(default="image", metadata={"optional": True})  # absent from older config.json
+    concept_loss_weight: float = field(default=0.0, metadata={"optional": True})
 
     def validate(self) -> None:
         _choice("align_reduction", self.align_reduction, ("sum", "mean"))
+        _choice("phrase_negatives", self.phrase_negatives, ("image", "batch"))
+        if self.concept_loss_weight < 0:
+            raise ValueError("concept_loss_weight must be >= 0")
         if self.vocab_size < 5:
             raise ValueError("vocab_size must be >= 5 (4 special tokens + a word)")
         if not self.entity_types or len(set(self.entity_types)) != len(self.entity_types):

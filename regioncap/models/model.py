@@ -33,7 +33,7 @@ from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
 from regioncap.models.rerank import CaptionCandidate, rerank
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
-from regioncap.models.text_encoder import TextEncoder
+from regioncap.models.text_encoder import TextEncoder, concept_loss, concept_targets
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class RegionCaptioner(nn.Module):
         else:  # vgg19 / vgg19-crops: their own convolutions on the original image
             vgg = VGG19RegionEncoder if config.region_encoder.kind == "vgg19" else VGG19CropEncoder
             self.region_encoder = vgg(config.region_encoder, d, download)
-        self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d)
+        self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d,
+                                        concepts=config.concept_loss_weight > 0)
         self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
         self.frozen_parts: tuple[str, ...] = ()
 
@@ -101,7 +102,7 @@ class RegionCaptioner(nn.Module):
         if self.config.region_encoder.kind != "roi":  # vgg19 / vgg19-crops: their own convolutions
             return self.region_encoder(images, boxes, sizes)
         scaled = self.detector.to_feature_boxes(boxes, sizes, image_list)
-        return self.region_encoder(features, scaled, image_list.image_sizes)
+        return self.region_encoder(features, scaled, image_list.image_sizes, images=images, image_boxes=boxes)
 
     # -- training -----------------------------------------------------------------------------------
     def forward(self, images: list[Tensor], targets: list[dict] | None = None, text: dict | None = None,
@@ -172,8 +173,15 @@ class RegionCaptioner(nn.Module):
         scores = image_sentence_scores(sim, region_image, text["sentence"].to(dev), num_images, len(sentence_image))
         loss = sentence_ranking_loss(scores, sentence_image, cfg.align_margin, cfg.align_reduction)
         phrase = phrase_region_loss(sim[boxed], text["region"].to(dev)[boxed], cfg.phrase_margin,
-                                    region_image=region_image, reduction=cfg.align_reduction)
-        return loss + cfg.phrase_loss_weight * phrase
+                                    region_image=region_image if cfg.phrase_negatives == "image" else None,
+                                    reduction=cfg.align_reduction)
+        loss = loss + cfg.phrase_loss_weight * phrase
+        if cfg.concept_loss_weight > 0:
+            regions = text["region"].to(dev)[boxed]
+            targets = concept_targets(text["tokens"].to(dev)[boxed], text["lengths"].to(dev)[boxed], regions, len(v),
+                                      cfg.vocab_size)
+            loss = loss + cfg.concept_loss_weight * concept_loss(self.text_encoder.concepts(v), targets)
+        return loss
 
     # -- inference ----------------------------------------------------------------------------------
     @contextlib.contextmanager

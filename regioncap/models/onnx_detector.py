@@ -20,10 +20,13 @@ import io
 import logging
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,36 @@ class OrtModule:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
+def pool_by_level(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list[Tensor],
+                  image_sizes: list[tuple[int, int]], pieces: int = 1) -> tuple[list[Tensor], Tensor]:
+    """``pool(features, boxes, image_sizes)``'s rows, computed level by level in ``pieces`` jobs each.
+
+    ``MultiScaleRoIAlign`` zero-fills a [N, C, s, s] result and scatters each level's rows into it;
+    here each level's rows are pooled straight into their own tensors, cut into ``pieces`` jobs so
+    that several threads can run torchvision's single-threaded CPU ``roi_align`` at once. Same
+    arithmetic (the same ``roi_align`` calls on the same rows), other row order.
+
+    Returns:
+        (jobs, order): ``jobs`` callables, each returning FloatTensor[n_j, C, s, s]; concatenated in
+        order they are the pooled rows of ``order`` (LongTensor[N], indices into the concatenated boxes).
+    """
+    x = _filter_input(features, pool.featmap_names)
+    if pool.scales is None or pool.map_levels is None:
+        pool.scales, pool.map_levels = _setup_scales(x, image_sizes, pool.canonical_scale, pool.canonical_level)
+    rois = _convert_to_roi_format(boxes)
+    levels = pool.map_levels(boxes) if len(x) > 1 else torch.zeros(len(rois), dtype=torch.int64)
+    order = torch.argsort(levels, stable=True)
+    counts = torch.bincount(levels, minlength=len(x)).tolist()
+    jobs, start = [], 0
+    for level, (feature, scale) in enumerate(zip(x, pool.scales)):
+        idx = order[start:start + counts[level]]
+        start += counts[level]
+        for part in idx.tensor_split(max(1, min(pieces, len(idx)))):
+            jobs.append(lambda f=feature, r=rois[part], sc=scale: roi_align(
+                f, r, output_size=pool.output_size, spatial_scale=sc, sampling_ratio=pool.sampling_ratio))
+    return jobs, order
+
+
 class OnnxDetector:
     """A :class:`~regioncap.models.detector.RegionDetector` whose backbone and box head run in ONNX Runtime.
 
@@ -95,6 +128,9 @@ class OnnxDetector:
     def __init__(self, detector: nn.Module, threads: int | None = None):
         threads = threads or torch.get_num_threads()
         self.detector = detector
+        self.threads = threads
+        # torchvision's CPU roi_align is single-threaded: run pieces of it on several threads
+        self.workers = ThreadPoolExecutor(threads, thread_name_prefix="roi_align") if threads > 1 else None
         size = detector.transform.min_size[-1]
         heads = detector.roi_heads
         # one image per run: a graph traced at batch 1 keeps batch-1 shapes inside (mobilenet's SE blocks)
@@ -120,12 +156,26 @@ class OnnxDetector:
         det = self.detector
         heads = det.roi_heads_for(max_detections)
         proposals, _ = det.rpn(image_list, features)
-        pooled = heads.box_roi_pool(features, proposals, image_list.image_sizes)  # [sum P_i, C, 7, 7]
-        if len(pooled):
-            class_logits, box_regression = self.box_net(pooled)
-        else:  # no proposals: nothing for ONNX Runtime to do (and a 0-row input is not worth its edge cases)
-            class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
+        class_logits, box_regression = self._box_net(heads, features, proposals, image_list.image_sizes)
         boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals,
                                                              image_list.image_sizes)
         detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
         return det.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def _box_net(self, heads, features, proposals: list[Tensor], image_sizes) -> tuple[Tensor, Tensor]:
+        """Box head + predictor over every proposal: (class_logits [N, K], box_regression [N, 4K])."""
+        jobs, order = pool_by_level(heads.box_roi_pool, features, proposals, image_sizes, self.threads)
+        if not len(order):  # no proposals: nothing for ONNX Runtime to do (a 0-row input is not worth its edge cases)
+            pooled = heads.box_roi_pool(features, proposals, image_sizes)
+            return heads.box_predictor(heads.box_head(pooled))
+        if self.workers is None:
+            pooled = [job() for job in jobs]
+        else:
+            pooled = [f.result() for f in [self.workers.submit(job) for job in jobs]]
+        pooled = [p for p in pooled if len(p)]
+        outputs = [self.box_net(p) for p in pooled]  # ONNX Runtime per piece: no [N, C, 7, 7] concatenation
+        class_logits = torch.cat([o[0] for o in outputs])
+        box_regression = torch.cat([o[1] for o in outputs])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+        return class_logits[inverse], box_regression[inverse]

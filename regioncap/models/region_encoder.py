@@ -3,7 +3,8 @@
 Both share one call: ``encoder(images_or_features, boxes, image_sizes) -> FloatTensor[sum R_i, D]``.
 
 * :class:`RoIRegionEncoder` (default) pools the detector's own FPN features with
-  ``MultiScaleRoIAlign``, so one backbone pass serves detection and description.
+  ``MultiScaleRoIAlign``, so one backbone pass serves detection and description; optionally with a
+  :class:`TextureBranch` on the box's own pixels (``texture_dim``).
 * :class:`VGG19RegionEncoder` (``vgg19``) is the original design's VGG-19 encoder run the Fast R-CNN
   way: VGG-19's convolutions once per image, RoIAlign 7x7 per box, FC.
 * :class:`VGG19CropEncoder` (``vgg19-crops``) is the seed's literal AlignmentEncoderCNN: each box is
@@ -33,6 +34,8 @@ VGG_CHUNK = {"cpu": 2}
 VGG_CHUNK_DEFAULT = 64
 VGG_STRIDE = 16  # conv5_4 of VGG-19 (after four max-pools)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TEXTURE_GRID = 32  # TextureBranch samples each box on this grid
+TEXTURE_WIDTH = 32  # channels of its first convolution (then twice that)
 
 
 def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -51,12 +54,57 @@ def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
     return torch.cat([b, bw[:, None], bh[:, None], (bw * bh)[:, None]], dim=1)
 
 
+class TextureBranch(nn.Module):
+    """A box's own pixels -> pattern and colour statistics, FloatTensor[R, out_dim].
+
+    RoIAlign samples each box from the original image on a 32x32 grid (a pattern whose period is a
+    fraction of its object's size covers the same number of cells whatever the box's size); three
+    3x3 convolutions (the last two with stride 2) act as local pattern detectors, and the per-channel
+    mean and standard deviation of their responses over the box (first- and second-order statistics,
+    as texture descriptors use) are layer-normalised and go through a ``dim``-wide hidden layer to
+    ``out_dim``. The statistics
+    do not depend on where in the box a pattern lies. The last layer starts at zero: the branch adds
+    to the encoder's first projection, so adding it to a trained model (``train --init-from``) starts
+    from that model's vectors. The detector's features, trained to find objects at a reduced input
+    size, keep little of a region's texture (a linear probe on the demo model's pooled FPN features
+    told stripes, dots and checks apart 49 % of the time, chance 33 %).
+    """
+
+    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(3, width, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
+        )
+        # LayerNorm puts the statistics on the scale of the encoder's other features whatever the
+        # convolutions' scale (without it the branch's output started ~1000x smaller and barely learned)
+        self.out = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, dim), nn.ReLU(inplace=True),
+                                 nn.Linear(dim, out_dim))
+        for conv in self.convs[::2]:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """Args: per image FloatTensor[3, H_i, W_i] in [0, 1] and FloatTensor[R_i, 4] in its pixels."""
+        crops = torch.cat([roi_align(img[None].float(), [b.float()], output_size=TEXTURE_GRID, spatial_scale=1.0,
+                                     sampling_ratio=2, aligned=True) for img, b in zip(images, boxes)])
+        x = self.convs((crops - self.mean) / self.std)  # [R, 2w, 8, 8]
+        var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
+        return self.out(torch.cat([mean, (var + 1e-6).sqrt()], dim=1))
+
+
 class RoIRegionEncoder(nn.Module):
     """MultiScaleRoIAlign on FPN features + box geometry -> MLP -> joint space.
 
     Args:
         in_channels: channels of every FPN level (the backbone's ``out_channels``).
         featmap_names: FPN levels to pool from (the detector's ``box_roi_pool.featmap_names``).
+        cfg: ``cfg.texture_dim`` > 0 adds a :class:`TextureBranch` on the box's own pixels.
     """
 
     def __init__(self, in_channels: int, featmap_names: list[str], cfg: RegionEncoderConfig, joint_dim: int):
@@ -65,6 +113,7 @@ class RoIRegionEncoder(nn.Module):
         self.pool = MultiScaleRoIAlign(list(featmap_names), output_size=s, sampling_ratio=2)
         self.visual = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * s * s, cfg.hidden_dim), nn.ReLU(inplace=True))
         self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, cfg.geometry_dim), nn.ReLU(inplace=True))
+        self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim) if cfg.texture_dim else None
         self.project = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.hidden_dim + cfg.geometry_dim, cfg.hidden_dim),
@@ -72,21 +121,28 @@ class RoIRegionEncoder(nn.Module):
             nn.Linear(cfg.hidden_dim, joint_dim),
         )
 
-    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]],
+                images: list[Tensor] | None = None, image_boxes: list[Tensor] | None = None) -> Tensor:
         """Encode regions.
 
         Args:
             features: FPN levels, each FloatTensor[B, C, H_l, W_l] (from the detector's backbone).
             boxes: per image FloatTensor[R_i, 4] ``[x1, y1, x2, y2]`` in the *transformed* image's pixels.
             image_sizes: per image (H, W) of the transformed image (``ImageList.image_sizes``).
+            images, image_boxes: the original images (FloatTensor[3, H_i, W_i] in [0, 1]) and the same
+                boxes in their pixels; needed only with a texture branch.
 
         Returns:
             FloatTensor[sum R_i, D], unit L2 norm, rows in image order.
         """
         pooled = self.pool(features, boxes, image_sizes)  # [sum R_i, C, s, s]
         geo = torch.cat([box_geometry(b, size) for b, size in zip(boxes, image_sizes)], dim=0)
-        h = torch.cat([self.visual(pooled), self.geometry(geo.to(pooled.dtype))], dim=1)
-        return F.normalize(self.project(h), dim=-1)
+        h = self.project[:2](torch.cat([self.visual(pooled), self.geometry(geo.to(pooled.dtype))], dim=1))
+        if self.texture is not None:  # added before the ReLU: Linear(concat) == sum of Linears
+            if images is None or image_boxes is None:
+                raise ValueError("this region encoder has a texture branch: pass images and image_boxes")
+            h = h + self.texture(images, image_boxes).to(h.dtype)
+        return F.normalize(self.project[2:](h), dim=-1)
 
 
 class VGG19RegionEncoder(nn.Module):

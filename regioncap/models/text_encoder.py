@@ -12,9 +12,13 @@ from regioncap.models.config import TextEncoderConfig
 
 
 class TextEncoder(nn.Module):
-    """Embedding + GRU; the final hidden state (both directions if bidirectional) -> FC -> L2 norm."""
+    """Embedding + GRU; the final hidden state (both directions if bidirectional) -> FC -> L2 norm.
 
-    def __init__(self, vocab_size: int, cfg: TextEncoderConfig, joint_dim: int):
+    ``concepts=True`` adds ``concepts``: a linear map from the joint space to the vocabulary, used in
+    training only (:func:`concept_loss`) to ask of a region vector which words its phrases use.
+    """
+
+    def __init__(self, vocab_size: int, cfg: TextEncoderConfig, joint_dim: int, concepts: bool = False):
         super().__init__()
         self.max_len = cfg.max_len
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
@@ -29,6 +33,7 @@ class TextEncoder(nn.Module):
         directions = 2 if cfg.bidirectional else 1
         self.project = nn.Linear(cfg.hidden_dim * directions, joint_dim)
         self.directions = directions
+        self.concepts = nn.Linear(joint_dim, vocab_size) if concepts else None
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Encode phrases.
@@ -55,3 +60,35 @@ class TextEncoder(nn.Module):
         last = h_n.view(-1, self.directions, p, h_n.shape[-1])[-1]  # [directions, P, H]
         h = torch.cat(list(last), dim=-1)  # [P, directions * H]
         return F.normalize(self.project(h), dim=-1)
+
+
+def concept_targets(tokens: Tensor, lengths: Tensor, region: Tensor, num_regions: int, vocab_size: int) -> Tensor:
+    """Which words each region's phrases use: FloatTensor[R, V] of 0/1.
+
+    Args:
+        tokens: LongTensor[P, L] (padded with PAD); lengths: LongTensor[P]; region: LongTensor[P], the
+            region (0..R-1) each phrase names.
+    """
+    out = torch.zeros(num_regions, vocab_size, device=tokens.device)
+    real = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+    out[region[:, None].expand_as(tokens)[real], tokens[real]] = 1.0
+    out[:, PAD] = 0.0
+    return out
+
+
+def concept_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Multi-label word prediction ("visual concepts", Fang et al. 2015) from region vectors.
+
+    Binary cross-entropy summed over the vocabulary, averaged over the regions that have phrases:
+    every word a region's phrases use (a pattern, a colour, a shape) has to be readable from its
+    vector, which the ranking losses alone do not ask when one image has no two regions told apart
+    by that word.
+
+    Args:
+        logits: FloatTensor[R, V] (``TextEncoder.concepts`` of the region vectors).
+        targets: FloatTensor[R, V] from :func:`concept_targets`.
+    """
+    named = targets.any(dim=1)
+    if not named.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[named].float(), targets[named], reduction="sum") / named.sum()
