@@ -59,8 +59,11 @@ def test_concept_targets_and_loss_hand_computed():
     assert torch.equal(t, expected)
     logits = torch.zeros(3, 9)
     logits[1, 4] = 2.0
-    # regions 1 and 2 count (region 0 names nothing): each 9 words x BCE; at logit 0 BCE is log 2
-    per_region_1 = 8 * torch.log(torch.tensor(2.0)) + torch.nn.functional.softplus(torch.tensor(-2.0))
-    per_region_2 = 9 * torch.log(torch.tensor(2.0))
-    torch.testing.assert_close(concept_loss(logits, t), (per_region_1 + per_region_2) / 2)
+    # softmax cross-entropy against the even distribution over each region's words, regions 1 and 2
+    log_p1 = torch.log_softmax(logits[1], 0)
+    region_1 = -(log_p1[4] + log_p1[5] + log_p1[6]) / 3
+    region_2 = torch.log(torch.tensor(9.0))  # uniform logits: -log(1/9) for each word
+    torch.testing.assert_close(concept_loss(logits, t), (region_1 + region_2) / 2)
     assert concept_loss(logits, torch.zeros(3, 9)) == 0.0
+    logits[1, 5] = logits[1, 6] = 2.0  # all three of region 1's words up: lower loss
+    assert concept_loss(logits, t) < (region_1 + region_2) / 2

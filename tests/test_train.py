@@ -299,7 +299,6 @@ def test_init_from_a_model_then_captioner_trains_the_encoders(data, tmp_path, ca
     assert all(torch.equal(state[k], v) for k, v in source.items() if k.startswith("detector."))  # not trained
     changed = [k for k, v in source.items() if k.startswith("region_encoder.") and not torch.equal(state[k], v)]
     assert changed  # the captioner stage trained the region encoder
-    assert not state["region_encoder.texture.out.3.weight"].eq(0).all()
     assert not torch.equal(state["captioner.embed.weight"], source["captioner.embed.weight"])  # --init-parts: fresh
 
 

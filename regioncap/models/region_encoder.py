@@ -36,6 +36,7 @@ VGG_STRIDE = 16  # conv5_4 of VGG-19 (after four max-pools)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TEXTURE_GRID = 32  # TextureBranch samples each box on this grid
 TEXTURE_WIDTH = 32  # channels of its first convolution (then twice that)
+TEXTURE_EPS = 0.02  # a flat box (luminance std << 0.02) stays near zero instead of amplifying noise
 
 
 def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -55,45 +56,43 @@ def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
 
 
 class TextureBranch(nn.Module):
-    """A box's own pixels -> pattern and colour statistics, FloatTensor[R, out_dim].
+    """A box's own pixels -> pattern statistics, FloatTensor[R, out_dim].
 
     RoIAlign samples each box from the original image on a 32x32 grid (a pattern whose period is a
-    fraction of its object's size covers the same number of cells whatever the box's size); three
-    3x3 convolutions (the last two with stride 2) act as local pattern detectors, and the per-channel
-    mean and standard deviation of their responses over the box (first- and second-order statistics,
-    as texture descriptors use) are layer-normalised and go through a ``dim``-wide hidden layer to
-    ``out_dim``. The statistics
-    do not depend on where in the box a pattern lies. The last layer starts at zero: the branch adds
-    to the encoder's first projection, so adding it to a trained model (``train --init-from``) starts
-    from that model's vectors. The detector's features, trained to find objects at a reduced input
-    size, keep little of a region's texture (a linear probe on the demo model's pooled FPN features
-    told stripes, dots and checks apart 49 % of the time, chance 33 %).
+    fraction of its object's size covers the same number of cells whatever the box's size). The
+    branch sees only the luminance, standardised per box: colour and brightness are the detector
+    features' job, and the branch is left nothing to learn but structure. Three 3x3 convolutions (the last two with stride 2) act
+    as local pattern detectors; the per-channel mean and standard deviation of their responses over
+    the box (first- and second-order statistics, as texture descriptors use) do not depend on where
+    in the box a pattern lies; they are layer-normalised and go through a ``dim``-wide hidden layer
+    to ``out_dim``. The detector's features, trained to find objects at a reduced input size, keep
+    little texture: a linear probe on the demo model's pooled FPN features told stripes, dots and
+    checks apart 49 % of the time (chance 33 %).
     """
 
     def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(1, width, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
         )
         # LayerNorm puts the statistics on the scale of the encoder's other features whatever the
-        # convolutions' scale (without it the branch's output started ~1000x smaller and barely learned)
+        # convolutions' scale
         self.out = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, dim), nn.ReLU(inplace=True),
                                  nn.Linear(dim, out_dim))
         for conv in self.convs[::2]:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """Args: per image FloatTensor[3, H_i, W_i] in [0, 1] and FloatTensor[R_i, 4] in its pixels."""
         crops = torch.cat([roi_align(img[None].float(), [b.float()], output_size=TEXTURE_GRID, spatial_scale=1.0,
                                      sampling_ratio=2, aligned=True) for img, b in zip(images, boxes)])
-        x = self.convs((crops - self.mean) / self.std)  # [R, 2w, 8, 8]
+        y = (crops * self.luma).sum(dim=1, keepdim=True)  # [R, 1, G, G] luminance
+        std, mean = torch.std_mean(y, dim=(2, 3), keepdim=True, correction=0)
+        x = self.convs((y - mean) / (std + TEXTURE_EPS))  # [R, 2w, G/4, G/4]
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
         return self.out(torch.cat([mean, (var + 1e-6).sqrt()], dim=1))
 
