@@ -113,25 +113,36 @@ def test_small_arch_stays_eager(tiny_model, monkeypatch):
     assert tiny_model._inference_detector() is tiny_model.detector
 
 
-@pytest.mark.parametrize("pieces", [1, 2, 3])
-def test_pool_by_level_gives_multiscale_roi_align_rows(pieces):
-    """Level-by-level pooling in pieces: the rows of torchvision's MultiScaleRoIAlign, in ``order``."""
+def test_pool_rows_gives_multiscale_roi_align_rows():
+    """Channels-last pooling (embedding_bag over bilinear neighbours) = torchvision's MultiScaleRoIAlign,
+    row for row, for boxes on both levels, crossing the map's edges, under a pixel, on two images."""
     from torchvision.ops import MultiScaleRoIAlign
 
     g = torch.Generator().manual_seed(0)
-    features = {"0": torch.rand(2, 8, 32, 40, generator=g), "1": torch.rand(2, 8, 16, 20, generator=g),
-                "pool": torch.rand(2, 8, 8, 10, generator=g)}
-    boxes = []
-    for n in (37, 0):  # an image without boxes too
-        xy = torch.rand(n, 2, generator=g) * torch.tensor([120.0, 90.0])
-        wh = torch.rand(n, 2, generator=g) * 150 + 2  # small boxes map to level 0, large ones to level 1
-        boxes.append(torch.cat([xy, xy + wh], dim=1))
-    boxes[1] = torch.tensor([[10.0, 10.0, 200.0, 150.0], [3.0, 4.0, 9.0, 12.0]])
+    features = {"0": torch.randn(2, 8, 32, 40, generator=g), "1": torch.randn(2, 8, 16, 20, generator=g),
+                "pool": torch.randn(2, 8, 8, 10, generator=g)}
+    xy = torch.rand(60, 2, generator=g) * torch.tensor([200.0, 160.0]) - 20  # some start outside the image
+    wh = torch.rand(60, 2, generator=g) * 300 + 0.2  # from under a pixel to larger than the image
+    boxes = [torch.cat([xy[:50], xy[:50] + wh[:50]], dim=1),
+             torch.cat([torch.tensor([[0.0, 0.0, 160.0, 128.0], [158.0, 126.0, 160.0, 128.0]]),
+                        torch.cat([xy[50:], xy[50:] + wh[50:]], dim=1)])]
     sizes = [(128, 160), (128, 160)]
-    reference = MultiScaleRoIAlign(["0", "1"], 7, 2)(features, boxes, sizes)
-    pool = MultiScaleRoIAlign(["0", "1"], 7, 2)
-    jobs, order = onnx_detector.pool_by_level(pool, features, boxes, sizes, pieces)
-    pooled = torch.cat([job() for job in jobs])
-    assert sorted(order.tolist()) == list(range(39))
-    assert len(jobs) >= 2 * min(pieces, 2)  # both levels are used, each in pieces
-    torch.testing.assert_close(pooled, reference[order], rtol=0, atol=0)
+    reference = MultiScaleRoIAlign(["0", "1"], 7, 2)(features, boxes, sizes)  # [62, 8, 7, 7]
+    rows, order = onnx_detector.pool_rows(MultiScaleRoIAlign(["0", "1"], 7, 2), features, boxes, sizes)
+    assert sorted(order.tolist()) == list(range(62))
+    levels = MultiScaleRoIAlign(["0", "1"], 7, 2)
+    levels(features, boxes, sizes)
+    assert len(set(levels.map_levels(boxes).tolist())) == 2  # both levels used
+    expected = reference[order].flatten(2).transpose(1, 2)  # [N, 49, C]
+    torch.testing.assert_close(rows, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_box_net_is_the_box_head_on_reordered_input(mobilenet):
+    heads = mobilenet.detector.roi_heads
+    pooled = torch.randn(5, 256, 7, 7)
+    net = onnx_detector._RowsBoxNet(heads.box_head, heads.box_predictor, 256, 7).eval()
+    with torch.no_grad():
+        expected = heads.box_predictor(heads.box_head(pooled))
+        got = net(pooled.flatten(2).transpose(1, 2))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

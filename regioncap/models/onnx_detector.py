@@ -1,31 +1,33 @@
-"""CPU inference fast path: the detector's two heavy networks run in ONNX Runtime.
+"""CPU inference fast path: the detector's two heavy networks in ONNX Runtime, RoIAlign channels-last.
 
-On a two-core CPU a COCO-size Faster R-CNN spends its time in two networks: the backbone + FPN
-(once per image, ~45 % of torchvision's eager forward for mobilenet_v3_large_fpn at 800 px) and
-the box head + predictor (TwoMLPHead over 1,000 proposals, ~25 %). :class:`OnnxDetector` exports
-exactly those two modules, with the model's own weights, to ONNX once per process and runs them
-in ONNX Runtime (fused convolutions, its own thread pool); everything between them stays
-torchvision's code on the :class:`~regioncap.models.detector.RegionDetector`'s modules: the
-transform, the RPN (anchors, box decoding, NMS), RoIAlign, ``postprocess_detections`` and the
-mapping back to image pixels. It is fp32 throughout, so the detections are the eager model's
+On a two-core CPU a COCO-size Faster R-CNN spends its time in the backbone + FPN (once per image),
+RoIAlign over 1,000 proposals (torchvision's CPU kernel: one thread, one scattered read per channel)
+and the box head + predictor (TwoMLPHead over the 1,000 proposals). :class:`OnnxDetector` exports the
+backbone and the box head + predictor, with the model's own weights, to ONNX once per process and runs
+them in ONNX Runtime (fused convolutions, its own thread pool); RoIAlign reads the FPN maps
+channels-last (:func:`roi_align_rows`: the kernel's sample positions and weights, the sums done by
+``embedding_bag`` on every core) and feeds the box head rows in that layout (fc6's columns reordered
+once). Everything else stays torchvision's code on the
+:class:`~regioncap.models.detector.RegionDetector`'s modules: the transform, the RPN (anchors, box
+decoding, NMS), ``postprocess_detections`` and the mapping back to image pixels. It is fp32
+throughout; only the order of additions differs, so the detections are the eager model's
 (``tests/test_onnx_detector.py``; measured in ``benchmarks/bench_inference.py --photo``).
 
 It has the same ``features`` / ``detect`` calls as ``RegionDetector``, and is used for inference
 on the CPU only; training, CUDA and a missing ``onnxruntime`` take the eager detector.
 """
-
 from __future__ import annotations
 
 import io
 import logging
 import warnings
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 logger = logging.getLogger(__name__)
@@ -88,18 +90,67 @@ class OrtModule:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
-def pool_by_level(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list[Tensor],
-                  image_sizes: list[tuple[int, int]], pieces: int = 1) -> tuple[list[Tensor], Tensor]:
-    """``pool(features, boxes, image_sizes)``'s rows, computed level by level in ``pieces`` jobs each.
+def roi_align_rows(table: Tensor, size: tuple[int, int], rois: Tensor, spatial_scale: float, output_size: int,
+                   sampling_ratio: int) -> Tensor:
+    """torchvision's ``roi_align`` (``aligned=False``, ``sampling_ratio`` > 0) on a channels-last feature map.
 
-    ``MultiScaleRoIAlign`` zero-fills a [N, C, s, s] result and scatters each level's rows into it;
-    here each level's rows are pooled straight into their own tensors, cut into ``pieces`` jobs so
-    that several threads can run torchvision's single-threaded CPU ``roi_align`` at once. Same
-    arithmetic (the same ``roi_align`` calls on the same rows), other row order.
+    torchvision's CPU kernel walks the [B, C, H, W] map channel by channel, one scattered read per
+    channel, sample and neighbour, on one thread (65 ms for 1,000 proposals on two cores). Here each
+    bin is the weighted sum of the map's rows at its samples' bilinear neighbours (``sampling_ratio``^2
+    samples x 4 neighbours, weights w / count), and ``embedding_bag`` computes those sums as contiguous
+    C-wide rows on every core. The sample positions, the out-of-map rule and the neighbour weights are
+    the kernel's own (``roi_align_kernel.cpp``); only the order of the additions differs.
+
+    Args:
+        table: FloatTensor[B * H * W, C], the map in channels-last order.  size: (H, W).
+        rois: FloatTensor[K, 5] ``(batch index, x1, y1, x2, y2)`` in input pixels.
 
     Returns:
-        (jobs, order): ``jobs`` callables, each returning FloatTensor[n_j, C, s, s]; concatenated in
-        order they are the pooled rows of ``order`` (LongTensor[N], indices into the concatenated boxes).
+        FloatTensor[K, output_size ** 2, C]: bins in row-major order, channels last.
+    """
+    height, width = size
+    s, g, k = output_size, sampling_ratio, len(rois)
+    batch = rois[:, 0].long()
+    x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale).unbind(1)
+    bin_w, bin_h = (x2 - x1).clamp(min=1.0) / s, (y2 - y1).clamp(min=1.0) / s
+    bins = torch.arange(s, dtype=rois.dtype)
+    offsets = torch.arange(g, dtype=rois.dtype) + 0.5
+
+    def axis(start, bin_size, limit):  # -> neighbours [K, s, g, 2] (low, high) and their weights, per axis
+        c = start[:, None, None] + bins[None, :, None] * bin_size[:, None, None] \
+            + offsets[None, None, :] * bin_size[:, None, None] / g
+        inside = (c >= -1.0) & (c <= limit)
+        c = c.clamp(min=0.0)
+        low = c.long()
+        edge = low >= limit - 1
+        low = torch.where(edge, limit - 1, low)
+        high = torch.where(edge, low, low + 1)
+        c = torch.where(edge, low.to(c.dtype), c)
+        frac = c - low
+        weights = torch.stack([1.0 - frac, frac], dim=-1) * inside[..., None]
+        return torch.stack([low, high], dim=-1), weights
+
+    ys, wy = axis(y1, bin_h, height)  # [K, s, g, 2]
+    xs, wx = axis(x1, bin_w, width)
+    # every (bin row, bin column, sample row, sample column, neighbour row, neighbour column)
+    index = (batch[:, None, None, None, None, None, None] * (height * width)
+             + ys[:, :, None, :, None, :, None] * width + xs[:, None, :, None, :, None, :])
+    weight = wy[:, :, None, :, None, :, None] * wx[:, None, :, None, :, None, :] / (g * g)
+    index = index.expand(k, s, s, g, g, 2, 2).reshape(k * s * s, g * g * 4)
+    weight = weight.expand(k, s, s, g, g, 2, 2).reshape(k * s * s, g * g * 4).to(table.dtype)
+    rows = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+    return rows.view(k, s * s, table.shape[1])
+
+
+def pool_rows(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list[Tensor],
+              image_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+    """``pool(features, boxes, image_sizes)`` channels-last, level by level: (rows, order).
+
+    ``rows`` FloatTensor[N, s * s, C] holds the pooled features of the boxes ``order`` (LongTensor[N],
+    indices into the concatenated boxes; the boxes of one FPN level after another) as
+    :func:`roi_align_rows` gives them: ``rows[j]`` is ``pool(...)[order[j]]`` with bins and channels
+    swapped. Torchvision's ``MultiScaleRoIAlign`` also zero-fills a [N, C, s, s] result and scatters each
+    level's rows into it; nothing here needs that.
     """
     x = _filter_input(features, pool.featmap_names)
     if pool.scales is None or pool.map_levels is None:
@@ -108,14 +159,41 @@ def pool_by_level(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: 
     levels = pool.map_levels(boxes) if len(x) > 1 else torch.zeros(len(rois), dtype=torch.int64)
     order = torch.argsort(levels, stable=True)
     counts = torch.bincount(levels, minlength=len(x)).tolist()
-    jobs, start = [], 0
+    out, start = [], 0
     for level, (feature, scale) in enumerate(zip(x, pool.scales)):
         idx = order[start:start + counts[level]]
         start += counts[level]
-        for part in idx.tensor_split(max(1, min(pieces, len(idx)))):
-            jobs.append(lambda f=feature, r=rois[part], sc=scale: roi_align(
-                f, r, output_size=pool.output_size, spatial_scale=sc, sampling_ratio=pool.sampling_ratio))
-    return jobs, order
+        if len(idx):
+            table = feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1])
+            out.append(roi_align_rows(table, tuple(feature.shape[-2:]), rois[idx], scale, pool.output_size[0],
+                                      pool.sampling_ratio))
+    if not out:
+        return x[0].new_zeros((0, pool.output_size[0] * pool.output_size[1], x[0].shape[1])), order
+    return torch.cat(out), order
+
+
+class _RowsBoxNet(nn.Module):
+    """Box head + predictor taking channels-last pooled rows [N, s * s, C]: the same function as
+    ``predictor(head(pooled))`` on [N, C, s, s]. A ``TwoMLPHead``'s fc6 gets its input columns
+    reordered (bins, then channels) once; other heads get the rows transposed back."""
+
+    def __init__(self, head: nn.Module, predictor: nn.Module, channels: int, size: int):
+        super().__init__()
+        self.head, self.predictor, self.channels, self.size = head, predictor, channels, size
+        self.fc6 = None
+        if isinstance(head, TwoMLPHead):
+            w = head.fc6.weight.detach()
+            self.fc6 = nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                self.fc6.weight.copy_(w.view(w.shape[0], channels, size * size).transpose(1, 2).reshape_as(w))
+                self.fc6.bias.copy_(head.fc6.bias)
+
+    def forward(self, rows: Tensor):
+        if self.fc6 is not None:
+            h = torch.relu(self.head.fc7(torch.relu(self.fc6(rows.flatten(1)))))
+        else:
+            h = self.head(rows.transpose(1, 2).reshape(-1, self.channels, self.size, self.size))
+        return self.predictor(h)
 
 
 class OnnxDetector:
@@ -128,17 +206,16 @@ class OnnxDetector:
     def __init__(self, detector: nn.Module, threads: int | None = None):
         threads = threads or torch.get_num_threads()
         self.detector = detector
-        self.threads = threads
-        # torchvision's CPU roi_align is single-threaded: run pieces of it on several threads
-        self.workers = ThreadPoolExecutor(threads, thread_name_prefix="roi_align") if threads > 1 else None
         size = detector.transform.min_size[-1]
         heads = detector.roi_heads
         # one image per run: a graph traced at batch 1 keeps batch-1 shapes inside (mobilenet's SE blocks)
         self.backbone = OrtModule(detector.backbone, torch.rand(1, 3, size, size), {2: "height", 3: "width"}, threads)
-        pooled = heads.box_roi_pool.output_size
-        channels = detector.backbone.out_channels
-        box_net = nn.Sequential(heads.box_head, heads.box_predictor)
-        self.box_net = OrtModule(box_net, torch.rand(2, channels, *pooled), {0: "proposals"}, threads)
+        pool = heads.box_roi_pool
+        size, channels = pool.output_size[0], detector.backbone.out_channels
+        box_net = _RowsBoxNet(heads.box_head, heads.box_predictor, channels, size).eval()
+        self.box_net = OrtModule(box_net, torch.rand(2, size * size, channels), {0: "proposals"}, threads)
+        # roi_align_rows reproduces torchvision's fixed sampling grid only
+        self.rows = pool.sampling_ratio > 0 and pool.output_size[0] == pool.output_size[1]
 
     def __deepcopy__(self, memo):
         return None  # ONNX Runtime sessions cannot be copied; a copied model exports its own on first use
@@ -164,18 +241,10 @@ class OnnxDetector:
 
     def _box_net(self, heads, features, proposals: list[Tensor], image_sizes) -> tuple[Tensor, Tensor]:
         """Box head + predictor over every proposal: (class_logits [N, K], box_regression [N, 4K])."""
-        jobs, order = pool_by_level(heads.box_roi_pool, features, proposals, image_sizes, self.threads)
-        if not len(order):  # no proposals: nothing for ONNX Runtime to do (a 0-row input is not worth its edge cases)
-            pooled = heads.box_roi_pool(features, proposals, image_sizes)
-            return heads.box_predictor(heads.box_head(pooled))
-        if self.workers is None:
-            pooled = [job() for job in jobs]
-        else:
-            pooled = [f.result() for f in [self.workers.submit(job) for job in jobs]]
-        pooled = [p for p in pooled if len(p)]
-        outputs = [self.box_net(p) for p in pooled]  # ONNX Runtime per piece: no [N, C, 7, 7] concatenation
-        class_logits = torch.cat([o[0] for o in outputs])
-        box_regression = torch.cat([o[1] for o in outputs])
+        if not self.rows or not sum(len(p) for p in proposals):  # a 0-row input is not worth ONNX's edge cases
+            return heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, image_sizes)))
+        rows, order = pool_rows(heads.box_roi_pool, features, proposals, image_sizes)
+        class_logits, box_regression = self.box_net(rows)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
         return class_logits[inverse], box_regression[inverse]
