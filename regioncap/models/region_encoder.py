@@ -61,8 +61,8 @@ class TextureBranch(nn.Module):
     RoIAlign samples each box from the original image on a 32x32 grid (a pattern whose period is a
     fraction of its object's size covers the same number of cells whatever the box's size). The
     branch sees only the luminance, standardised per box: colour and brightness are the detector
-    features' job, and the branch is left nothing to learn but structure. Three 3x3 convolutions (the last two with stride 2) act
-    as local pattern detectors; the per-channel mean and standard deviation of their responses over
+    features' job, and the branch is left nothing to learn but structure. Three 3x3 convolutions
+    (the last two with stride 2) act as local pattern detectors; the per-channel mean and standard deviation of their responses over
     the box (first- and second-order statistics, as texture descriptors use) do not depend on where
     in the box a pattern lies; they are layer-normalised and go through a ``dim``-wide hidden layer
     to ``out_dim``. The detector's features, trained to find objects at a reduced input size, keep
