@@ -62,12 +62,12 @@ class TextureBranch(nn.Module):
     fraction of its object's size covers the same number of cells whatever the box's size). The
     branch sees only the luminance, standardised per box: colour and brightness are the detector
     features' job, and the branch is left nothing to learn but structure. Three 3x3 convolutions
-    (the last two with stride 2) act as local pattern detectors; the per-channel mean and standard deviation of their responses over
-    the box (first- and second-order statistics, as texture descriptors use) do not depend on where
-    in the box a pattern lies; they are layer-normalised and go through a ``dim``-wide hidden layer
-    to ``out_dim``. The detector's features, trained to find objects at a reduced input size, keep
-    little texture: a linear probe on the demo model's pooled FPN features told stripes, dots and
-    checks apart 49 % of the time (chance 33 %).
+    (the last two with stride 2) act as local pattern detectors; the per-channel mean and standard
+    deviation of their responses over the box (first- and second-order statistics, as texture
+    descriptors use) do not depend on where in the box a pattern lies; they are layer-normalised
+    and go through a ``dim``-wide hidden layer to ``out_dim``. The detector's features, trained to
+    find objects at a reduced input size, keep little texture: a linear probe on the demo model's
+    pooled FPN features told stripes, dots and checks apart 49 % of the time (chance 33 %).
     """
 
     def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH):
