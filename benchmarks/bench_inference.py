@@ -9,6 +9,8 @@ Variants, timed in one run, interleaved round-robin per repeat, after warm-up; m
   c  ours, the given model (roi encoder): ``analyze(image, boxes=...)``; "c+det" is plain ``analyze(image)``
   d  the detector's forward pass alone (``model.detector([tensor])``, eval, inference_mode): c's floor
   e  ``result.query(phrase)`` on an analysed image (cached region vectors)
+  c0 with ``--baseline-model DIR``: that model's ``analyze(image, boxes=...)``, e.g. the previous demo
+     model, so that what a model change costs per image is a ratio of one run (c/c0)
 
 Peak memory: every variant runs once more in a fresh subprocess; after setup (imports, model) the
 kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` <- 5), then ``VmHWM`` of
@@ -43,11 +45,12 @@ from regioncap.models.model import RegionCaptioner  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "assets" / "demo-model"
 PHRASE = "a large red circle"
-VARIANTS = ("a", "b", "c", "c+det", "d", "e")
+VARIANTS = ("a", "b", "c", "c0", "c+det", "d", "e")
 LABELS = {"a": "(a) reference per-box VGG-19 + per-region GRU", "b": "(b) ours, vgg19 encoder, given boxes",
-          "c": "(c) ours, roi encoder, given boxes", "c+det": "(c) ours, full analyze() with detection",
+          "c": "(c) ours, roi encoder, given boxes", "c0": "(c0) baseline model, given boxes",
+          "c+det": "(c) ours, full analyze() with detection",
           "d": "(d) detector forward only", "e": "(e) result.query(phrase)"}
-PER_REGIONS = ("a", "b", "c")  # variants that run once per region count
+PER_REGIONS = ("a", "b", "c", "c0")  # variants that run once per region count
 TARGETS = [("a/c", 10, ">=", 10.0), ("a/b", 10, ">=", 2.0), ("a/b", 36, ">=", 2.0),
            ("c/d", 10, "<=", 1.25), ("c/d", 36, "<=", 1.5)]
 
@@ -71,6 +74,9 @@ def build_runners(args, names: set[str]) -> tuple[dict, dict]:
         runners["b"] = lambda i, n: _words(twin.analyze(images[i], boxes=boxes[i, n]))
     if "c" in names:
         runners["c"] = lambda i, n: _words(model.analyze(images[i], boxes=boxes[i, n]))
+    if "c0" in names and args.baseline_model:
+        baseline = load_model(args.baseline_model, device)[0]
+        runners["c0"] = lambda i, n: _words(baseline.analyze(images[i], boxes=boxes[i, n]))
     if "c+det" in names:
         runners["c+det"] = lambda i, n: _words(model.analyze(images[i], max_regions=args.max_regions,
                                                              score_threshold=args.threshold))
@@ -193,6 +199,9 @@ def ratios(args, res: dict) -> dict:
         out[f"a/b@{n}"] = a / b if a and b else None
         out[f"a/c@{n}"] = a / c if a and c else None
         out[f"c/d@{n}"] = c / d if c and d else None
+        c0 = res.get(f"c0@{n}", {}).get("median_ms")
+        if c0:
+            out[f"c/c0@{n}"] = c / c0 if c else None
     return out
 
 
@@ -202,6 +211,9 @@ def check_targets(res: dict, rat: dict, app: dict | None) -> list[dict]:
         value = rat.get(f"{name}@{n}")
         ok = None if value is None else (value >= limit if op == ">=" else value <= limit)
         checks.append({"target": f"{name} @{n} regions {op} {limit}", "value": value, "met": ok})
+    if rat.get("c/c0@10") is not None:
+        checks.append({"target": "c/c0 @10 regions <= 1.25 (vs --baseline-model)", "value": rat["c/c0@10"],
+                       "met": rat["c/c0@10"] <= 1.25})
     e = res.get("e", {}).get("median_ms")
     checks.append({"target": "(e) query median <= 20 ms", "value": e, "met": None if e is None else e <= 20})
     if app and "rss_mb" in app:
@@ -241,6 +253,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else None,
                    help="model folder (default assets/demo-model if present, else random weights); "
                         "'random': random weights with the default config")
+    p.add_argument("--baseline-model", default=None, metavar="DIR",
+                   help="also time this model's analyze(image, boxes) (variant c0; ratio c/c0)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)

@@ -279,7 +279,9 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         f"{', from COCO weights' if c.detector.pretrained and c.detector.arch != 'small' else ''}, "
         f"input {c.detector.min_size}-{c.detector.max_size} px |",
         f"| entity types | {', '.join(c.entity_types)} |",
-        f"| region encoder | `{c.region_encoder.kind}` -> {c.joint_dim}-d joint space |",
+        f"| region encoder | `{c.region_encoder.kind}`"
+        + (f" + {c.region_encoder.texture_dim}-d texture branch" if c.region_encoder.texture_dim else "")
+        + f" -> {c.joint_dim}-d joint space |",
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
         f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size}"
         + (f"; reranked: log-prob / (words + 1)^{c.captioner.rerank_length_alpha:g} + "
