@@ -9,7 +9,8 @@ channels-last (:func:`roi_align_rows`: the kernel's sample positions and weights
 ``embedding_bag`` on every core) and feeds the box head rows in that layout (fc6's columns reordered
 once). Everything else stays torchvision's code on the
 :class:`~regioncap.models.detector.RegionDetector`'s modules: the transform, the RPN (anchors, box
-decoding, NMS), ``postprocess_detections`` and the mapping back to image pixels. It is fp32
+decoding, NMS), the postprocessing (:func:`postprocess_detections`: torchvision's, decoding only the
+boxes that pass the score threshold) and the mapping back to image pixels. It is fp32
 throughout; only the order of additions differs, so the detections are the eager model's
 (``tests/test_onnx_detector.py``; measured in ``benchmarks/bench_inference.py --photo``).
 
@@ -24,10 +25,12 @@ import warnings
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 logger = logging.getLogger(__name__)
@@ -172,6 +175,39 @@ def pool_rows(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list
     return torch.cat(out), order
 
 
+def postprocess_detections(heads, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
+                           image_shapes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """torchvision's ``RoIHeads.postprocess_detections``, decoding only the boxes that pass its score threshold.
+
+    torchvision decodes, clips and reshapes a box for every proposal and class (1,000 x 91 for a COCO
+    head) and then keeps those whose class score is over ``score_thresh``; here the scores come first
+    and only the kept (proposal, class) pairs are decoded, in the same order, with the same
+    element-wise arithmetic (``BoxCoder.decode_single``); clipping, small-box removal, per-class NMS
+    and the top ``detections_per_img`` are torchvision's calls.
+    """
+    num_classes = class_logits.shape[-1]
+    scores_all = F.softmax(class_logits, -1)
+    regression = box_regression.reshape(len(class_logits), num_classes, 4)
+    out_boxes, out_scores, out_labels = [], [], []
+    start = 0
+    for props, image_shape in zip(proposals, image_shapes):
+        n = len(props)
+        scores = scores_all[start:start + n, 1:].reshape(-1)  # (proposal, class) pairs, row-major as torchvision
+        inds = torch.where(scores > heads.score_thresh)[0]
+        rows, labels = inds // (num_classes - 1), inds % (num_classes - 1) + 1
+        boxes = heads.box_coder.decode_single(regression[start + rows, labels], props[rows])
+        boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+        scores = scores[inds]
+        keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = box_ops.batched_nms(boxes, scores, labels, heads.nms_thresh)[:heads.detections_per_img]
+        out_boxes.append(boxes[keep])
+        out_scores.append(scores[keep])
+        out_labels.append(labels[keep])
+        start += n
+    return out_boxes, out_scores, out_labels
+
+
 class _RowsBoxNet(nn.Module):
     """Box head + predictor taking channels-last pooled rows [N, s * s, C]: the same function as
     ``predictor(head(pooled))`` on [N, C, s, s]. A ``TwoMLPHead``'s fc6 gets its input columns
@@ -234,7 +270,7 @@ class OnnxDetector:
         heads = det.roi_heads_for(max_detections)
         proposals, _ = det.rpn(image_list, features)
         class_logits, box_regression = self._box_net(heads, features, proposals, image_list.image_sizes)
-        boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals,
+        boxes, scores, labels = postprocess_detections(heads, class_logits, box_regression, proposals,
                                                              image_list.image_sizes)
         detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
         return det.transform.postprocess(detections, image_list.image_sizes, original_sizes)
