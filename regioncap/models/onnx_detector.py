@@ -17,6 +17,7 @@ throughout; only the order of additions differs, so the detections are the eager
 It has the same ``features`` / ``detect`` calls as ``RegionDetector``, and is used for inference
 on the CPU only; training, CUDA and a missing ``onnxruntime`` take the eager detector.
 """
+
 from __future__ import annotations
 
 import io
