@@ -129,6 +129,8 @@ def test_pool_rows_gives_multiscale_roi_align_rows():
     sizes = [(128, 160), (128, 160)]
     reference = MultiScaleRoIAlign(["0", "1"], 7, 2)(features, boxes, sizes)  # [62, 8, 7, 7]
     rows, order = onnx_detector.pool_rows(MultiScaleRoIAlign(["0", "1"], 7, 2), features, boxes, sizes)
+    assert len(rows) == 2  # one per level
+    rows = torch.cat(rows)
     assert sorted(order.tolist()) == list(range(62))
     levels = MultiScaleRoIAlign(["0", "1"], 7, 2)
     levels(features, boxes, sizes)
@@ -146,23 +148,3 @@ def test_rows_box_net_is_the_box_head_on_reordered_input(mobilenet):
         got = net(pooled.flatten(2).transpose(1, 2))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_postprocess_decoding_only_kept_boxes_equals_torchvisions(mobilenet):
-    """Scores first, then decode the (proposal, class) pairs over the threshold: torchvision's result, bit for bit."""
-    heads = mobilenet.detector.roi_heads
-    g = torch.Generator().manual_seed(0)
-    proposals = []
-    for n in (300, 0, 120):
-        xy = torch.rand(n, 2, generator=g) * 90
-        proposals.append(torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 60 + 0.5], dim=1))
-    n = sum(len(p) for p in proposals)
-    logits = torch.randn(n, 91, generator=g) * 3
-    regression = torch.randn(n, 91 * 4, generator=g) * 0.5
-    shapes = [(100, 120), (90, 90), (128, 96)]
-    expected = heads.postprocess_detections(logits, regression, proposals, shapes)
-    got = onnx_detector.postprocess_detections(heads, logits, regression, proposals, shapes)
-    assert sum(len(b) for b in expected[0]) > 20  # detections to compare
-    for a, b in zip(got, expected):
-        for x, y in zip(a, b):
-            assert torch.equal(x, y)

@@ -9,8 +9,7 @@ channels-last (:func:`roi_align_rows`: the kernel's sample positions and weights
 ``embedding_bag`` on every core) and feeds the box head rows in that layout (fc6's columns reordered
 once). Everything else stays torchvision's code on the
 :class:`~regioncap.models.detector.RegionDetector`'s modules: the transform, the RPN (anchors, box
-decoding, NMS), the postprocessing (:func:`postprocess_detections`: torchvision's, decoding only the
-boxes that pass the score threshold) and the mapping back to image pixels. It is fp32
+decoding, NMS), ``postprocess_detections`` and the mapping back to image pixels. It is fp32
 throughout; only the order of additions differs, so the detections are the eager model's
 (``tests/test_onnx_detector.py``; measured in ``benchmarks/bench_inference.py --photo``).
 
@@ -31,7 +30,6 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 logger = logging.getLogger(__name__)
@@ -120,7 +118,7 @@ def roi_align_rows(table: Tensor, size: tuple[int, int], rois: Tensor, spatial_s
     bins = torch.arange(s, dtype=rois.dtype)
     offsets = torch.arange(g, dtype=rois.dtype) + 0.5
 
-    def axis(start, bin_size, limit):  # -> neighbours [K, s, g, 2] (low, high) and their weights, per axis
+    def axis(start, bin_size, limit):  # per bin, its samples' two neighbours: indices and weights [K, s, 2g]
         c = start[:, None, None] + bins[None, :, None] * bin_size[:, None, None] \
             + offsets[None, None, :] * bin_size[:, None, None] / g
         inside = (c >= -1.0) & (c <= limit)
@@ -132,29 +130,29 @@ def roi_align_rows(table: Tensor, size: tuple[int, int], rois: Tensor, spatial_s
         c = torch.where(edge, low.to(c.dtype), c)
         frac = c - low
         weights = torch.stack([1.0 - frac, frac], dim=-1) * inside[..., None]
-        return torch.stack([low, high], dim=-1), weights
+        return torch.stack([low, high], dim=-1).flatten(2), weights.flatten(2)
 
-    ys, wy = axis(y1, bin_h, height)  # [K, s, g, 2]
+    ys, wy = axis(y1, bin_h, height)
     xs, wx = axis(x1, bin_w, width)
-    # every (bin row, bin column, sample row, sample column, neighbour row, neighbour column)
-    index = (batch[:, None, None, None, None, None, None] * (height * width)
-             + ys[:, :, None, :, None, :, None] * width + xs[:, None, :, None, :, None, :])
-    weight = wy[:, :, None, :, None, :, None] * wx[:, None, :, None, :, None, :] / (g * g)
-    index = index.expand(k, s, s, g, g, 2, 2).reshape(k * s * s, g * g * 4)
-    weight = weight.expand(k, s, s, g, g, 2, 2).reshape(k * s * s, g * g * 4).to(table.dtype)
-    rows = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+    ys = ys * width + (batch * (height * width))[:, None, None]
+    # bag (bin row, bin column): every (sample, neighbour) row combination with every column one;
+    # two broadcasts over [K, s, s, 2g, 2g] with 2g-long inner runs
+    index = (ys[:, :, None, :, None] + xs[:, None, :, None, :]).reshape(k * s * s, 4 * g * g)
+    weight = ((wy / (g * g))[:, :, None, :, None] * wx[:, None, :, None, :]).reshape(k * s * s, 4 * g * g)
+    rows = F.embedding_bag(index, table, per_sample_weights=weight.to(table.dtype), mode="sum")
     return rows.view(k, s * s, table.shape[1])
 
 
 def pool_rows(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list[Tensor],
-              image_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+              image_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], Tensor]:
     """``pool(features, boxes, image_sizes)`` channels-last, level by level: (rows, order).
 
-    ``rows`` FloatTensor[N, s * s, C] holds the pooled features of the boxes ``order`` (LongTensor[N],
-    indices into the concatenated boxes; the boxes of one FPN level after another) as
-    :func:`roi_align_rows` gives them: ``rows[j]`` is ``pool(...)[order[j]]`` with bins and channels
-    swapped. Torchvision's ``MultiScaleRoIAlign`` also zero-fills a [N, C, s, s] result and scatters each
-    level's rows into it; nothing here needs that.
+    ``rows`` are FloatTensor[n_l, s * s, C], one per FPN level with boxes; concatenated they hold the
+    pooled features of the boxes ``order`` (LongTensor[N], indices into the concatenated boxes) as
+    :func:`roi_align_rows` gives them: row j is ``pool(...)[order[j]]`` with bins and channels swapped.
+    Torchvision's ``MultiScaleRoIAlign`` also zero-fills a [N, C, s, s] result and scatters each level's
+    rows into it, and a concatenation would copy them again (50 MB for 1,000 proposals); the box head
+    takes the levels one by one instead.
     """
     x = _filter_input(features, pool.featmap_names)
     if pool.scales is None or pool.map_levels is None:
@@ -168,45 +166,10 @@ def pool_rows(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list
         idx = order[start:start + counts[level]]
         start += counts[level]
         if len(idx):
-            table = feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1])
+            table = feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1]).contiguous()  # 7x faster
             out.append(roi_align_rows(table, tuple(feature.shape[-2:]), rois[idx], scale, pool.output_size[0],
                                       pool.sampling_ratio))
-    if not out:
-        return x[0].new_zeros((0, pool.output_size[0] * pool.output_size[1], x[0].shape[1])), order
-    return torch.cat(out), order
-
-
-def postprocess_detections(heads, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
-                           image_shapes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """torchvision's ``RoIHeads.postprocess_detections``, decoding only the boxes that pass its score threshold.
-
-    torchvision decodes, clips and reshapes a box for every proposal and class (1,000 x 91 for a COCO
-    head) and then keeps those whose class score is over ``score_thresh``; here the scores come first
-    and only the kept (proposal, class) pairs are decoded, in the same order, with the same
-    element-wise arithmetic (``BoxCoder.decode_single``); clipping, small-box removal, per-class NMS
-    and the top ``detections_per_img`` are torchvision's calls.
-    """
-    num_classes = class_logits.shape[-1]
-    scores_all = F.softmax(class_logits, -1)
-    regression = box_regression.reshape(len(class_logits), num_classes, 4)
-    out_boxes, out_scores, out_labels = [], [], []
-    start = 0
-    for props, image_shape in zip(proposals, image_shapes):
-        n = len(props)
-        scores = scores_all[start:start + n, 1:].reshape(-1)  # (proposal, class) pairs, row-major as torchvision
-        inds = torch.where(scores > heads.score_thresh)[0]
-        rows, labels = inds // (num_classes - 1), inds % (num_classes - 1) + 1
-        boxes = heads.box_coder.decode_single(regression[start + rows, labels], props[rows])
-        boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
-        scores = scores[inds]
-        keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = box_ops.batched_nms(boxes, scores, labels, heads.nms_thresh)[:heads.detections_per_img]
-        out_boxes.append(boxes[keep])
-        out_scores.append(scores[keep])
-        out_labels.append(labels[keep])
-        start += n
-    return out_boxes, out_scores, out_labels
+    return out, order
 
 
 class _RowsBoxNet(nn.Module):
@@ -261,6 +224,8 @@ class OnnxDetector:
         """``RegionDetector.features`` for inference: transform (torchvision's) -> backbone (ONNX Runtime)."""
         image_list, _ = self.detector.transform(images)
         per_image = [self.backbone(x[None]) for x in image_list.tensors]  # the padded batch, image by image
+        if len(per_image) == 1:
+            return image_list, per_image[0], None
         features = OrderedDict((k, torch.cat([f[k] for f in per_image])) for k in per_image[0])
         return image_list, features, None
 
@@ -271,7 +236,7 @@ class OnnxDetector:
         heads = det.roi_heads_for(max_detections)
         proposals, _ = det.rpn(image_list, features)
         class_logits, box_regression = self._box_net(heads, features, proposals, image_list.image_sizes)
-        boxes, scores, labels = postprocess_detections(heads, class_logits, box_regression, proposals,
+        boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression, proposals,
                                                              image_list.image_sizes)
         detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
         return det.transform.postprocess(detections, image_list.image_sizes, original_sizes)
@@ -281,7 +246,8 @@ class OnnxDetector:
         if not self.rows or not sum(len(p) for p in proposals):  # a 0-row input is not worth ONNX's edge cases
             return heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, image_sizes)))
         rows, order = pool_rows(heads.box_roi_pool, features, proposals, image_sizes)
-        class_logits, box_regression = self.box_net(rows)
+        outputs = [self.box_net(r) for r in rows]
+        class_logits, box_regression = (torch.cat([o[i] for o in outputs]) for i in (0, 1))
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
         return class_logits[inverse], box_regression[inverse]
