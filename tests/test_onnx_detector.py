@@ -140,11 +140,18 @@ def test_pool_rows_gives_multiscale_roi_align_rows():
 
 
 def test_rows_box_net_is_the_box_head_on_reordered_input(mobilenet):
+    """Channels-last rows through fc6 with reordered columns (TwoMLPHead), or transposed back (the conv
+    head of resnet50_fpn_v2): the box head's outputs on [N, C, 7, 7]."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
+
     heads = mobilenet.detector.roi_heads
-    pooled = torch.randn(5, 256, 7, 7)
-    net = onnx_detector._RowsBoxNet(heads.box_head, heads.box_predictor, 256, 7).eval()
-    with torch.no_grad():
-        expected = heads.box_predictor(heads.box_head(pooled))
-        got = net(pooled.flatten(2).transpose(1, 2))
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.manual_seed(0)
+    conv_head = FastRCNNConvFCHead((256, 7, 7), [16, 16], [32]).eval()
+    for head, predictor in ((heads.box_head, heads.box_predictor), (conv_head, FastRCNNPredictor(32, 5))):
+        pooled = torch.randn(5, 256, 7, 7)
+        net = onnx_detector._RowsBoxNet(head, predictor, 256, 7).eval()
+        with torch.no_grad():
+            expected = predictor(head(pooled))
+            got = net(pooled.flatten(2).transpose(1, 2))
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
