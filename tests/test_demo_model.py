@@ -16,14 +16,15 @@ from train.evaluate import get_args_parser, main
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model"
 # The issue's targets for the demo model.
 TARGETS = {"det_ap50": 0.90, "grounding_acc": 0.85, "bleu1": 0.80, "bleu4": 0.50, "i2t_r1": 0.60, "t2i_r1": 0.50}
-# How often captions name what the chain's phrases name (train.evaluate's attr_*): regression floors a few
-# points under the measurement on this set (seed 7777, 100 images: shape 0.933, colour 0.930, size 0.898).
-ATTRIBUTE_FLOORS = {"attr_shape": 0.90, "attr_colour": 0.90, "attr_size": 0.85}
-# Issue 14's targets, not reached: the demo model's region vectors carry almost no pattern information (a
-# linear probe on v_i tells striped / dotted / checkered apart 38 % of the time, chance 33 %; colour 96 %),
-# so neither the decoder nor a reranking by v_i . s can name the pattern. Strict: reaching one fails here,
-# so that the targets move into ATTRIBUTE_FLOORS.
-ISSUE_14 = {"attr_pattern": 0.80, "attr_colour": 0.97, "attr_shape": 0.99}
+# How often captions name what the chain's phrases name (train.evaluate's attr_*). Issue 14's targets on the
+# 600 held-out scenes (README) were pattern >= 0.80, colour >= 0.97, shape >= 0.99; measured there: pattern
+# 0.885, colour 0.981, shape 0.958. On this smaller set (seed 7777, 100 images): shape 0.949, colour 0.983,
+# size 0.951, pattern 0.870. Pattern and colour keep the issue's targets (every pattern or colour the test
+# set's phrases name counts); shape and size are regression floors a few points under the measurement.
+ATTRIBUTE_FLOORS = {"attr_pattern": 0.80, "attr_colour": 0.97, "attr_shape": 0.92, "attr_size": 0.90}
+# Not reached: shape >= 0.99. Most misses are group regions ("two stars" captioned "two circles") and
+# overlapping objects. Strict: reaching it fails here, so that it moves into ATTRIBUTE_FLOORS.
+ISSUE_14 = {"attr_shape": 0.99}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_demo_captions_name_the_attributes_the_phrases_name(metrics, name):
     assert metrics[name] >= ATTRIBUTE_FLOORS[name], f"{name} = {metrics[name]:.3f} < {ATTRIBUTE_FLOORS[name]}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: the region vectors carry no pattern information (see above)")
+@pytest.mark.xfail(strict=True, reason="issue 14: shape is named 95-96 % of the time, not 99 % (see above)")
 @pytest.mark.parametrize("name", sorted(ISSUE_14))
 def test_issue_14_attribute_targets(metrics, name):
     assert metrics[name] >= ISSUE_14[name], f"{name} = {metrics[name]:.3f} < {ISSUE_14[name]}"
