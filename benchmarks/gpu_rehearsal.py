@@ -121,7 +121,7 @@ class Rehearsal:
                                              persistent_workers=False)
         targs = train_args(["--data", str(self.data_root), "--out", "x", "--detector", a.arch])
         optimizer, _ = train_script.make_optimizer(model, stage, targs, a.steps)
-        losses = train_script.stage_losses(stage, targs)
+        losses = train_script.stage_losses(stage, targs, model.config)
         amp = device.type == "cuda"
         model.train()
         if device.type == "cuda":
