@@ -97,7 +97,7 @@ def roi_align_rows(table: Tensor, size: tuple[int, int], rois: Tensor, spatial_s
     """torchvision's ``roi_align`` (``aligned=False``, ``sampling_ratio`` > 0) on a channels-last feature map.
 
     torchvision's CPU kernel walks the [B, C, H, W] map channel by channel, one scattered read per
-    channel, sample and neighbour, on one thread (65 ms for 1,000 proposals on two cores). Here each
+    channel, sample and neighbour, on one thread (129 ms for 1,000 proposals of a 500x375 photo). Here each
     bin is the weighted sum of the map's rows at its samples' bilinear neighbours (``sampling_ratio``^2
     samples x 4 neighbours, weights w / count), and ``embedding_bag`` computes those sums as contiguous
     C-wide rows on every core. The sample positions, the out-of-map rule and the neighbour weights are
@@ -166,7 +166,8 @@ def pool_rows(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list
         idx = order[start:start + counts[level]]
         start += counts[level]
         if len(idx):
-            table = feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1]).contiguous()  # 7x faster
+            # a contiguous copy: embedding_bag over the permuted view took 144 ms instead of 23
+            table = feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1]).contiguous()
             out.append(roi_align_rows(table, tuple(feature.shape[-2:]), rois[idx], scale, pool.output_size[0],
                                       pool.sampling_ratio))
     return out, order
