@@ -103,7 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="--encoder roi: add a texture branch of N features on each box's own pixels (0: none)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model folder's weights and vocabulary; new parts start fresh")
-    p.add_argument("--init-parts", default="detector,region_encoder,text_encoder,captioner", metavar="PARTS",
+    p.add_argument("--init-parts", default=",".join(PARTS), metavar="PARTS",
                    help="--init-from: which parts take its weights (default all; the others start fresh)")
     p.add_argument("--phrase-negatives", default="image", choices=["image", "batch"],
                    help="phrase-region ranking against the regions of the phrase's own image (grounding) "
@@ -234,6 +234,11 @@ def make_optimizer(model: RegionCaptioner, stage: str, args, steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def names_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (--stages, --init-parts)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _joint_captioner(stage: str, config: RegionCaptionerConfig) -> bool:
     """The captioner stage trains the encoders too (config ``captioner.detach_regions`` false)."""
     return stage == "captioner" and not config.captioner.detach_regions
@@ -266,7 +271,7 @@ def init_weights(model: RegionCaptioner, source: RegionCaptioner, name: str, par
 def main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = resolve_defaults(args)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    stages = names_list(args.stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         fail(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
@@ -325,8 +330,7 @@ def main(args) -> int:
     if state is not None:
         model.load_state_dict(model_state, strict=True)
     elif args.init_from:
-        init_weights(model, source.to(device), args.init_from,
-                     [p.strip() for p in args.init_parts.split(",") if p.strip()])
+        init_weights(model, source.to(device), args.init_from, names_list(args.init_parts))
         del source
     if is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -99,8 +99,9 @@ class RegionEncoderConfig:
     VGG-19 pass per box, ``vgg_crop_size`` px).
 
     ``texture_dim`` > 0 (``roi`` only) adds a texture branch: a small CNN on the box's own pixels at
-    the image's full resolution, pooled to per-channel mean and standard deviation, so what the
-    detector's features blur away (stripes, dots, checks; exact colour) reaches the region vector.
+    the image's full resolution (luminance, standardised per box), pooled to per-channel mean and
+    standard deviation, so what the detector's features blur away (stripes, dots, checks) reaches the
+    region vector.
     0 (the default, and what a config.json written before it existed gets) leaves it out.
     """
 

@@ -172,14 +172,14 @@ class RegionCaptioner(nn.Module):
         sentence_image = text["sentence_image"].to(dev)
         scores = image_sentence_scores(sim, region_image, text["sentence"].to(dev), num_images, len(sentence_image))
         loss = sentence_ranking_loss(scores, sentence_image, cfg.align_margin, cfg.align_reduction)
-        phrase = phrase_region_loss(sim[boxed], text["region"].to(dev)[boxed], cfg.phrase_margin,
+        phrase_region = text["region"].to(dev)[boxed]
+        phrase = phrase_region_loss(sim[boxed], phrase_region, cfg.phrase_margin,
                                     region_image=region_image if cfg.phrase_negatives == "image" else None,
                                     reduction=cfg.align_reduction)
         loss = loss + cfg.phrase_loss_weight * phrase
         if cfg.concept_loss_weight > 0:
-            regions = text["region"].to(dev)[boxed]
-            targets = concept_targets(text["tokens"].to(dev)[boxed], text["lengths"].to(dev)[boxed], regions, len(v),
-                                      cfg.vocab_size)
+            targets = concept_targets(text["tokens"].to(dev)[boxed], text["lengths"].to(dev)[boxed], phrase_region,
+                                      len(v), cfg.vocab_size)
             loss = loss + cfg.concept_loss_weight * concept_loss(self.text_encoder.concepts(v), targets)
         return loss
 

@@ -207,16 +207,16 @@ class OnnxDetector:
     def __init__(self, detector: nn.Module, threads: int | None = None):
         threads = threads or torch.get_num_threads()
         self.detector = detector
-        size = detector.transform.min_size[-1]
+        side = detector.transform.min_size[-1]
         heads = detector.roi_heads
         # one image per run: a graph traced at batch 1 keeps batch-1 shapes inside (mobilenet's SE blocks)
-        self.backbone = OrtModule(detector.backbone, torch.rand(1, 3, size, size), {2: "height", 3: "width"}, threads)
+        self.backbone = OrtModule(detector.backbone, torch.rand(1, 3, side, side), {2: "height", 3: "width"}, threads)
         pool = heads.box_roi_pool
-        size, channels = pool.output_size[0], detector.backbone.out_channels
-        box_net = _RowsBoxNet(heads.box_head, heads.box_predictor, channels, size).eval()
-        self.box_net = OrtModule(box_net, torch.rand(2, size * size, channels), {0: "proposals"}, threads)
-        # roi_align_rows reproduces torchvision's fixed sampling grid only
-        self.rows = pool.sampling_ratio > 0 and pool.output_size[0] == pool.output_size[1]
+        self.box_net = None  # roi_align_rows reproduces torchvision's fixed sampling grid only: else eager
+        if pool.sampling_ratio > 0 and pool.output_size[0] == pool.output_size[1]:
+            size, channels = pool.output_size[0], detector.backbone.out_channels
+            box_net = _RowsBoxNet(heads.box_head, heads.box_predictor, channels, size).eval()
+            self.box_net = OrtModule(box_net, torch.rand(2, size * size, channels), {0: "proposals"}, threads)
 
     def __deepcopy__(self, memo):
         return None  # ONNX Runtime sessions cannot be copied; a copied model exports its own on first use
@@ -244,11 +244,10 @@ class OnnxDetector:
 
     def _box_net(self, heads, features, proposals: list[Tensor], image_sizes) -> tuple[Tensor, Tensor]:
         """Box head + predictor over every proposal: (class_logits [N, K], box_regression [N, 4K])."""
-        if not self.rows or not sum(len(p) for p in proposals):  # a 0-row input is not worth ONNX's edge cases
+        if self.box_net is None or not sum(len(p) for p in proposals):  # a 0-row input is not worth ONNX's edge cases
             return heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, image_sizes)))
         rows, order = pool_rows(heads.box_roi_pool, features, proposals, image_sizes)
         outputs = [self.box_net(r) for r in rows]
         class_logits, box_regression = (torch.cat([o[i] for o in outputs]) for i in (0, 1))
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order))
+        inverse = order.argsort()  # back to the proposals' own order
         return class_logits[inverse], box_regression[inverse]
