@@ -155,3 +155,70 @@ def test_rows_box_net_is_the_box_head_on_reordered_input(mobilenet):
             got = net(pooled.flatten(2).transpose(1, 2))
         for a, b in zip(got, expected):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _clustered_boxes(n: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n boxes around a few centres (heavy overlap, so NMS suppresses), scores and class ids."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(6, 2, generator=g) * 200
+    xy = centres[torch.randint(6, (n,), generator=g)] + torch.randn(n, 2, generator=g) * 8
+    wh = torch.rand(n, 2, generator=g) * 40 + 10
+    return torch.cat([xy, xy + wh], dim=1), torch.rand(n, generator=g), torch.randint(classes, (n,), generator=g)
+
+
+@pytest.mark.parametrize("n", [300, 3000])  # under and over torchvision's 4,000-coordinate switch
+@pytest.mark.parametrize("k", [1, 10, 100, 5000])
+def test_batched_nms_top_is_batched_nms_cut_at_k(n, k):
+    from torchvision.ops import batched_nms
+
+    boxes, scores, idxs = _clustered_boxes(n, 8, seed=n + k)
+    expected = batched_nms(boxes, scores, idxs, 0.5)[:k]
+    assert len(expected) == min(k, len(batched_nms(boxes, scores, idxs, 0.5)))
+    assert torch.equal(onnx_detector.batched_nms_top(boxes, scores, idxs, 0.5, k), expected)
+
+
+def test_batched_nms_top_looks_further_when_the_best_boxes_suppress_each_other():
+    """The 400 best boxes are one box repeated (one kept): the search must widen past them."""
+    from torchvision.ops import batched_nms
+
+    boxes, scores, idxs = _clustered_boxes(3000, 4, seed=1)
+    boxes[:400], idxs[:400] = torch.tensor([10.0, 10.0, 60.0, 60.0]), 0
+    scores[:400] = 2.0 + torch.rand(400)
+    expected = batched_nms(boxes, scores, idxs, 0.5)[:100]
+    assert (scores[expected] < 2.0).sum() == 99
+    assert torch.equal(onnx_detector.batched_nms_top(boxes, scores, idxs, 0.5, 100), expected)
+
+
+def test_proposals_and_detections_are_torchvisions(mobilenet):
+    """propose() == RegionProposalNetwork.forward and postprocess_detections() == RoIHeads' own, exactly,
+    on the same head outputs, with the detections cut at fewer than NMS keeps."""
+    det = mobilenet.detector
+    heads = copy.copy(det.roi_heads)
+    heads.detections_per_img = 5
+    with torch.inference_mode():
+        il, feats, _ = det.features([torch.rand(3, 100, 120), torch.rand(3, 120, 90)])
+        levels = list(feats.values())
+        expected, _ = det.rpn(il, feats)
+        proposals = onnx_detector.propose(det.rpn, il, levels, *det.rpn.head(levels))
+        assert [len(p) for p in proposals] == [len(p) for p in expected] and len(expected[0]) > 50
+        for a, b in zip(proposals, expected):
+            assert torch.equal(a, b)
+        logits, regression = heads.box_predictor(heads.box_head(heads.box_roi_pool(feats, expected, il.image_sizes)))
+        ours = onnx_detector.postprocess_detections(heads, logits, regression, expected, il.image_sizes)
+        theirs = heads.postprocess_detections(logits, regression, expected, il.image_sizes)
+    assert [len(b) for b in ours[0]] == [5, 5]
+    for a, b in zip(ours, theirs):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+
+
+def test_backbone_graph_carries_the_rpn_heads_outputs(mobilenet):
+    det = mobilenet.detector
+    fast = onnx_detector.OnnxDetector(det)
+    with torch.inference_mode():
+        il, feats, _ = fast.features([torch.rand(3, 100, 120)])
+        logits, deltas = det.rpn.head(list(feats.values()))
+    assert list(feats) == ["0", "1", "pool"]
+    for ours, theirs in zip(feats.rpn_head, (logits, deltas)):
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

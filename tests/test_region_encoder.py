@@ -155,3 +155,42 @@ def test_texture_branch_reads_the_boxs_own_pixels():
         texture = enc.texture([striped_image(True)], box)
         darker = enc.texture([striped_image(True) * 0.5], box)
     torch.testing.assert_close(texture, darker, rtol=1e-4, atol=1e-4)
+
+
+def test_colour_texture_branch_sees_an_outline_that_luminance_hides():
+    """A red square on a green ground of the same luminance: flat to the luminance branch, an outline
+    to the colour branch, which, like the luminance branch, hardly sees the box's brightness."""
+    from regioncap.models.region_encoder import TextureBranch
+
+    torch.manual_seed(0)
+    img = torch.zeros(3, 64, 64)
+    img[1] = 0.299 / 0.587 * 0.8  # green, luminance 0.2392
+    img[0, 20:44, 20:44], img[1, 20:44, 20:44] = 0.8, 0.0  # red, luminance 0.2392
+    flat = torch.full_like(img, 0.5)
+    box = [torch.tensor([[8.0, 8, 56, 56]])]
+    luma, colour = TextureBranch(8, 6).eval(), TextureBranch(8, 6, colour=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(luma([img], box), luma([flat], box), rtol=1e-4, atol=1e-4)
+        outline = (colour([img], box) - colour([flat], box)).abs().max()
+        darker = (colour([img * 0.5], box) - colour([img], box)).abs().max()  # only TEXTURE_EPS's share moves
+    assert outline > 1e-2 and darker < outline / 4
+
+
+def test_texture_layout_tells_where_in_the_box_the_statistics_do_not():
+    """The same square in the box's top-left or bottom-right quarter: equal mean/std statistics, a
+    different layout grid."""
+    from regioncap.models.region_encoder import TextureBranch
+
+    torch.manual_seed(0)
+    box = [torch.tensor([[0.0, 0, 128, 128]])]  # 4 px per grid cell
+    top_left, bottom_right = torch.zeros(3, 128, 128), torch.zeros(3, 128, 128)
+    top_left[:, 32:48, 32:48] = 1.0  # cells 8-11, out of reach of the border for the convolutions
+    bottom_right[:, 64:80, 64:80] = 1.0  # 8 cells further: a multiple of the convolutions' stride 4
+    stats, layout = TextureBranch(8, 6).eval(), TextureBranch(8, 6, layout=4).eval()
+    layout.convs.load_state_dict(stats.convs.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(stats([top_left], box), stats([bottom_right], box), rtol=1e-4, atol=1e-5)
+        assert (layout([top_left], box) - layout([bottom_right], box)).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="texture_layout"):
+        RegionEncoderConfig(texture_layout=4).validate()  # needs texture_dim
+    RegionEncoderConfig(texture_dim=8, texture_layout=4, texture_colour=True).validate()
