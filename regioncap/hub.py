@@ -246,15 +246,6 @@ LIMITATIONS = """## Limitations
 """
 
 
-def _texture_words(enc) -> str:
-    """The region encoder's texture branch as the card's table says it ("" without one)."""
-    if not enc.texture_dim:
-        return ""
-    reads = "colour" if enc.texture_colour else "luminance"
-    layout = f", {enc.texture_layout}x{enc.texture_layout} layout" if enc.texture_layout else ""
-    return f" + {enc.texture_dim}-d texture branch ({reads}{layout})"
-
-
 def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | None = None,
                      training: dict | None = None, datasets: list[str] | None = None) -> Path:
     """Write README.md: Hub metadata, architecture, training data, measured metrics, intended use, limits.
@@ -289,7 +280,7 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         f"input {c.detector.min_size}-{c.detector.max_size} px |",
         f"| entity types | {', '.join(c.entity_types)} |",
         f"| region encoder | `{c.region_encoder.kind}`"
-        + _texture_words(c.region_encoder)
+        + (f" + {c.region_encoder.texture_dim}-d texture branch" if c.region_encoder.texture_dim else "")
         + f" -> {c.joint_dim}-d joint space |",
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
         f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size}"

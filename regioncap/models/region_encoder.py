@@ -56,40 +56,30 @@ def box_geometry(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
 
 
 class TextureBranch(nn.Module):
-    """A box's own pixels -> pattern (and, optionally, outline) features, FloatTensor[R, out_dim].
+    """A box's own pixels -> pattern statistics, FloatTensor[R, out_dim].
 
     RoIAlign samples each box from the original image on a 32x32 grid (a pattern whose period is a
-    fraction of its object's size covers the same number of cells whatever the box's size). By
-    default the branch sees only the luminance, standardised per box: colour and brightness are the
-    detector features' job, and the branch is left nothing to learn but structure. Three 3x3
-    convolutions (the last two with stride 2) act as local pattern detectors; the per-channel mean and
-    standard deviation of their responses over the box (first- and second-order statistics, as
-    texture descriptors use) do not depend on where in the box a pattern lies; they are
-    layer-normalised and go through a ``dim``-wide hidden layer to ``out_dim``. The detector's
-    features, trained to find objects at a reduced input size, keep little texture: a linear probe on
-    the demo model's pooled FPN features told stripes, dots and checks apart 49 % of the time (chance
-    33 %).
-
-    ``colour``: the three colour channels, each standardised per box, replace the luminance (an
-    outline between two colours of equal luminance is invisible in luminance). ``layout`` > 0: the
-    responses averaged on a ``layout`` x ``layout`` grid join the statistics, so where in the box they
-    lie (the outline: hexagon or circle, star or triangle) reaches the encoder. A classifier on the
-    crops of 4,686 training regions told six shapes apart on held-out single objects 93.6 % of the
-    time from luminance statistics, 96.0 % with a 4x4 layout and 98.5 % with colour and layout.
+    fraction of its object's size covers the same number of cells whatever the box's size). The
+    branch sees only the luminance, standardised per box: colour and brightness are the detector
+    features' job, and the branch is left nothing to learn but structure. Three 3x3 convolutions
+    (the last two with stride 2) act as local pattern detectors; the per-channel mean and standard
+    deviation of their responses over the box (first- and second-order statistics, as texture
+    descriptors use) do not depend on where in the box a pattern lies; they are layer-normalised
+    and go through a ``dim``-wide hidden layer to ``out_dim``. The detector's features, trained to
+    find objects at a reduced input size, keep little texture: a linear probe on the demo model's
+    pooled FPN features told stripes, dots and checks apart 49 % of the time (chance 33 %).
     """
 
-    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH, colour: bool = False, layout: int = 0):
+    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH):
         super().__init__()
-        self.colour, self.layout = colour, layout
         self.convs = nn.Sequential(
-            nn.Conv2d(3 if colour else 1, width, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(1, width, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
         )
-        features = 4 * width + 2 * width * layout * layout
         # LayerNorm puts the statistics on the scale of the encoder's other features whatever the
         # convolutions' scale
-        self.out = nn.Sequential(nn.LayerNorm(features), nn.Linear(features, dim), nn.ReLU(inplace=True),
+        self.out = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, dim), nn.ReLU(inplace=True),
                                  nn.Linear(dim, out_dim))
         for conv in self.convs[::2]:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
@@ -100,14 +90,11 @@ class TextureBranch(nn.Module):
         """Args: per image FloatTensor[3, H_i, W_i] in [0, 1] and FloatTensor[R_i, 4] in its pixels."""
         crops = torch.cat([roi_align(img[None].float(), [b.float()], output_size=TEXTURE_GRID, spatial_scale=1.0,
                                      sampling_ratio=2, aligned=True) for img, b in zip(images, boxes)])
-        y = crops if self.colour else (crops * self.luma).sum(dim=1, keepdim=True)  # [R, 3 or 1, G, G]
-        std, mean = torch.std_mean(y, dim=(2, 3), keepdim=True, correction=0)  # per box and channel
+        y = (crops * self.luma).sum(dim=1, keepdim=True)  # [R, 1, G, G] luminance
+        std, mean = torch.std_mean(y, dim=(2, 3), keepdim=True, correction=0)
         x = self.convs((y - mean) / (std + TEXTURE_EPS))  # [R, 2w, G/4, G/4]
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
-        stats = [mean, (var + 1e-6).sqrt()]
-        if self.layout:
-            stats.append(F.adaptive_avg_pool2d(x, self.layout).flatten(1))
-        return self.out(torch.cat(stats, dim=1))
+        return self.out(torch.cat([mean, (var + 1e-6).sqrt()], dim=1))
 
 
 class RoIRegionEncoder(nn.Module):
@@ -125,10 +112,7 @@ class RoIRegionEncoder(nn.Module):
         self.pool = MultiScaleRoIAlign(list(featmap_names), output_size=s, sampling_ratio=2)
         self.visual = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * s * s, cfg.hidden_dim), nn.ReLU(inplace=True))
         self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, cfg.geometry_dim), nn.ReLU(inplace=True))
-        self.texture = None
-        if cfg.texture_dim:
-            self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim, colour=cfg.texture_colour,
-                                         layout=cfg.texture_layout)
+        self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim) if cfg.texture_dim else None
         self.project = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.hidden_dim + cfg.geometry_dim, cfg.hidden_dim),
