@@ -129,8 +129,13 @@ def test_pool_rows_gives_multiscale_roi_align_rows():
     sizes = [(128, 160), (128, 160)]
     reference = MultiScaleRoIAlign(["0", "1"], 7, 2)(features, boxes, sizes)  # [62, 8, 7, 7]
     rows, order = onnx_detector.pool_rows(MultiScaleRoIAlign(["0", "1"], 7, 2), features, boxes, sizes)
+    rows = list(rows)
     assert len(rows) == 2  # one per level
+    blocks, same_order = onnx_detector.pool_rows(MultiScaleRoIAlign(["0", "1"], 7, 2), features, boxes, sizes, block=8)
+    blocks = list(blocks)
+    assert torch.equal(same_order, order) and max(len(b) for b in blocks) == 8 and len(blocks) > 2
     rows = torch.cat(rows)
+    torch.testing.assert_close(torch.cat(blocks), rows, rtol=0, atol=0)
     assert sorted(order.tolist()) == list(range(62))
     levels = MultiScaleRoIAlign(["0", "1"], 7, 2)
     levels(features, boxes, sizes)
