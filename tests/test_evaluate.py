@@ -212,3 +212,16 @@ def test_cli_errors_exit_2_with_one_line(synth, tiny_model, tmp_path, capsys, wh
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+
+
+def test_attribute_rates_over_regions_of_several_boxes(no_decode):
+    """attr_* count every captioned chain, group_attr_* only the chains of several boxes."""
+    truths = _truths()
+    truths[0].chain_refs[0] = [["a", "blue", "man"]]  # one box; its caption "a man" names no colour
+    truths[0].chain_refs[1] = [["a", "red", "shirt"], ["two", "shirts"]]  # two boxes; caption "a red shirt"
+    out = ev.evaluate(FakeModel(), truths, num_classes=8, entity_types=TYPES, progress=False)
+    assert (out["attr_colour"], out["num_attr_colour"]) == (pytest.approx(1 / 2), 2)
+    assert (out["group_attr_colour"], out["group_num_attr_colour"]) == (1.0, 1)
+    assert out["group_num_attr_shape"] == 0
+    table = ev.caption_table(out).splitlines()
+    assert len(table) == 3 and table[2].lstrip().startswith("several boxes") and "1.0000 (n=1)" in table[2]

@@ -13,6 +13,8 @@ Prints one JSON object (and writes it to OUT, atomically, with --json):
   attr_shape attr_colour attr_size attr_pattern (+ num_attr_*)
                      of those captions, the fraction that name the attribute's value where the chain's
                      phrases name it (words: regioncap.data.synthetic.ATTRIBUTE_WORDS; n = regions counted)
+  group_attr_* group_num_attr_*
+                     the same over the chains of several boxes ("two stars") alone
   i2t_r1/5/10, t2i_r1/5/10
                      image<->sentence retrieval over all evaluated images and their sentences, with
                      S_kl = sum over the sentence's phrases (notvisual excluded) of max_i v_i . s_t over
@@ -194,6 +196,12 @@ def compute_metrics(truths: list[ImageTruth], outputs: list[_ImageOutput], text_
     refs = [r for t in truths for r in t.chain_refs if r]
     out.update(bleu(cands, refs))
     out.update(attribute_mention_rates(cands, refs, ATTRIBUTE_WORDS))
+    # the same rates over the regions of several boxes ("two stars"): a few percent of the regions, the
+    # hardest to caption
+    several = [len(t.chain_boxes[c]) > 1 for t in truths for c, r in enumerate(t.chain_refs) if r]
+    groups = attribute_mention_rates([c for c, g in zip(cands, several) if g],
+                                     [r for r, g in zip(refs, several) if g], ATTRIBUTE_WORDS)
+    out.update({f"group_{k}": v for k, v in groups.items()})
     out.update(_retrieval(truths, outputs, text_vectors, text_ok, text_index))
     out.update(num_images=len(truths), num_sentences=sum(len(t.sentences) for t in truths),
                num_phrases=len(preds), num_regions_captioned=len(cands))
@@ -294,13 +302,19 @@ def main(args) -> dict:
 
 
 def caption_table(metrics: dict) -> str:
-    """BLEU and the attribute mention rates of ``metrics`` as one small text table."""
+    """BLEU and the attribute mention rates of ``metrics`` as one small text table (a second row: the
+    rates over regions of several boxes, when ``metrics`` has them)."""
     attrs = [k[len("attr_"):] for k in metrics if k.startswith("attr_")]
-    names = ["bleu1", "bleu4"] + [f"{a} named" for a in attrs]
-    values = [f"{metrics['bleu1']:.4f}", f"{metrics['bleu4']:.4f}"] + [
-        f"{metrics['attr_' + a]:.4f} (n={metrics.get('num_attr_' + a, 0)})" for a in attrs]
-    widths = [max(len(n), len(v)) for n, v in zip(names, values)]
-    return "\n".join(" | ".join(x.rjust(w) for x, w in zip(row, widths)) for row in (names, values))
+    names = ["", "bleu1", "bleu4"] + [f"{a} named" for a in attrs]
+
+    def rates(prefix):
+        return [f"{metrics[prefix + 'attr_' + a]:.4f} (n={metrics.get(prefix + 'num_attr_' + a, 0)})" for a in attrs]
+
+    rows = [names, ["all regions", f"{metrics['bleu1']:.4f}", f"{metrics['bleu4']:.4f}"] + rates("")]
+    if all("group_attr_" + a in metrics for a in attrs):
+        rows.append(["several boxes", "", ""] + rates("group_"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(names))]
+    return "\n".join(" | ".join(x.rjust(w) for x, w in zip(row, widths)) for row in rows)
 
 
 if __name__ == "__main__":
