@@ -221,8 +221,9 @@ def test_backbone_graph_carries_the_rpn_heads_outputs(mobilenet):
     det = mobilenet.detector
     fast = onnx_detector.OnnxDetector(det)
     with torch.inference_mode():
-        il, feats, _ = fast.features([torch.rand(3, 100, 120)])
+        il, feats, _ = fast.features([torch.rand(3, 100, 120), torch.rand(3, 120, 90)])  # a padded batch of two
         logits, deltas = det.rpn.head(list(feats.values()))
+        assert len(logits[0]) == 2
     assert list(feats) == ["0", "1", "pool"]
     for ours, theirs in zip(feats.rpn_head, (logits, deltas)):
         for a, b in zip(ours, theirs):

