@@ -198,8 +198,8 @@ class RegionCaptioner(nn.Module):
     def _inference_detector(self):
         """The detector inference runs on: on the CPU, a COCO-size detector's backbone and box head run in
         ONNX Runtime and RoIAlign reads the FPN channels-last (:class:`~regioncap.models.onnx_detector.OnnxDetector`,
-        same detections; 1.7-2.0x torchvision's eager speed for mobilenet_v3_large_fpn on two quiet cores,
-        ``benchmarks/bench_inference.py --photo``); otherwise, or with
+        same detections; ~2x torchvision's eager speed for mobilenet_v3_large_fpn on two quiet cores, 1.88-2.33x
+        across runs of ``benchmarks/bench_inference.py --photo``); otherwise, or with
         ``REGIONCAP_ONNXRUNTIME=0``, the eager detector itself.
 
         The ONNX graphs are exported from the current weights on first use (a few seconds; the app does

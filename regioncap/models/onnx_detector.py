@@ -186,9 +186,10 @@ def pool_rows(pool: MultiScaleRoIAlign, features: dict[str, Tensor], boxes: list
                 continue
             # a contiguous copy: embedding_bag over the permuted view took 144 ms instead of 23
             table = feature.permute(0, 2, 3, 1).reshape(-1, feature.shape[1]).contiguous()
-            for first in range(0, len(idx), block or len(idx)):
-                yield roi_align_rows(table, tuple(feature.shape[-2:]), rois[idx[first:first + (block or len(idx))]],
-                                     scale, pool.output_size[0], pool.sampling_ratio)
+            step = block or len(idx)
+            for first in range(0, len(idx), step):
+                yield roi_align_rows(table, tuple(feature.shape[-2:]), rois[idx[first:first + step]], scale,
+                                     pool.output_size[0], pool.sampling_ratio)
 
     return blocks(), order
 
@@ -305,14 +306,17 @@ class _RowsBoxNet(nn.Module):
 
 
 class _BackboneAndRPNHead(nn.Module):
-    """backbone + FPN, then the RPN head on every level: one graph, a flat tuple (levels, logits, deltas)."""
+    """backbone + FPN, then the RPN head on every level: one graph, a flat tuple (levels, logits, deltas).
+    ``names`` are the levels' names, known once it has run (the export runs it)."""
 
     def __init__(self, backbone: nn.Module, rpn_head: nn.Module):
         super().__init__()
         self.backbone, self.rpn_head = backbone, rpn_head
+        self.names: list[str] = []
 
     def forward(self, x: Tensor):
         features = self.backbone(x)
+        self.names = list(features)
         logits, deltas = self.rpn_head(list(features.values()))
         return (*features.values(), *logits, *deltas)
 
@@ -337,11 +341,10 @@ class OnnxDetector:
         self.detector = detector
         side = detector.transform.min_size[-1]
         heads = detector.roi_heads
-        with torch.no_grad():
-            self.levels = list(detector.backbone(torch.rand(1, 3, 64, 64)))
+        graph = _BackboneAndRPNHead(detector.backbone, detector.rpn.head).eval()
         # one image per run: a graph traced at batch 1 keeps batch-1 shapes inside (mobilenet's SE blocks)
-        self.backbone = OrtModule(_BackboneAndRPNHead(detector.backbone, detector.rpn.head).eval(),
-                                  torch.rand(1, 3, side, side), {2: "height", 3: "width"}, threads)
+        self.backbone = OrtModule(graph, torch.rand(1, 3, side, side), {2: "height", 3: "width"}, threads)
+        self.levels = graph.names
         pool = heads.box_roi_pool
         self.box_net = None  # roi_align_rows reproduces torchvision's fixed sampling grid only: else eager
         if pool.sampling_ratio > 0 and pool.output_size[0] == pool.output_size[1]:
