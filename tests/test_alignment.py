@@ -154,3 +154,18 @@ def test_model_align_loss_phrase_negatives_and_concept_term(make_model, tiny_bat
                             model.config.vocab_size)
         expected = image + 0.5 * concept_loss(model.text_encoder.concepts(v), t)
     torch.testing.assert_close(with_concepts.detach(), expected, rtol=1e-5, atol=1e-5)
+    # concept_singulars: a plural also marks its singular (the model's vocabulary's map): region 2's "circles"
+    from regioncap.data.dataset import pad_sequences
+    phrases = ["a large red circle", "two blue circles", "a red circle", "a grey background",
+               "a grey background"]
+    text = dict(text, **dict(zip(("tokens", "lengths"),
+                                  pad_sequences([torch.tensor(model.vocab.encode(p)) for p in phrases]))))
+    _, image = align()
+    model, with_singulars = align(concept_loss_weight=0.5, concept_singulars=True)
+    assert torch.equal(model.concept_also, torch.tensor(model.vocab.singular_ids()))
+    with torch.no_grad():
+        args = text["tokens"][boxed], text["lengths"][boxed], text["region"][boxed], len(v), model.config.vocab_size
+        t, plain = concept_targets(*args, model.concept_also), concept_targets(*args)
+        assert (t - plain).sum() == 1.0 and t[2, model.vocab.token_to_id["circle"]] == 1.0
+        expected = image + 0.5 * concept_loss(model.text_encoder.concepts(v), t)
+    torch.testing.assert_close(with_singulars.detach(), expected, rtol=1e-5, atol=1e-5)

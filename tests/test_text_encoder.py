@@ -67,3 +67,18 @@ def test_concept_targets_and_loss_hand_computed():
     assert concept_loss(logits, torch.zeros(3, 9)) == 0.0
     logits[1, 5] = logits[1, 6] = 2.0  # all three of region 1's words up: lower loss
     assert concept_loss(logits, t) < (region_1 + region_2) / 2
+
+
+def test_concept_targets_also_mark_the_mapped_word():
+    from regioncap.models.text_encoder import concept_targets
+
+    tokens = torch.tensor([[4, 5, 0], [6, 0, 0]])
+    also = torch.arange(9)
+    also[5] = 7  # word 5 ("stars") also marks word 7 ("star")
+    t = concept_targets(tokens, torch.tensor([2, 1]), torch.tensor([0, 1]), num_regions=2, vocab_size=9, also=also)
+    expected = torch.zeros(2, 9)
+    expected[0, [4, 5, 7]] = 1.0
+    expected[1, 6] = 1.0
+    assert torch.equal(t, expected)
+    plain = concept_targets(tokens, torch.tensor([2, 1]), torch.tensor([0, 1]), num_regions=2, vocab_size=9)
+    assert plain[0, 7] == 0.0

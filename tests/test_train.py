@@ -289,12 +289,12 @@ def test_init_from_a_model_then_captioner_trains_the_encoders(data, tmp_path, ca
     out = tmp_path / "tuned"
     run(data, out, "--stages", "captioner", "--epochs", "1", "--max-steps", "2", "--init-from", str(source_dir),
         "--init-parts", "detector,region_encoder", "--texture-dim", "8", "--captioner-trains-encoders",
-        "--concept-loss-weight", "1", "--phrase-negatives", "batch")
+        "--concept-loss-weight", "1", "--concept-singulars", "--phrase-negatives", "batch")
     assert "new: region_encoder.texture" in capsys.readouterr().out
     tuned = RegionCaptioner.from_pretrained(out)
     cfg = tuned.config
     assert (cfg.region_encoder.texture_dim, cfg.captioner.detach_regions) == (8, False)
-    assert (cfg.concept_loss_weight, cfg.phrase_negatives) == (1.0, "batch")
+    assert (cfg.concept_loss_weight, cfg.concept_singulars, cfg.phrase_negatives) == (1.0, True, "batch")
     state = tuned.state_dict()
     assert all(torch.equal(state[k], v) for k, v in source.items() if k.startswith("detector."))  # not trained
     changed = [k for k, v in source.items() if k.startswith("region_encoder.") and not torch.equal(state[k], v)]

@@ -87,3 +87,16 @@ def test_missing_or_binary_vocab_file(tmp_path):
     (tmp_path / "vocab.json").write_bytes(b"\x80\x04\x95 pickle")
     with pytest.raises(ModelFileError):
         Vocabulary.load(tmp_path / "vocab.json")
+
+
+def test_singular_ids_map_plurals_the_vocabulary_knows():
+    from regioncap.data.vocab import singular
+
+    v = Vocabulary(["two", "stars", "star", "crosses", "cross", "men", "man", "puppies", "puppy", "glass", "is",
+                    "i", "as", "a", "firemen", "fireman", "circles"])
+    ids = v.singular_ids()
+    mapped = {v.id_to_token[i]: v.id_to_token[j] for i, j in enumerate(ids) if i != j}
+    # "circles" has no "circle" here; "is"/"as" would give words under three letters; "glass" is no plural
+    assert mapped == {"stars": "star", "crosses": "cross", "men": "man", "puppies": "puppy", "firemen": "fireman"}
+    assert ids[:4] == [0, 1, 2, 3]
+    assert singular("children", {"child"}) == "child" and singular("children", set()) is None

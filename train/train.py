@@ -112,6 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "or of every image in the batch (also collection search)")
     p.add_argument("--concept-loss-weight", type=float, default=0.0, metavar="W",
                    help="add W x a word-prediction loss on the region vectors to the alignment loss (0: none)")
+    p.add_argument("--concept-singulars", action="store_true",
+                   help="--concept-loss-weight: a plural also asks its region for its singular ('stars' -> 'star')")
     p.add_argument("--align-reduction", default="sum", choices=["sum", "mean"],
                    help="ranking losses summed over the batch (the seed's) or averaged per positive pair")
     p.add_argument("--vocab-min-count", type=int, default=None,
@@ -211,7 +213,7 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
         text_encoder=TextEncoderConfig(),
         captioner=CaptionerConfig(rnn=args.rnn, detach_regions=not args.captioner_trains_encoders),
         align_reduction=args.align_reduction, phrase_negatives=args.phrase_negatives,
-        concept_loss_weight=args.concept_loss_weight)
+        concept_loss_weight=args.concept_loss_weight, concept_singulars=args.concept_singulars)
 
 
 def build_vocab(dataset: Flickr30kEntities, min_count: int) -> Vocabulary:

@@ -26,11 +26,38 @@ SPECIAL_TOKENS = [PAD_TOKEN, START_TOKEN, END_TOKEN, UNK_TOKEN]
 VOCAB_FILE = "vocab.json"
 
 _tokenizer = TreebankWordTokenizer()
+# plurals no suffix rule finds (Flickr30k's people words among them)
+IRREGULAR_PLURALS = {"men": "man", "women": "woman", "children": "child", "people": "person", "feet": "foot",
+                     "teeth": "tooth", "mice": "mouse", "geese": "goose", "oxen": "ox", "knives": "knife",
+                     "leaves": "leaf", "wolves": "wolf", "shelves": "shelf"}
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased Treebank tokens: ``"A red, striped Box."`` -> ``["a", "red", ",", "striped", "box", "."]``."""
     return _tokenizer.tokenize(text.lower())
+
+
+def singular(word: str, known) -> str | None:
+    """The singular of an English plural noun, if it is one of ``known`` words; else None.
+
+    Suffix rules (``-ies`` -> ``-y``, ``-es`` -> ``-``, ``-s`` -> ``-``, ``-men`` -> ``-man``) plus
+    :data:`IRREGULAR_PLURALS`, checked against ``known`` so that only a word the vocabulary has is
+    returned: ``"stars"`` -> ``"star"``, ``"crosses"`` -> ``"cross"``, ``"firemen"`` -> ``"fireman"``,
+    ``"glass"`` -> None. Candidates shorter than three letters are refused (``"is"``, ``"as"``, ``"its"``).
+    """
+    if word in IRREGULAR_PLURALS:
+        candidates = [IRREGULAR_PLURALS[word]]
+    else:
+        candidates = []
+        if word.endswith("men"):
+            candidates.append(word[:-3] + "man")
+        if word.endswith("ies"):
+            candidates.append(word[:-3] + "y")
+        if word.endswith("es"):
+            candidates.append(word[:-2])
+        if word.endswith("s") and not word.endswith("ss"):
+            candidates.append(word[:-1])
+    return next((c for c in candidates if len(c) >= 3 and c != word and c in known), None)
 
 
 class Vocabulary:
@@ -71,6 +98,12 @@ class Vocabulary:
 
     def __repr__(self) -> str:
         return f"Vocabulary(size={len(self)}, min_count={self.min_count})"
+
+    def singular_ids(self) -> list[int]:
+        """Per id, the id of its word's singular (:func:`singular`) where the vocabulary has it, else itself:
+        ``ids[vocab.token_to_id["stars"]] == vocab.token_to_id["star"]``."""
+        return [self.token_to_id.get(singular(t, self.token_to_id) or t, i) if i >= len(SPECIAL_TOKENS) else i
+                for i, t in enumerate(self.id_to_token)]
 
     def encode(self, text_or_tokens: str | list[str], max_len: int | None = None) -> list[int]:
         """Token ids of a text or token list, no specials added; unknown words -> UNK; cut to max_len."""

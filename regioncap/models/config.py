@@ -201,7 +201,9 @@ class RegionCaptionerConfig:
     phrase against the regions of its own image (what grounding asks), "batch" against every region
     in the batch (what collection search asks; it also teaches what tells two images' look-alike
     regions apart, such as a pattern); ``concept_loss_weight`` > 0 adds a word-prediction loss on the
-    region vectors (:func:`~regioncap.models.text_encoder.concept_loss`) to the alignment loss.
+    region vectors (:func:`~regioncap.models.text_encoder.concept_loss`) to the alignment loss;
+    ``concept_singulars`` makes a plural in a region's phrases also ask for its singular ("two stars"
+    -> "star", :meth:`~regioncap.data.vocab.Vocabulary.singular_ids`).
     """
 
     vocab_size: int
@@ -217,6 +219,7 @@ class RegionCaptionerConfig:
     align_reduction: str = "sum"
     phrase_negatives: str = field(default="image", metadata={"optional": True})  # absent from older config.json
     concept_loss_weight: float = field(default=0.0, metadata={"optional": True})
+    concept_singulars: bool = field(default=False, metadata={"optional": True})
 
     def validate(self) -> None:
         _choice("align_reduction", self.align_reduction, ("sum", "mean"))

@@ -68,6 +68,9 @@ class RegionCaptioner(nn.Module):
         self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d,
                                         concepts=config.concept_loss_weight > 0)
         self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
+        # the concept loss's plural -> singular map (not saved: the vocabulary gives it)
+        self.register_buffer("concept_also", torch.tensor(vocab.singular_ids()) if config.concept_singulars else None,
+                             persistent=False)
         self.frozen_parts: tuple[str, ...] = ()
 
     @property
@@ -179,7 +182,7 @@ class RegionCaptioner(nn.Module):
         loss = loss + cfg.phrase_loss_weight * phrase
         if cfg.concept_loss_weight > 0:
             targets = concept_targets(text["tokens"].to(dev)[boxed], text["lengths"].to(dev)[boxed], phrase_region,
-                                      len(v), cfg.vocab_size)
+                                      len(v), cfg.vocab_size, self.concept_also)
             loss = loss + cfg.concept_loss_weight * concept_loss(self.text_encoder.concepts(v), targets)
         return loss
 

@@ -62,16 +62,23 @@ class TextEncoder(nn.Module):
         return F.normalize(self.project(h), dim=-1)
 
 
-def concept_targets(tokens: Tensor, lengths: Tensor, region: Tensor, num_regions: int, vocab_size: int) -> Tensor:
+def concept_targets(tokens: Tensor, lengths: Tensor, region: Tensor, num_regions: int, vocab_size: int,
+                    also: Tensor | None = None) -> Tensor:
     """Which words each region's phrases use: FloatTensor[R, V] of 0/1.
 
     Args:
         tokens: LongTensor[P, L] (padded with PAD); lengths: LongTensor[P]; region: LongTensor[P], the
             region (0..R-1) each phrase names.
+        also: optional LongTensor[V]: a word w also marks word ``also[w]`` (itself for most words), e.g.
+            :meth:`~regioncap.data.vocab.Vocabulary.singular_ids`, so that "two stars" also asks its
+            region for "star", the word that thousands of single stars teach.
     """
     out = torch.zeros(num_regions, vocab_size, device=tokens.device)
     real = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
-    out[region[:, None].expand_as(tokens)[real], tokens[real]] = 1.0
+    rows, words = region[:, None].expand_as(tokens)[real], tokens[real]
+    out[rows, words] = 1.0
+    if also is not None:
+        out[rows, also.to(words.device)[words]] = 1.0
     out[:, PAD] = 0.0
     return out
 
