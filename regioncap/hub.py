@@ -283,8 +283,6 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         + (f" + {c.region_encoder.texture_dim}-d texture branch" if c.region_encoder.texture_dim else "")
         + (f" with a {c.region_encoder.texture_layout}x{c.region_encoder.texture_layout} layout"
            if c.region_encoder.texture_layout else "")
-        + (f" and a {c.region_encoder.texture_colour_layout}x{c.region_encoder.texture_colour_layout} colour layout"
-           if c.region_encoder.texture_colour_layout else "")
         + f" -> {c.joint_dim}-d joint space |",
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
         f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size}"

@@ -177,32 +177,3 @@ def test_texture_layout_tells_where_in_the_box_the_statistics_do_not():
     with pytest.raises(ValueError, match="texture_layout"):
         RegionEncoderConfig(texture_layout=4).validate()  # needs texture_dim
     RegionEncoderConfig(texture_dim=8, texture_layout=4).validate()
-
-
-def test_texture_colour_layout_sees_an_outline_that_luminance_does_not():
-    """A square of another colour with the same luminance as its surround: the luminance stack sees a flat
-    box wherever the square lies, the colour stack does not; its projection starts at zero, so the branch
-    starts as the branch without it (a fine-tuned model starts as its source)."""
-    from regioncap.models.region_encoder import TextureBranch
-
-    torch.manual_seed(0)
-    box = [torch.tensor([[0.0, 0, 128, 128]])]
-    grey, red = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.5 / 0.299, 0.0, 0.0])  # equal luminance 0.5
-    red = red * (0.9 / red.max())
-    grey = grey * (float((red * torch.tensor([0.299, 0.587, 0.114])).sum()) / 0.5)
-
-    def scene(y, x):
-        image = grey.view(3, 1, 1).repeat(1, 128, 128)
-        image[:, y:y + 16, x:x + 16] = red.view(3, 1, 1)
-        return image
-
-    top_left, bottom_right = scene(32, 32), scene(64, 64)
-    plain, colour = TextureBranch(8, 6, layout=4).eval(), TextureBranch(8, 6, layout=4, colour_layout=4).eval()
-    colour.load_state_dict(plain.state_dict(), strict=False)
-    with torch.no_grad():
-        torch.testing.assert_close(colour([top_left], box), plain([top_left], box))  # zero projection
-        torch.testing.assert_close(plain([top_left], box), plain([bottom_right], box), rtol=1e-4, atol=1e-4)
-        torch.nn.init.normal_(colour.colour_proj.weight)
-        assert (colour([top_left], box) - colour([bottom_right], box)).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="texture_colour_layout"):
-        RegionEncoderConfig(texture_colour_layout=4).validate()

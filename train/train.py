@@ -103,8 +103,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="--encoder roi: add a texture branch of N features on each box's own pixels (0: none)")
     p.add_argument("--texture-layout", type=int, default=0, metavar="G",
                    help="--texture-dim: the branch also keeps its responses on a GxG grid over the box (outlines)")
-    p.add_argument("--texture-colour-layout", type=int, default=0, metavar="G",
-                   help="--texture-dim: add a stack on the box's colours kept on a GxG grid (outlines luminance loses)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model folder's weights and vocabulary; new parts start fresh")
     p.add_argument("--init-parts", default=",".join(PARTS), metavar="PARTS",
@@ -211,7 +209,6 @@ def build_config(args, vocab_size: int) -> RegionCaptionerConfig:
         vocab_size=vocab_size, entity_types=list(ENTITY_TYPES), joint_dim=args.joint_dim, detector=det,
         region_encoder=RegionEncoderConfig(kind=args.encoder, texture_dim=args.texture_dim,
                                            texture_layout=args.texture_layout,
-                                           texture_colour_layout=args.texture_colour_layout,
                                            pretrained=args.encoder != "roi" and args.pretrained_encoder),
         text_encoder=TextEncoderConfig(),
         captioner=CaptionerConfig(rnn=args.rnn, detach_regions=not args.captioner_trains_encoders),

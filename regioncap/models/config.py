@@ -105,8 +105,7 @@ class RegionEncoderConfig:
     0 (the default, and what a config.json written before it existed gets) leaves it out.
     ``texture_layout`` > 0 also keeps where in the box the branch's responses lie, averaged on a
     ``texture_layout`` x ``texture_layout`` grid (an outline's shape, which mean and standard deviation
-    discard); 0, what older config.json files get, leaves it out. ``texture_colour_layout`` > 0 adds a
-    second stack on the box's colours kept on such a grid (outlines that luminance loses); 0 leaves it out.
+    discard); 0, what older config.json files get, leaves it out.
     """
 
     kind: str = "roi"
@@ -118,7 +117,6 @@ class RegionEncoderConfig:
     pretrained: bool = False
     texture_dim: int = field(default=0, metadata={"optional": True})  # absent from older config.json
     texture_layout: int = field(default=0, metadata={"optional": True})
-    texture_colour_layout: int = field(default=0, metadata={"optional": True})
 
     def validate(self) -> None:
         _choice("region_encoder.kind", self.kind, REGION_ENCODERS)
@@ -128,8 +126,6 @@ class RegionEncoderConfig:
             raise ValueError("region_encoder.texture_dim must be >= 0, and 0 unless kind is 'roi'")
         if self.texture_layout < 0 or (self.texture_layout and not self.texture_dim):
             raise ValueError("region_encoder.texture_layout must be >= 0, and 0 without texture_dim")
-        if self.texture_colour_layout < 0 or (self.texture_colour_layout and not self.texture_dim):
-            raise ValueError("region_encoder.texture_colour_layout must be >= 0, and 0 without texture_dim")
 
 
 @dataclass

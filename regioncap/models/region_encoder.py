@@ -73,19 +73,11 @@ class TextureBranch(nn.Module):
     they lie, i.e. the outline, which the statistics discard — layer-normalised on their own and added
     to the hidden layer. On crops of 4,686 training regions a classifier told the six shapes of
     held-out single objects apart 93.6 % of the time from the statistics, 96.0 % with a 4x4 layout.
-
-    ``colour_layout`` > 0 adds a second stack of the same convolutions on the box's colours (each channel
-    less its mean over the box, all three divided by one standard deviation, so an outline keeps the
-    colour contrast that luminance can lose: a purple circle on a blue square), averaged on a
-    ``colour_layout`` grid only (the pattern statistics stay the luminance stack's) and added to the
-    hidden layer through a projection that starts at zero, so a model fine-tuned with it starts as the
-    model it came from. The same classifier told the shapes apart 98.5 % of the time from colours and a
-    layout; feeding colours, standardised per channel, into the one stack cost the patterns instead.
     """
 
-    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH, layout: int = 0, colour_layout: int = 0):
+    def __init__(self, dim: int, out_dim: int, width: int = TEXTURE_WIDTH, layout: int = 0):
         super().__init__()
-        self.layout, self.colour_layout = layout, colour_layout
+        self.layout = layout
         self.convs = nn.Sequential(
             nn.Conv2d(1, width, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
@@ -97,17 +89,7 @@ class TextureBranch(nn.Module):
                                  nn.Linear(dim, out_dim))
         self.layout_norm = nn.LayerNorm(2 * width * layout * layout) if layout else None
         self.layout_proj = nn.Linear(2 * width * layout * layout, dim, bias=False) if layout else None
-        self.colour_convs = self.colour_norm = self.colour_proj = None
-        if colour_layout:
-            self.colour_convs = nn.Sequential(
-                nn.Conv2d(3, width, 3, 1, 1), nn.ReLU(inplace=True),
-                nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
-                nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),
-            )
-            self.colour_norm = nn.LayerNorm(2 * width * colour_layout * colour_layout)
-            self.colour_proj = nn.Linear(2 * width * colour_layout * colour_layout, dim, bias=False)
-            nn.init.zeros_(self.colour_proj.weight)
-        for conv in [*self.convs[::2], *(self.colour_convs[::2] if colour_layout else [])]:
+        for conv in self.convs[::2]:
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
         self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
@@ -123,10 +105,6 @@ class TextureBranch(nn.Module):
         h = self.out[1](self.out[0](torch.cat([mean, (var + 1e-6).sqrt()], dim=1)))
         if self.layout:  # hidden layer = Linear(stats) + Linear(layout), before its ReLU
             h = h + self.layout_proj(self.layout_norm(F.adaptive_avg_pool2d(x, self.layout).flatten(1)))
-        if self.colour_layout:
-            c = crops - crops.mean(dim=(2, 3), keepdim=True)
-            c = self.colour_convs(c / (c.std(dim=(1, 2, 3), keepdim=True, correction=0) + TEXTURE_EPS))
-            h = h + self.colour_proj(self.colour_norm(F.adaptive_avg_pool2d(c, self.colour_layout).flatten(1)))
         return self.out[3](self.out[2](h))
 
 
@@ -147,8 +125,7 @@ class RoIRegionEncoder(nn.Module):
         self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, cfg.geometry_dim), nn.ReLU(inplace=True))
         self.texture = None
         if cfg.texture_dim:
-            self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim, layout=cfg.texture_layout,
-                                         colour_layout=cfg.texture_colour_layout)
+            self.texture = TextureBranch(cfg.texture_dim, cfg.hidden_dim, layout=cfg.texture_layout)
         self.project = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.hidden_dim + cfg.geometry_dim, cfg.hidden_dim),
