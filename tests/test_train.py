@@ -290,7 +290,7 @@ def test_init_from_a_model_then_captioner_trains_the_encoders(data, tmp_path, ca
     run(data, out, "--stages", "captioner", "--epochs", "1", "--max-steps", "2", "--init-from", str(source_dir),
         "--init-parts", "detector,region_encoder", "--texture-dim", "8", "--captioner-trains-encoders",
         "--concept-loss-weight", "1", "--concept-singulars", "--phrase-negatives", "batch")
-    assert "new: region_encoder.texture" in capsys.readouterr().out
+    assert "; new: region_encoder.texture\n" in capsys.readouterr().out  # the branch, not its every layer
     tuned = RegionCaptioner.from_pretrained(out)
     cfg = tuned.config
     assert (cfg.region_encoder.texture_dim, cfg.captioner.detach_regions) == (8, False)
@@ -309,3 +309,14 @@ def test_init_from_refuses_a_model_of_another_shape(data, tmp_path, capsys):
         run(data, tmp_path / "other", "--stages", "alignment", "--max-steps", "1", "--joint-dim", "32",
             "--init-from", str(source_dir))
     assert "do not fit this configuration" in capsys.readouterr().err
+
+
+def test_fresh_module_names_the_largest_part_that_is_all_new():
+    from train.train import _fresh_module
+
+    keys = ["region_encoder.texture.convs.0.weight", "region_encoder.texture.layout_norm.weight",
+            "region_encoder.texture.layout_norm.bias", "region_encoder.project.1.weight"]
+    only_layout = {"region_encoder.texture.layout_norm.weight", "region_encoder.texture.layout_norm.bias"}
+    assert {_fresh_module(k, only_layout, keys) for k in only_layout} == {"region_encoder.texture.layout_norm"}
+    branch = only_layout | {"region_encoder.texture.convs.0.weight"}
+    assert {_fresh_module(k, branch, keys) for k in branch} == {"region_encoder.texture"}

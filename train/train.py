@@ -257,6 +257,17 @@ def stage_losses(stage: str, args, config: RegionCaptionerConfig) -> tuple[str, 
     return STAGE_LOSSES[stage]
 
 
+def _fresh_module(key: str, missing: set[str], keys) -> str:
+    """The shortest prefix of ``key`` under which every weight is in ``missing`` ("region_encoder.texture"
+    for a new branch, "region_encoder.texture.layout_norm" when only that part of it is new)."""
+    parts = key.split(".")
+    for n in range(1, len(parts)):
+        prefix = ".".join(parts[:n])
+        if all(k in missing for k in keys if k.startswith(prefix + ".")):
+            return prefix
+    return key
+
+
 def init_weights(model: RegionCaptioner, source: RegionCaptioner, name: str, parts: list[str]) -> None:
     """Copy ``source``'s weights of ``parts`` into ``model`` where names match; the rest stays fresh."""
     unknown = set(parts) - set(PARTS)
@@ -269,7 +280,8 @@ def init_weights(model: RegionCaptioner, source: RegionCaptioner, name: str, par
         fail(f"--init-from {name}: its weights do not fit this configuration ({str(e).splitlines()[-1].strip()})")
     if unexpected:
         fail(f"--init-from {name}: weights this configuration has no place for, e.g. {unexpected[0]}")
-    new = sorted({".".join(k.split(".")[:2]) for k in missing if k.split(".")[0] in parts})
+    missing = {k for k in missing if k.split(".")[0] in parts}
+    new = sorted({_fresh_module(k, missing, model.state_dict().keys()) for k in missing})
     print(f"initialised from {name}" + (f"; new: {', '.join(new)}" if new else ""))
 
 
