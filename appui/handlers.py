@@ -34,7 +34,7 @@ class RegionApp:
 
     def __init__(self, holder: ModelHolder):
         self.holder, self.files = holder, OutputFiles()
-        self.cache = ResultCache(32)  # (sha1, max_regions, threshold) -> (result, canvas, scale)
+        self.cache = ResultCache(32)  # (sha256, max_regions, threshold) -> (result, canvas, scale)
         self._sessions, self._sessions_lock = None, threading.Lock()
 
     def analyze(self, image, max_regions, threshold, progress=None) -> View:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 
 def content_key(path, *settings) -> tuple:
-    """``(sha1 of the file's bytes, *settings)``; OSError when the file cannot be read."""
-    return (hashlib.sha1(Path(path).read_bytes()).hexdigest(), *settings)
+    """``(sha256 of the file's bytes, *settings)``; OSError when the file cannot be read. The same hash keys
+    an image in a collection index (:func:`regioncap.index.files.read_file`)."""
+    return (hashlib.sha256(Path(path).read_bytes()).hexdigest(), *settings)
 
 
 class ResultCache:

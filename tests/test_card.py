@@ -33,6 +33,8 @@ def test_result_cache_is_lru_by_content(tmp_path):
     a.write_bytes(b"same")
     b.write_bytes(b"same")
     assert content_key(a, 10, 0.5) == content_key(b, 10, 0.5) != content_key(a, 5, 0.5)
+    from regioncap.index.files import read_file
+    assert content_key(a)[0] == read_file(a)[1]  # one content hash for the app's cache and the index
     cache.put(1, "one")
     cache.put(2, "two")
     assert cache.get(1) == "one"  # 1 is now the most recent
