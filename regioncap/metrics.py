@@ -238,6 +238,35 @@ def grounding_accuracy(pred_boxes, gt_boxes: Sequence, iou: float = 0.5) -> floa
     return hits / len(gt_boxes)
 
 
+# Everyday attribute words (Flickr30k's phrases: "a man in a red shirt", "a little girl in a plaid dress"),
+# word -> value, for attribute_mention_rates. Shape is the synthetic world's own attribute (its words:
+# regioncap.data.synthetic.ATTRIBUTE_WORDS, which train.evaluate merges with these).
+EVERYDAY_ATTRIBUTE_WORDS: dict[str, dict[str, str]] = {
+    "colour": {c: c for c in ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black",
+                              "white", "grey", "tan", "beige", "gold", "silver", "blond", "maroon", "navy",
+                              "teal", "turquoise")} | {"gray": "grey", "blonde": "blond"},
+    "size": {"small": "small", "little": "small", "tiny": "small",
+             "large": "large", "big": "large", "huge": "large", "giant": "large"},
+    "pattern": {"striped": "striped", "stripes": "striped", "stripe": "striped", "dotted": "dotted",
+                "dots": "dotted", "polka": "dotted", "spotted": "dotted", "checkered": "checkered",
+                "checks": "checkered", "checked": "checkered", "plaid": "plaid", "floral": "floral",
+                "flowered": "floral", "camouflage": "camouflage", "camo": "camouflage"},
+}
+
+
+def merge_attribute_words(*lists: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """One ``{attribute: {word: value}}`` from several, attributes in first-seen order; a word two lists
+    give different values for is an error (it would be counted for either)."""
+    out: dict[str, dict[str, str]] = {}
+    for words in lists:
+        for attribute, names in words.items():
+            merged = out.setdefault(attribute, {})
+            for word, value in names.items():
+                if merged.setdefault(word, value) != value:
+                    raise ValueError(f"attribute {attribute!r}: {word!r} names both {merged[word]!r} and {value!r}")
+    return out
+
+
 def attribute_mention_rates(captions: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]],
                             words: dict[str, dict[str, str]]) -> dict[str, float | int]:
     """Per attribute, how often a caption names the value that its region's reference phrases name.

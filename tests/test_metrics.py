@@ -245,3 +245,24 @@ def test_attribute_mention_rates_any_reference_value_counts_and_empty():
     assert attribute_mention_rates([], [], WORDS)["attr_colour"] == 0.0
     with pytest.raises(ValueError):
         attribute_mention_rates([["a"]], [], WORDS)
+
+
+def test_everyday_attribute_words_flickr30k_phrases_and_merge():
+    """train.evaluate's words read Flickr30k's colours, sizes and patterns ("gray" = "grey", "plaid"), and keep
+    the synthetic world's; merging lists that give one word two values is refused."""
+    from regioncap.metrics import merge_attribute_words
+    from train.evaluate import ATTRIBUTE_WORDS
+
+    captions = [["a", "man", "in", "a", "gray", "plaid", "shirt"], ["a", "huge", "dog"], ["a", "red", "star"]]
+    refs = [[["a", "man", "in", "a", "grey", "plaid", "shirt"]], [["a", "tiny", "brown", "dog"]],
+            [["the", "red", "stars"]]]
+    rates = attribute_mention_rates(captions, refs, ATTRIBUTE_WORDS)
+    # colour: grey named (1), brown not (2), red named (3); size: small asked, large said; pattern: plaid
+    assert (rates["attr_colour"], rates["num_attr_colour"]) == (2 / 3, 3)
+    assert (rates["attr_size"], rates["num_attr_size"]) == (0.0, 1)
+    assert (rates["attr_pattern"], rates["num_attr_pattern"]) == (1.0, 1)
+    assert (rates["attr_shape"], rates["num_attr_shape"]) == (1.0, 1)
+    assert merge_attribute_words({"size": {"big": "large"}}, {"size": {"big": "large", "wee": "small"}}) == {
+        "size": {"big": "large", "wee": "small"}}
+    with pytest.raises(ValueError, match="big"):
+        merge_attribute_words({"size": {"big": "large"}}, {"size": {"big": "small"}})

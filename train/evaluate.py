@@ -12,7 +12,8 @@ Prints one JSON object (and writes it to OUT, atomically, with --json):
   bleu1..bleu4       COCO-style BLEU of the caption of each chain's union box vs. the chain's phrases
   attr_shape attr_colour attr_size attr_pattern (+ num_attr_*)
                      of those captions, the fraction that name the attribute's value where the chain's
-                     phrases name it (words: regioncap.data.synthetic.ATTRIBUTE_WORDS; n = regions counted)
+                     phrases name it (n = regions counted; words: ATTRIBUTE_WORDS below, everyday colour,
+                     size and pattern words such as "grey", "huge", "plaid" and the synthetic world's shapes)
   group_attr_* group_num_attr_*
                      the same over the chains of several boxes ("two stars") alone
   i2t_r1/5/10, t2i_r1/5/10
@@ -41,14 +42,18 @@ from tqdm import tqdm
 
 from regioncap.data.dataset import Flickr30kEntities, chain_boxes, chain_regions, is_notvisual, merged_box
 from regioncap.data.image import load_image
-from regioncap.data.synthetic import ATTRIBUTE_WORDS
+from regioncap.data.synthetic import ATTRIBUTE_WORDS as SYNTHETIC_ATTRIBUTE_WORDS
 from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError, fail
 from regioncap.fileio import write_text_atomic
-from regioncap.metrics import average_precision_50, attribute_mention_rates, bleu, grounding_accuracy, recall_at_k
+from regioncap.metrics import (EVERYDAY_ATTRIBUTE_WORDS, attribute_mention_rates, average_precision_50, bleu,
+                               grounding_accuracy, merge_attribute_words, recall_at_k)
 from regioncap.models.alignment import image_sentence_scores
 
 TEXT_BATCH = 512
+# The attribute words the captions are checked for: the synthetic world's (shape, and its colours, sizes and
+# patterns) and everyday ones, so the rates mean the same on Flickr30k and on the synthetic scenes.
+ATTRIBUTE_WORDS = merge_attribute_words(SYNTHETIC_ATTRIBUTE_WORDS, EVERYDAY_ATTRIBUTE_WORDS)
 
 
 @dataclass

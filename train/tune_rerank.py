@@ -24,11 +24,10 @@ from tqdm import tqdm
 
 from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities
-from regioncap.data.synthetic import ATTRIBUTE_WORDS
 from regioncap.errors import RegionCapError, fail
 from regioncap.metrics import attribute_mention_rates, bleu
 from regioncap.models.rerank import best_per_region, candidate_similarities, rerank_scores
-from train.evaluate import truth_from_dataset
+from train.evaluate import ATTRIBUTE_WORDS, truth_from_dataset
 
 BATCH = 256  # regions per decoder / text-encoder call
 
