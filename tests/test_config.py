@@ -48,6 +48,7 @@ def test_integer_accepted_for_float():
     (lambda d: d.update(region_encoder=[]), "region_encoder must be a JSON object"),
     (lambda d: d["region_encoder"].update(kind="vgg16"), "region_encoder.kind must be one of roi, vgg19, vgg19-crops"),
     (lambda d: d.update(vocab_size=2), "vocab_size must be >= 5"),
+    (lambda d: d.update(concept_singulars=True, concept_loss_weight=0.0), "needs concept_loss_weight > 0"),
 ])
 def test_bad_config_is_refused_with_the_file_named(change, message):
     d = config().to_dict()

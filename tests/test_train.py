@@ -87,6 +87,16 @@ def test_unknown_stage_is_refused(data, tmp_path, capsys):
     assert exc.value.code == 2 and "error: unknown stage" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, message", [(["--concept-singulars"], "concept_loss_weight > 0"),
+                                              (["--texture-layout", "4"], "without texture_dim")])
+def test_options_that_do_not_go_together_are_refused(data, tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as exc:
+        run(data, tmp_path / "x", "--stages", "captioner", "--epochs", "1", *options)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "these options do not go together" in err and message in err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
 def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("RANK", None)

@@ -336,6 +336,10 @@ def main(args) -> int:
         else:
             vocab = build_vocab(dataset, args.vocab_min_count)
         config = build_config(args, len(vocab))
+        try:
+            config.validate()
+        except ValueError as e:  # options that do not go together (--texture-layout without --texture-dim)
+            fail(f"these options do not go together: {e}")
     dataset.vocab = vocab
     if not args.no_augment:
         dataset.transforms = build_transforms(train=True)

@@ -226,6 +226,8 @@ class RegionCaptionerConfig:
         _choice("phrase_negatives", self.phrase_negatives, ("image", "batch"))
         if self.concept_loss_weight < 0:
             raise ValueError("concept_loss_weight must be >= 0")
+        if self.concept_singulars and not self.concept_loss_weight:
+            raise ValueError("concept_singulars changes the concept loss's targets: it needs concept_loss_weight > 0")
         if self.vocab_size < 5:
             raise ValueError("vocab_size must be >= 5 (4 special tokens + a word)")
         if not self.entity_types or len(set(self.entity_types)) != len(self.entity_types):
