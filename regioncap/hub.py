@@ -281,7 +281,7 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         f"| entity types | {', '.join(c.entity_types)} |",
         f"| region encoder | `{c.region_encoder.kind}`"
         + (f" + {c.region_encoder.texture_dim}-d texture branch" if c.region_encoder.texture_dim else "")
-        + (f" with a {c.region_encoder.texture_layout}x{c.region_encoder.texture_layout} layout"
+        + (f" ({c.region_encoder.texture_layout}x{c.region_encoder.texture_layout} layout)"
            if c.region_encoder.texture_layout else "")
         + f" -> {c.joint_dim}-d joint space |",
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
