@@ -280,8 +280,8 @@ def init_weights(model: RegionCaptioner, source: RegionCaptioner, name: str, par
         fail(f"--init-from {name}: its weights do not fit this configuration ({str(e).splitlines()[-1].strip()})")
     if unexpected:
         fail(f"--init-from {name}: weights this configuration has no place for, e.g. {unexpected[0]}")
-    missing = {k for k in missing if k.split(".")[0] in parts}
-    new = sorted({_fresh_module(k, missing, model.state_dict().keys()) for k in missing})
+    missing, keys = {k for k in missing if k.split(".")[0] in parts}, list(model.state_dict())
+    new = sorted({_fresh_module(k, missing, keys) for k in missing})
     print(f"initialised from {name}" + (f"; new: {', '.join(new)}" if new else ""))
 
 

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops.boxes import _batched_nms_vanilla
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 logger = logging.getLogger(__name__)
@@ -215,20 +216,10 @@ def batched_nms_top(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: 
         while m < n and scores[order[m]] == scores[order[m - 1]]:
             m += 1
         top = order[:m]
-        keep = _per_class_nms(boxes[top], scores[top], idxs[top], iou_threshold)
+        keep = _batched_nms_vanilla(boxes[top], scores[top], idxs[top], iou_threshold)
         if len(keep) >= k or m == n:
             return top[keep[:k]]
         m = min(n, 4 * m)
-
-
-def _per_class_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    """torchvision's ``_batched_nms_vanilla``: NMS class by class, kept indices by decreasing score."""
-    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
-    for class_id in torch.unique(idxs):
-        members = torch.where(idxs == class_id)[0]
-        keep_mask[members[nms(boxes[members], scores[members], iou_threshold)]] = True
-    keep = torch.where(keep_mask)[0]
-    return keep[scores[keep].sort(descending=True)[1]]
 
 
 def propose(rpn: nn.Module, image_list: ImageList, features: list[Tensor], logits: list[Tensor],
