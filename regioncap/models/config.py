@@ -90,6 +90,7 @@ TORCHVISION_DEFAULTS = {"mobilenet_v3_large_fpn": dict(_FASTER_RCNN, rpn_score_t
                         "resnet50_fpn_v2": dict(_FASTER_RCNN)}
 
 MAX_RNN_LAYERS = 8  # a forged config.json must not make loading build thousands of layers
+MAX_GROUP_BEAM = 32  # candidates per box of several objects: a forged config.json must not ask for thousands
 
 
 @dataclass
@@ -154,6 +155,12 @@ class CaptionerConfig:
     candidates by ``log_prob / (words + 1) ** rerank_length_alpha + rerank_weight * (v_i . s)``
     (:mod:`regioncap.models.rerank`; chosen on validation data by ``train/tune_rerank.py``). Both 0
     (the default, and what a config.json written before they existed gets) is plain beam search.
+
+    ``group_weight`` / ``group_beam_size``: a box made up of several detected objects ("two stars",
+    "a group of people"; :func:`~regioncap.models.rerank.find_groups`) takes its caption among
+    ``group_beam_size``-wide beam candidates, with ``group_weight`` times the mean similarity of those
+    objects to the candidate read in the singular ("two stars" -> "two star") added to its score;
+    0 (the default) leaves such boxes to the rule above.
     """
 
     rnn: str = "gru"
@@ -166,6 +173,8 @@ class CaptionerConfig:
     detach_regions: bool = True
     rerank_weight: float = field(default=0.0, metadata={"optional": True})  # absent from older config.json
     rerank_length_alpha: float = field(default=0.0, metadata={"optional": True})
+    group_weight: float = field(default=0.0, metadata={"optional": True})
+    group_beam_size: int = field(default=8, metadata={"optional": True})
 
     @property
     def rerank(self) -> bool:
@@ -178,6 +187,8 @@ class CaptionerConfig:
             raise ValueError("captioner sizes must be positive")
         if not 0.0 <= self.rerank_weight <= 100.0 or not 0.0 <= self.rerank_length_alpha <= 2.0:
             raise ValueError("captioner.rerank_weight must be in [0, 100] and rerank_length_alpha in [0, 2]")
+        if not 0.0 <= self.group_weight <= 100.0 or not 1 <= self.group_beam_size <= MAX_GROUP_BEAM:
+            raise ValueError(f"captioner.group_weight must be in [0, 100] and group_beam_size in [1, {MAX_GROUP_BEAM}]")
         if self.num_layers > MAX_RNN_LAYERS:
             raise ValueError(f"captioner.num_layers must be <= {MAX_RNN_LAYERS}")
 

@@ -31,7 +31,7 @@ from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
-from regioncap.models.rerank import CaptionCandidate, rerank
+from regioncap.models.rerank import MEMBER_MIN_SCORE, CaptionCandidate, find_groups, rerank
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder, concept_loss, concept_targets
 
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("detector", "align", "caption")
 PARTS = ("detector", "region_encoder", "text_encoder", "captioner")
+GROUP_MAX_OBJECTS = 100  # detections looked at for the objects inside user boxes (captioner.group_weight)
 
 
 class RegionCaptioner(nn.Module):
@@ -68,10 +69,15 @@ class RegionCaptioner(nn.Module):
         self.text_encoder = TextEncoder(config.vocab_size, config.text_encoder, d,
                                         concepts=config.concept_loss_weight > 0)
         self.captioner = CaptionDecoder(config.vocab_size, config.captioner, d)
-        # the concept loss's plural -> singular map (not saved: the vocabulary gives it)
-        self.register_buffer("concept_also", torch.tensor(vocab.singular_ids()) if config.concept_singulars else None,
-                             persistent=False)
+        # each word id's singular (not saved: the vocabulary gives it): group captions read candidates in
+        # the singular; with concept_singulars the concept loss also asks for a plural's singular
+        self.register_buffer("singular_ids", torch.tensor(vocab.singular_ids()), persistent=False)
         self.frozen_parts: tuple[str, ...] = ()
+
+    @property
+    def concept_also(self) -> Tensor | None:
+        """The concept loss's extra targets per word id (:func:`concept_targets`), or None."""
+        return self.singular_ids if self.config.concept_singulars else None
 
     @property
     def device(self) -> torch.device:
@@ -257,23 +263,31 @@ class RegionCaptioner(nn.Module):
         are mapped back."""
         frames = frames or [(im.shape[2], im.shape[1]) * 2 for im in images]
         t0 = time.perf_counter()
+        groups = captions and self.config.captioner.group_weight > 0
         with self._eval():
-            need_features = user_boxes is None or self.config.region_encoder.kind == "roi"
+            need_features = user_boxes is None or groups or self.config.region_encoder.kind == "roi"
             detector = self._inference_detector()
             image_list, features, _ = detector.features(images) if need_features else (None, None, None)
             if user_boxes is None:
                 dets = self._detect(detector, images, image_list, features, max_regions, score_threshold, frames)
+                objects = dets  # a detection's box may be made up of other detections
             else:
                 dets = [(b, torch.ones(len(b)), ["user"] * len(b)) for b in user_boxes]
+                # the objects inside the user's boxes, for boxes made up of several (find_groups)
+                objects = (self._detect(detector, images, image_list, features, GROUP_MAX_OBJECTS, MEMBER_MIN_SCORE,
+                                        frames) if groups else [(b[:0], b.new_zeros(0), []) for b in user_boxes])
             t1 = time.perf_counter()
             whole = [im.new_tensor([[0.0, 0.0, f[0], f[1]]]) for im, f in zip(images, frames)]
-            region_boxes = [torch.cat([w, d[0].to(w)]) for w, d in zip(whole, dets)]
-            v = self._encode_regions(images, image_list, features, region_boxes).float()  # [sum(1 + N_i), D]
-            per_image = list(v.split([len(b) for b in region_boxes]))
+            extra = [o[0].to(w) if user_boxes is not None else w[:0] for w, o in zip(whole, objects)]
+            region_boxes = [torch.cat([w, d[0].to(w), e]) for w, d, e in zip(whole, dets, extra)]
+            v = self._encode_regions(images, image_list, features, region_boxes).float()  # [sum(1 + N_i + E_i), D]
+            every = v.split([len(b) for b in region_boxes])  # per image: whole, regions, extra boxes
+            per_image = [p[:len(p) - len(e)] for p, e in zip(every, extra)]
             t2 = time.perf_counter()
             region_v = torch.cat([p[1:] for p in per_image])
             if captions and len(region_v):
-                texts, logps, cands = self._caption(region_v)
+                members = self._group_members(dets, objects, every, extra) if groups else None
+                texts, logps, cands = self._caption(region_v, members)
             else:
                 texts, logps, cands = [""] * len(region_v), [0.0] * len(region_v), [[] for _ in region_v]
             t3 = time.perf_counter()
@@ -293,12 +307,52 @@ class RegionCaptioner(nn.Module):
                                           cands[k - len(regions):k]))
         return results
 
-    def _caption(self, v: Tensor) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
+    @staticmethod
+    def _group_members(dets, objects, vectors, extra) -> tuple[Tensor, Tensor] | None:
+        """For the regions made up of several objects (:func:`~regioncap.models.rerank.find_groups`):
+        (the objects' vectors FloatTensor[K, D], owner LongTensor[K] each one's row among all images'
+        regions), or None when no region is. ``vectors`` per image: [whole, regions, extra boxes]; the
+        objects are the extra boxes when there are any (user boxes), else the regions themselves."""
+        rows, owner, offset = [], [], 0
+        for (boxes, _, _), (obj_boxes, obj_scores, _), vec, e in zip(dets, objects, vectors, extra):
+            member = find_groups(boxes, obj_boxes, obj_scores)  # [N_i, M_i]
+            obj_vec = vec[1 + len(boxes):] if len(e) else vec[1:1 + len(boxes)]
+            region, obj = member.nonzero(as_tuple=True)
+            rows.append(obj_vec[obj.to(obj_vec.device)])
+            owner.append(region.cpu() + offset)
+            offset += len(boxes)
+        owner = torch.cat(owner)
+        return (torch.cat(rows), owner) if len(owner) else None
+
+    def _caption(self, v: Tensor, members: tuple[Tensor, Tensor] | None = None
+                 ) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
         """Captions of region vectors v [R, D]: (texts, caption scores, candidates per region).
 
         Plain beam search when the config does not rerank (no candidates); otherwise the decoder's
         candidates, all encoded in one text-encoder call, chosen by :func:`~regioncap.models.rerank.rerank`.
+        Regions made up of several objects (``members``: their vectors and owner rows, see
+        :meth:`_group_members`) are captioned apart, with the objects' help (``captioner.group_weight``).
         """
+        cfg = self.config.captioner
+        if members is None or cfg.group_weight == 0:
+            return self._caption_regions(v)
+        grouped = torch.unique(members[1])  # sorted region rows
+        rest = torch.ones(len(v), dtype=torch.bool)
+        rest[grouped] = False
+        texts, scores, cands = [""] * len(v), [0.0] * len(v), [[] for _ in range(len(v))]
+        rows = rest.nonzero().flatten().tolist()
+        for k, t, sc, c in zip(rows, *self._caption_regions(v[rows])) if rows else ():
+            texts[k], scores[k], cands[k] = t, sc, c
+        owner = torch.searchsorted(grouped, members[1])  # position among the grouped regions
+        ids, sc, per_region = rerank(self.captioner, self.text_encoder, v[grouped.to(v.device)], cfg.rerank_weight,
+                                     cfg.rerank_length_alpha, cfg.group_beam_size,
+                                     members=(members[0], owner, self.singular_ids), member_weight=cfg.group_weight)
+        for k, i, s, per in zip(grouped.tolist(), ids, sc.tolist(), per_region):
+            texts[k], scores[k] = self.vocab.decode(i), s
+            cands[k] = [CaptionCandidate(self.vocab.decode(c[0]), *c[1:]) for c in per]
+        return texts, scores, cands
+
+    def _caption_regions(self, v: Tensor) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
         cfg = self.config.captioner
         if not cfg.rerank:
             ids, logp = self.captioner.beam_search(v, cfg.beam_size)

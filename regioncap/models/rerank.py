@@ -12,6 +12,17 @@ where ``log_prob`` is the candidate's sequence log-probability (words + <end>), 
 words + 1 (the <end> token) and ``weight`` / ``length_alpha`` come from the captioner's config
 (``rerank_weight``, ``rerank_length_alpha``; chosen on validation data by ``train/tune_rerank.py``).
 With both 0 this is plain beam search, which is then run as before (no candidates, no text encoding).
+
+A box made up of several detected objects ("two stars", "a group of people"; :func:`find_groups`) is
+hard to name from its own vector: the union box of two stars looks like neither. Its objects are each
+easy to name, so when the captioner's ``group_weight`` is set such a box takes its caption among a wider
+beam's candidates (``group_beam_size``) by
+
+    score = (the score above) + group_weight * mean over its objects m of (v_m . s(singular(candidate)))
+
+where ``singular`` reads every plural noun in the singular ("two stars" -> "two star": each object is
+one star; :meth:`~regioncap.data.vocab.Vocabulary.singular_ids`). The decoder still proposes every
+candidate, so the box's own vector keeps deciding that it shows several things.
 """
 
 from __future__ import annotations
@@ -20,22 +31,67 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_area
 
 from regioncap.data.dataset import pad_sequences
 
 
 @dataclass
 class CaptionCandidate:
-    """One candidate caption of a region: ``score`` is what it was ranked by (see the module doc)."""
+    """One candidate caption of a region: ``score`` is what it was ranked by (see the module doc);
+    ``member_similarity`` is set for a box made up of several objects (:func:`find_groups`)."""
 
     caption: str
     log_prob: float
     similarity: float
     score: float
+    member_similarity: float | None = None
 
     def to_dict(self) -> dict:
-        return {"caption": self.caption, "log_prob": round(self.log_prob, 4),
-                "similarity": round(self.similarity, 4), "score": round(self.score, 4)}
+        out = {"caption": self.caption, "log_prob": round(self.log_prob, 4),
+               "similarity": round(self.similarity, 4), "score": round(self.score, 4)}
+        if self.member_similarity is not None:
+            out["member_similarity"] = round(self.member_similarity, 4)
+        return out
+
+
+# What makes a box a group of detected objects (find_groups); chosen on validation scenes.
+MEMBER_MIN_SCORE = 0.5  # a detection this confident is an object
+MEMBER_MIN_INSIDE = 0.85  # at least this share of the object's box lies inside the box
+MEMBER_MAX_AREA = 0.7  # and its box is clearly smaller than the box (not the box's own detection)
+GROUP_MIN_COVER = 0.7  # IoU of the box with the box enclosing its objects: they make the box up
+
+
+def find_groups(boxes: Tensor, det_boxes: Tensor, det_scores: Tensor) -> Tensor:
+    """Which detections make up which box: BoolTensor[R, N], all False in rows that are not groups.
+
+    A box is a group when at least two detections scoring ``MEMBER_MIN_SCORE`` or more lie inside it
+    (``MEMBER_MIN_INSIDE`` of their area), each clearly smaller than it (``MEMBER_MAX_AREA``), and
+    the box enclosing them covers it (IoU >= ``GROUP_MIN_COVER``): "two stars" drawn around two
+    detected stars is one, a large square with two small circles on it is not.
+
+    Args:
+        boxes: FloatTensor[R, 4] the boxes to caption.  det_boxes: FloatTensor[N, 4] detections,
+            det_scores: FloatTensor[N]; all in the same pixels (x1, y1, x2, y2).
+    """
+    r, n = boxes.shape[0], det_boxes.shape[0]
+    if r == 0 or n == 0:
+        return torch.zeros(r, n, dtype=torch.bool, device=boxes.device)
+    boxes, det_boxes = boxes.float(), det_boxes.float().to(boxes.device)
+    area, det_area = box_area(boxes), box_area(det_boxes)
+    lt = torch.max(boxes[:, None, :2], det_boxes[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], det_boxes[None, :, 2:])
+    inside = (rb - lt).clamp(min=0).prod(-1)  # [R, N]
+    member = ((inside >= MEMBER_MIN_INSIDE * det_area) & (det_area <= MEMBER_MAX_AREA * area[:, None])
+              & (det_scores.to(boxes.device) >= MEMBER_MIN_SCORE))
+    big = torch.finfo(boxes.dtype).max
+    lo = torch.where(member[..., None], det_boxes[None, :, :2], big).amin(1)  # [R, 2] enclosing box
+    hi = torch.where(member[..., None], det_boxes[None, :, 2:], -big).amax(1)
+    several = member.sum(1) >= 2
+    enclosing = torch.where(several[:, None], torch.cat([lo, hi], 1), boxes)  # rows without members: the box
+    inter = (torch.min(boxes[:, 2:], enclosing[:, 2:]) - torch.max(boxes[:, :2], enclosing[:, :2])).clamp(min=0).prod(1)
+    cover = inter / (area + box_area(enclosing) - inter).clamp(min=1e-6)
+    return member & (several & (cover >= GROUP_MIN_COVER))[:, None]
 
 
 def rerank_scores(log_probs: Tensor, lengths: Tensor, similarities: Tensor, weight: float,
@@ -69,45 +125,83 @@ def best_per_region(scores: Tensor, region: Tensor, num_regions: int) -> Tensor:
     return first
 
 
-def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | None = None
-                           ) -> tuple[list[list[int]], Tensor, Tensor, Tensor, Tensor]:
+def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | None = None,
+                           singular_ids: Tensor | None = None):
     """Every region's decoder candidates, flattened, with their region-phrase similarities.
 
     All candidates go through the text encoder in one call. Returns (word ids per candidate,
     region LongTensor[C], log_probs FloatTensor[C], lengths LongTensor[C] (words), similarities
     FloatTensor[C] v_region . s(candidate)), on the CPU; candidates of a region come most probable first.
+    With ``singular_ids`` (LongTensor[V], each word id's singular) the candidates read in the singular
+    are encoded in the same call and their vectors FloatTensor[C, D] (on v's device) come sixth.
     """
     cands = decoder.candidates(v, beam_size)
     ids = [c[0] for per in cands for c in per]
     region = torch.repeat_interleave(torch.arange(v.shape[0]), torch.tensor([len(per) for per in cands]))
     log_probs = torch.tensor([c[1] for per in cands for c in per], dtype=torch.float32)
     tokens, lengths = pad_sequences([torch.tensor(i, dtype=torch.long) for i in ids])
-    s = text_encoder(tokens.to(v.device), lengths).float()  # [C, D], one call for every region
-    sims = (v.float()[region.to(v.device)] * s).sum(-1).cpu()  # [C]
+    tokens = tokens.to(v.device)
+    if singular_ids is not None:
+        tokens = torch.cat([tokens, singular_ids.to(v.device)[tokens]])
+        lengths = torch.cat([lengths, lengths])
+    s = text_encoder(tokens, lengths).float()  # [C, D] (or [2C, D]), one call for every region
+    c = len(ids)
+    sims = (v.float()[region.to(v.device)] * s[:c]).sum(-1).cpu()  # [C]
+    if singular_ids is not None:
+        return ids, region, log_probs, lengths[:c], sims, s[c:]
     return ids, region, log_probs, lengths, sims
 
 
+def member_similarities(singular_vectors: Tensor, region: Tensor, members: Tensor, owner: Tensor) -> Tensor:
+    """FloatTensor[C]: per candidate, the mean of v_m . s over its region's objects m.
+
+    Args:
+        singular_vectors: FloatTensor[C, D] the candidates' text vectors (read in the singular).
+        region: LongTensor[C] each candidate's region.  members: FloatTensor[K, D] the objects' vectors,
+        owner: LongTensor[K] the region each object belongs to; a region without one gets 0.
+    """
+    dev = singular_vectors.device
+    sims = singular_vectors @ members.to(dev, singular_vectors.dtype).T  # [C, K]
+    mine = region.to(dev)[:, None] == owner.to(dev)[None, :]  # [C, K]
+    count = mine.sum(1).clamp(min=1)
+    return ((sims * mine).sum(1) / count).cpu()
+
+
 def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float = 0.0,
-           beam_size: int | None = None) -> tuple[list[list[int]], Tensor, list[list[tuple]]]:
+           beam_size: int | None = None, members: tuple[Tensor, Tensor, Tensor] | None = None,
+           member_weight: float = 0.0) -> tuple[list[list[int]], Tensor, list[list[tuple]]]:
     """Candidates for every region, scored and chosen; batched (one text-encoder call for all of them).
 
     Args:
         decoder: a :class:`~regioncap.models.captioner.CaptionDecoder`.
         text_encoder: a :class:`~regioncap.models.text_encoder.TextEncoder` over the same vocabulary.
         v: FloatTensor[R, D] region vectors (unit norm, the joint space).
+        members: for boxes made up of several objects, (vectors FloatTensor[K, D] of the objects,
+            owner LongTensor[K] the row of v each belongs to, singular_ids LongTensor[V]);
+            ``member_weight`` times :func:`member_similarities` is added to the score (module doc).
 
     Returns:
         (chosen word ids per region, FloatTensor[R] their combined scores, per region its candidates
-        as (word ids, log_prob, similarity, score) tuples, best first).
+        as (word ids, log_prob, similarity, score) tuples, best first; with ``members`` each tuple
+        ends with the candidate's member similarity).
     """
     r = v.shape[0]
     if r == 0:
         return [], v.new_zeros(0), []
-    ids, region, log_probs, lengths, sims = candidate_similarities(decoder, text_encoder, v, beam_size)
-    scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha)
+    if members is None:
+        ids, region, log_probs, lengths, sims = candidate_similarities(decoder, text_encoder, v, beam_size)
+        scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha)
+        extra = None
+    else:
+        vectors, owner, singular_ids = members
+        ids, region, log_probs, lengths, sims, singular = candidate_similarities(
+            decoder, text_encoder, v, beam_size, singular_ids)
+        extra = member_similarities(singular, region, vectors, owner)
+        scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha) + member_weight * extra
     best = best_per_region(scores, region, r)
     per_region: list[list[tuple]] = [[] for _ in range(r)]
     for k, (row, seq) in enumerate(zip(region.tolist(), ids)):
-        per_region[row].append((seq, float(log_probs[k]), float(sims[k]), float(scores[k])))
+        cand = (seq, float(log_probs[k]), float(sims[k]), float(scores[k]))
+        per_region[row].append(cand if extra is None else cand + (float(extra[k]),))
     per_region = [sorted(p, key=lambda c: -c[3]) for p in per_region]
     return [ids[i] for i in best.tolist()], scores[best], per_region
