@@ -82,11 +82,16 @@ class CaptionDecoder(nn.Module):
         Returns:
             scalar FloatTensor (0, still attached to the parameters, when R == 0).
         """
-        r = tokens.shape[0]
-        if r == 0:
+        if tokens.shape[0] == 0:
             return self.out.weight.sum() * 0.0
-        max_len = self.cfg.max_len
-        lengths = lengths.clamp(min=0, max=min(max_len, tokens.shape[1])).to(tokens.device)
+        logits, target = self._teacher_forced(v, tokens, lengths)
+        return F.cross_entropy(logits.reshape(-1, self.vocab_size), target.reshape(-1), ignore_index=PAD)
+
+    def _teacher_forced(self, v: Tensor, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits FloatTensor[R, W, V] of every next token given the true ones, and the targets
+        LongTensor[R, W] (words, then <end>, then <pad>); W = the longest row's words + 1."""
+        r = tokens.shape[0]
+        lengths = lengths.clamp(min=0, max=min(self.cfg.max_len, tokens.shape[1])).to(tokens.device)
         width = int(lengths.max()) + 1
         pos = torch.arange(width, device=tokens.device)[None, :]  # [1, W]
         # lengths <= tokens.shape[1], so the first W-1 columns hold every word
@@ -96,8 +101,16 @@ class CaptionDecoder(nn.Module):
         target = target.masked_fill(pos == lengths[:, None], END)  # [R, W]
         x = torch.cat([self.embed(inputs), v[:, None, :].expand(-1, width, -1)], dim=-1)
         out, _ = self.rnn(x, self._initial_state(v))
-        logits = self.out(self.drop(out))  # [R, W, V]
-        return F.cross_entropy(logits.reshape(-1, self.vocab_size), target.reshape(-1), ignore_index=PAD)
+        return self.out(self.drop(out)), target
+
+    def sequence_log_probs(self, v: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Log-probability FloatTensor[R] of each row's words and <end> given its region vector, the
+        number :meth:`candidates` gives a caption it decodes itself (in eval mode; args as :meth:`loss`)."""
+        if tokens.shape[0] == 0:
+            return v.new_zeros(0)
+        logits, target = self._teacher_forced(v, tokens, lengths)
+        logp = F.log_softmax(logits.float(), dim=-1).gather(2, target.clamp(min=0)[..., None])[..., 0]
+        return logp.masked_fill(target == PAD, 0.0).sum(1)
 
     # -- inference ---------------------------------------------------------------------------------
     def greedy(self, v: Tensor, max_len: int | None = None) -> tuple[list[list[int]], Tensor]:

@@ -15,14 +15,16 @@ With both 0 this is plain beam search, which is then run as before (no candidate
 
 A box made up of several detected objects ("two stars", "a group of people"; :func:`find_groups`) is
 hard to name from its own vector: the union box of two stars looks like neither. Its objects are each
-easy to name, so when the captioner's ``group_weight`` is set such a box takes its caption among a wider
-beam's candidates (``group_beam_size``) by
+easy to name, so when the captioner's ``group_weight`` is set, such a box takes its caption among the
+decoder's candidates for the box and those it proposes when it also sees the objects
+(:func:`group_candidates`, ``group_beam_size`` wide; every ``log_prob`` is the decoder's given the box
+alone) by
 
     score = (the score above) + group_weight * mean over its objects m of (v_m . s(singular(candidate)))
 
 where ``singular`` reads every plural noun in the singular ("two stars" -> "two star": each object is
-one star; :meth:`~regioncap.data.vocab.Vocabulary.singular_ids`). The decoder still proposes every
-candidate, so the box's own vector keeps deciding that it shows several things.
+one star; :meth:`~regioncap.data.vocab.Vocabulary.singular_ids`). The box's own vector still decides,
+through ``log_prob``, that it shows several things.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_area
 
@@ -62,36 +65,61 @@ MEMBER_MAX_AREA = 0.7  # and its box is clearly smaller than the box (not the bo
 GROUP_MIN_COVER = 0.7  # IoU of the box with the box enclosing its objects: they make the box up
 
 
+def _enclosing_iou(lo: Tensor, hi: Tensor, boxes: Tensor) -> Tensor:
+    """IoU of the boxes (x1, y1) = lo, (x2, y2) = hi [..., 2] with ``boxes`` broadcast to them."""
+    inter = (torch.min(hi, boxes[..., 2:]) - torch.max(lo, boxes[..., :2])).clamp(min=0).prod(-1)
+    union = (hi - lo).clamp(min=0).prod(-1) + (boxes[..., 2:] - boxes[..., :2]).prod(-1) - inter
+    return inter / union.clamp(min=1e-6)
+
+
 def find_groups(boxes: Tensor, det_boxes: Tensor, det_scores: Tensor) -> Tensor:
     """Which detections make up which box: BoolTensor[R, N], all False in rows that are not groups.
 
-    A box is a group when at least two detections scoring ``MEMBER_MIN_SCORE`` or more lie inside it
-    (``MEMBER_MIN_INSIDE`` of their area), each clearly smaller than it (``MEMBER_MAX_AREA``), and
-    the box enclosing them covers it (IoU >= ``GROUP_MIN_COVER``): "two stars" drawn around two
-    detected stars is one, a large square with two small circles on it is not.
+    The objects inside a box are the detections scoring ``MEMBER_MIN_SCORE`` or more that lie inside
+    it (``MEMBER_MIN_INSIDE`` of their area), each clearly smaller than it (``MEMBER_MAX_AREA``). The
+    ones that make it up are the fewest of them whose enclosing box fits it best: the best pair, then
+    one more at a time while that raises the IoU (the middle one of three in a row adds nothing; a
+    small object lying between two large ones is not one of them). The box is a group when that
+    IoU is at least ``GROUP_MIN_COVER``: "two stars" drawn around two detected stars is one, a large
+    square with two small circles on it is not.
 
     Args:
         boxes: FloatTensor[R, 4] the boxes to caption.  det_boxes: FloatTensor[N, 4] detections,
             det_scores: FloatTensor[N]; all in the same pixels (x1, y1, x2, y2).
     """
     r, n = boxes.shape[0], det_boxes.shape[0]
-    if r == 0 or n == 0:
+    if r == 0 or n < 2:
         return torch.zeros(r, n, dtype=torch.bool, device=boxes.device)
-    boxes, det_boxes = boxes.float(), det_boxes.float().to(boxes.device)
-    area, det_area = box_area(boxes), box_area(det_boxes)
-    lt = torch.max(boxes[:, None, :2], det_boxes[None, :, :2])
-    rb = torch.min(boxes[:, None, 2:], det_boxes[None, :, 2:])
+    boxes, det = boxes.float(), det_boxes.float().to(boxes.device)
+    area, det_area = box_area(boxes), box_area(det)
+    lt = torch.max(boxes[:, None, :2], det[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], det[None, :, 2:])
     inside = (rb - lt).clamp(min=0).prod(-1)  # [R, N]
-    member = ((inside >= MEMBER_MIN_INSIDE * det_area) & (det_area <= MEMBER_MAX_AREA * area[:, None])
-              & (det_scores.to(boxes.device) >= MEMBER_MIN_SCORE))
-    big = torch.finfo(boxes.dtype).max
-    lo = torch.where(member[..., None], det_boxes[None, :, :2], big).amin(1)  # [R, 2] enclosing box
-    hi = torch.where(member[..., None], det_boxes[None, :, 2:], -big).amax(1)
-    several = member.sum(1) >= 2
-    enclosing = torch.where(several[:, None], torch.cat([lo, hi], 1), boxes)  # rows without members: the box
-    inter = (torch.min(boxes[:, 2:], enclosing[:, 2:]) - torch.max(boxes[:, :2], enclosing[:, :2])).clamp(min=0).prod(1)
-    cover = inter / (area + box_area(enclosing) - inter).clamp(min=1e-6)
-    return member & (several & (cover >= GROUP_MIN_COVER))[:, None]
+    inner = ((inside >= MEMBER_MIN_INSIDE * det_area) & (det_area <= MEMBER_MAX_AREA * area[:, None])
+             & (det_scores.to(boxes.device) >= MEMBER_MIN_SCORE))
+    # the best pair of inner objects per box
+    lo = torch.min(det[:, None, :2], det[None, :, :2])  # [N, N, 2] enclosing box of each pair
+    hi = torch.max(det[:, None, 2:], det[None, :, 2:])
+    pair_iou = _enclosing_iou(lo[None], hi[None], boxes[:, None, None, :])  # [R, N, N]
+    ok = inner[:, :, None] & inner[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=boxes.device)
+    best, flat = pair_iou.masked_fill(~ok, -1.0).flatten(1).max(1)  # [R]
+    rows = torch.arange(r, device=boxes.device)
+    member = torch.zeros(r, n, dtype=torch.bool, device=boxes.device)
+    member[rows, flat // n] = True
+    member[rows, flat % n] = True
+    lo, hi = lo.flatten(0, 1)[flat], hi.flatten(0, 1)[flat]  # [R, 2]
+    for _ in range(n - 2):  # then one more object at a time while the fit improves
+        lo_k = torch.min(lo[:, None], det[None, :, :2])  # [R, N, 2]
+        hi_k = torch.max(hi[:, None], det[None, :, 2:])
+        gain = _enclosing_iou(lo_k, hi_k, boxes[:, None, :]).masked_fill(~inner | member, -1.0)
+        better, k = gain.max(1)
+        grow = better > best + 1e-6
+        if not bool(grow.any()):
+            break
+        member[rows[grow], k[grow]] = True
+        lo[grow], hi[grow] = lo_k[rows, k][grow], hi_k[rows, k][grow]
+        best = torch.where(grow, better, best)
+    return member & (best >= GROUP_MIN_COVER)[:, None]
 
 
 def rerank_scores(log_probs: Tensor, lengths: Tensor, similarities: Tensor, weight: float,
@@ -126,7 +154,7 @@ def best_per_region(scores: Tensor, region: Tensor, num_regions: int) -> Tensor:
 
 
 def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | None = None,
-                           singular_ids: Tensor | None = None):
+                           singular_ids: Tensor | None = None, cands: list | None = None):
     """Every region's decoder candidates, flattened, with their region-phrase similarities.
 
     All candidates go through the text encoder in one call. Returns (word ids per candidate,
@@ -134,8 +162,9 @@ def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | No
     FloatTensor[C] v_region . s(candidate)), on the CPU; candidates of a region come most probable first.
     With ``singular_ids`` (LongTensor[V], each word id's singular) the candidates read in the singular
     are encoded in the same call and their vectors FloatTensor[C, D] (on v's device) come sixth.
+    ``cands``: the candidates per region as (word ids, log_prob) pairs, instead of the decoder's own.
     """
-    cands = decoder.candidates(v, beam_size)
+    cands = decoder.candidates(v, beam_size) if cands is None else cands
     ids = [c[0] for per in cands for c in per]
     region = torch.repeat_interleave(torch.arange(v.shape[0]), torch.tensor([len(per) for per in cands]))
     log_probs = torch.tensor([c[1] for per in cands for c in per], dtype=torch.float32)
@@ -150,6 +179,35 @@ def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | No
     if singular_ids is not None:
         return ids, region, log_probs, lengths[:c], sims, s[c:]
     return ids, region, log_probs, lengths, sims
+
+
+def group_candidates(decoder, v: Tensor, members: Tensor, owner: Tensor, beam_size: int | None = None
+                     ) -> list[list[tuple[list[int], float]]]:
+    """Candidates of boxes made up of several objects, per region (word ids, log_prob), most probable first.
+
+    The decoder's own candidates for v, and those it proposes for v plus the mean of the objects'
+    vectors (given the box of two circles it says "two circles" more often when it also sees the
+    circles); all of them scored by the decoder given v alone (:meth:`sequence_log_probs`), so that
+    the box's own vector decides how probable each is.
+
+    Args:
+        v: FloatTensor[R, D].  members: FloatTensor[K, D] the objects' vectors, owner: LongTensor[K]
+            their rows of v (every row has at least one).
+    """
+    r = v.shape[0]
+    owner = owner.to(v.device)
+    total = v.new_zeros(r, v.shape[1]).index_add_(0, owner, members.to(v))
+    count = torch.bincount(owner, minlength=r).clamp(min=1).to(v.dtype)[:, None]
+    both = decoder.candidates(torch.cat([v, F.normalize(v + total / count, dim=-1)]), beam_size)
+    pooled = [list(dict.fromkeys(tuple(c[0]) for c in both[i] + both[r + i])) for i in range(r)]
+    region = torch.repeat_interleave(torch.arange(r), torch.tensor([len(p) for p in pooled])).to(v.device)
+    tokens, lengths = pad_sequences([torch.tensor(c, dtype=torch.long) for p in pooled for c in p])
+    log_probs = decoder.sequence_log_probs(v[region], tokens.to(v.device), lengths).tolist()
+    out, k = [], 0
+    for p in pooled:
+        out.append(sorted(((list(c), lp) for c, lp in zip(p, log_probs[k:k + len(p)])), key=lambda c: -c[1]))
+        k += len(p)
+    return out
 
 
 def member_similarities(singular_vectors: Tensor, region: Tensor, members: Tensor, owner: Tensor) -> Tensor:
@@ -195,7 +253,7 @@ def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float 
     else:
         vectors, owner, singular_ids = members
         ids, region, log_probs, lengths, sims, singular = candidate_similarities(
-            decoder, text_encoder, v, beam_size, singular_ids)
+            decoder, text_encoder, v, beam_size, singular_ids, group_candidates(decoder, v, vectors, owner, beam_size))
         extra = member_similarities(singular, region, vectors, owner)
         scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha) + member_weight * extra
     best = best_per_region(scores, region, r)
