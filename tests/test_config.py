@@ -88,3 +88,14 @@ def test_config_written_before_reranking_loads_with_plain_beam_search():
         d["captioner"]["rerank_weight"] = bad
         with pytest.raises(ModelFileError, match="rerank_weight"):
             RegionCaptionerConfig.from_dict(d)
+
+
+def test_config_written_before_group_captions_loads_without_them_and_forged_values_are_refused():
+    d = config().to_dict()
+    del d["captioner"]["group_weight"], d["captioner"]["group_beam_size"]
+    c = RegionCaptionerConfig.from_dict(d)
+    assert (c.captioner.group_weight, c.captioner.group_beam_size) == (0.0, 8)
+    for key, bad in (("group_weight", -1.0), ("group_weight", float("nan")), ("group_beam_size", 0),
+                     ("group_beam_size", 10**6)):
+        with pytest.raises(ModelFileError, match=key):
+            RegionCaptionerConfig.from_dict({**d, "captioner": {**d["captioner"], key: bad}})

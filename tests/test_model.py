@@ -221,3 +221,52 @@ def test_analyze_with_reranking_returns_the_chosen_caption_and_its_candidates(ma
             assert c.similarity == pytest.approx(sim, abs=1e-4)
     assert [r.caption for r in reranked.analyze(image_file, boxes=boxes).regions] == [r.caption for r in b.regions]
     assert set(b.regions[0].to_dict()) == {"box", "caption", "score", "caption_score", "label"}
+
+
+def _fixed_objects(boxes, scores):
+    """A stand-in for RegionCaptioner._detect that always finds ``boxes`` (work pixels)."""
+    def detect(detector, images, image_list, features, max_regions, score_threshold, frames):
+        keep = [i for i, s in enumerate(scores) if s >= score_threshold][:max_regions]
+        return [(torch.tensor(boxes)[keep], torch.tensor(scores)[keep], ["people"] * len(keep)) for _ in images]
+    return detect
+
+
+def test_a_box_made_up_of_detected_objects_is_captioned_with_their_help(make_model, monkeypatch):
+    from regioncap.models.rerank import rerank_scores
+
+    image = torch.rand(3, 60, 80)
+    objects = [[10.0, 10.0, 30.0, 40.0], [34.0, 10.0, 60.0, 40.0]]
+    plain = make_model()
+    model = make_model(captioner={"group_weight": 5.0, "group_beam_size": 3})
+    for m in (plain, model):
+        monkeypatch.setattr(m, "_detect", _fixed_objects(objects, [0.9, 0.8]))
+    boxes = [[10.0, 10.0, 60.0, 40.0], [0.0, 0.0, 20.0, 20.0]]  # the two objects' box; one of neither
+    result = model.analyze(image, boxes=boxes)
+    group, other = result.candidates
+    assert other == [] and len(group) >= 1 and all(c.member_similarity is not None for c in group)
+    # the box that is no group gets plain beam search's caption, as without group captions
+    base = plain.analyze(image, boxes=boxes)
+    assert result.regions[1].caption == base.regions[1].caption
+    assert result.regions[1].caption_score == pytest.approx(base.regions[1].caption_score, abs=1e-5)
+    # the group's caption is its best candidate; each candidate's member similarity is the mean of the
+    # objects' vectors . the candidate read in the singular, and its score adds 5 times that
+    assert result.regions[0].caption == group[0].caption
+    assert result.regions[0].caption_score == pytest.approx(group[0].score)
+    obj = model.analyze(image, boxes=objects, captions=False).vectors
+    for c in group:
+        ids = torch.tensor([model.singular_ids[model.phrase_ids(c.caption)].tolist()])
+        with torch.inference_mode():
+            s = model.text_encoder(ids, torch.tensor([ids.shape[1]]))[0]
+        assert c.member_similarity == pytest.approx(float((obj @ s).mean()), abs=1e-4)
+        assert c.score == pytest.approx(float(rerank_scores(torch.tensor([c.log_prob]), torch.tensor([1]),
+                                                            torch.tensor([c.similarity]), 0.0)) + 5.0 * c.member_similarity,
+                                        abs=1e-4)
+    assert [c.score for c in group] == sorted((c.score for c in group), reverse=True)
+    assert "member_similarity" in group[0].to_dict()
+    # detected regions: a detection made up of two others gets the same treatment
+    monkeypatch.setattr(model, "_detect", _fixed_objects(boxes[:1] + objects, [0.95, 0.9, 0.8]))
+    detected = model.analyze(image, score_threshold=0.0)
+    assert [bool(c) for c in detected.candidates] == [True, False, False]
+    # without captions nothing is decoded and no objects are looked for
+    monkeypatch.setattr(model, "_detect", lambda *a: pytest.fail("looked for objects"))
+    assert model.analyze(image, boxes=boxes, captions=False).candidates == [[], []]

@@ -50,3 +50,36 @@ def test_missing_data_is_a_clean_error(setup, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         tune_rerank.main(tune_rerank.get_args_parser().parse_args(["--model", str(model), "--data", str(tmp_path)]))
     assert exc.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
+def test_group_weight_grid_on_regions_made_up_of_objects(setup, tmp_path, monkeypatch, capsys):
+    import torch
+
+    root, model = setup
+    # the random model's detections are all weak: count every one, and let the first two make up each box
+    monkeypatch.setattr(tune_rerank, "MEMBER_MIN_SCORE", 0.0)
+
+    def first_two(boxes, det_boxes, det_scores):
+        member = torch.zeros(len(boxes), len(det_boxes), dtype=torch.bool)
+        member[:, :2] = len(det_boxes) >= 2
+        return member
+
+    monkeypatch.setattr(tune_rerank, "find_groups", first_two)
+    args = tune_rerank.get_args_parser().parse_args(
+        ["--model", str(model), "--data", str(root), "--split", "val", "--beam-sizes", "2", "--weights", "0",
+         "--alphas", "0", "--group-weights", "0,5", "--group-beam-size", "3", "--write", "--no-progress"])
+    result = tune_rerank.main(args)
+    groups = result["groups"]
+    assert groups["regions"] == result["regions"] and groups["group_beam_size"] == 3
+    assert [g["group_weight"] for g in groups["grid"]] == [0.0, 5.0] and groups["chosen"] in groups["grid"]
+    config = hub.load_config(model / "config.json")
+    assert (config.captioner.group_weight, config.captioner.group_beam_size) == (groups["chosen"]["group_weight"], 3)
+    assert "made up of several objects" in capsys.readouterr().out
+
+
+def test_no_group_weights_skips_the_group_grid(setup, capsys):
+    root, model = setup
+    result = tune_rerank.main(tune_rerank.get_args_parser().parse_args(
+        ["--model", str(model), "--data", str(root), "--split", "val", "--beam-sizes", "1", "--weights", "0",
+         "--alphas", "0", "--group-weights", "", "--no-progress"]))
+    assert "groups" not in result and "several objects" not in capsys.readouterr().out

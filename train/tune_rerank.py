@@ -10,6 +10,13 @@ attribute mention rates). The chosen setting maximises the mean attribute mentio
 whose BLEU-1 and BLEU-4 stay within ``--bleu-drop`` of plain beam search's; ``--write`` stores it in
 the model folder's config.json (``captioner.beam_size``, ``rerank_weight``, ``rerank_length_alpha``).
 
+Then ``--group-weights`` are tried on the regions made up of several detected objects ("two stars";
+:func:`~regioncap.models.rerank.find_groups`), with ``captioner.group_beam_size`` (``--group-beam-size``):
+the chosen weight maximises those regions' mean attribute rate among the weights whose BLEU-1 and
+BLEU-4 on them stay within ``--bleu-drop`` of the best weight's (a large weight can name the objects'
+shape in a caption of one of them, "a star" for two stars; BLEU keeps that in check); ``--write`` stores it
+as ``captioner.group_weight`` / ``group_beam_size``.
+
 Use a split that is neither trained on nor used for the test measurement.
 """
 
@@ -26,7 +33,9 @@ from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities
 from regioncap.errors import RegionCapError, fail
 from regioncap.metrics import attribute_mention_rates, bleu
-from regioncap.models.rerank import best_per_region, candidate_similarities, rerank_scores
+from regioncap.models.model import GROUP_MAX_OBJECTS
+from regioncap.models.rerank import (MEMBER_MIN_SCORE, best_per_region, candidate_similarities, find_groups,
+                                     group_candidates, member_similarities, rerank_scores)
 from train.evaluate import ATTRIBUTE_WORDS, truth_from_dataset
 
 BATCH = 256  # regions per decoder / text-encoder call
@@ -36,19 +45,30 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True):
+def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True, groups: bool = False):
     """Region vectors and references of the first ``n`` images, then the candidates per beam size.
 
     Returns (refs: per region its tokenised reference phrases, {beam: (ids, region, log_probs,
-    lengths, sims)}) with the candidates of all regions concatenated.
+    lengths, sims)}) with the candidates of all regions concatenated; with ``groups`` a third item,
+    the regions made up of several objects: (their rows, (ids, region, log_probs, lengths, sims,
+    member_sims)) for the group candidates at ``captioner.group_beam_size``, or None if there are none.
     """
-    vectors, refs = [], []
+    vectors, refs, members, owner = [], [], [], []
     for i in tqdm(range(n), desc="regions", unit="img", disable=not progress):
         truth = truth_from_dataset(dataset, i)
         keep = [c for c, r in enumerate(truth.chain_refs) if r]
         if not keep:
             continue
-        res = model.analyze(truth.image, boxes=truth.caption_boxes[keep].tolist(), captions=False)
+        boxes = truth.caption_boxes[keep]
+        res = model.analyze(truth.image, boxes=boxes.tolist(), captions=False)
+        if groups:  # the objects in the image, as analyze() finds them for user boxes
+            det = model.analyze(truth.image, max_regions=GROUP_MAX_OBJECTS, score_threshold=MEMBER_MIN_SCORE,
+                                captions=False)
+            det_boxes = torch.tensor([r.box for r in det.regions], dtype=torch.float32).reshape(-1, 4)
+            member = find_groups(boxes, det_boxes, torch.tensor([r.score for r in det.regions]))
+            row, obj = member.nonzero(as_tuple=True)
+            members.append(det.vectors.float()[obj])
+            owner.append(row + len(refs))
         vectors.append(res.vectors.float())
         refs.extend(truth.chain_refs[c] for c in keep)
     if not vectors:
@@ -68,13 +88,36 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
                 lengths.append(b_lengths)
                 sims.append(b_sims)
             out[beam] = (ids, torch.cat(region), torch.cat(logp), torch.cat(lengths), torch.cat(sims))
-    return refs, out
+        if not groups:
+            return refs, out
+        owner = torch.cat(owner) if owner else torch.zeros(0, dtype=torch.long)
+        if not len(owner):
+            return refs, out, None
+        rows = torch.unique(owner)
+        local = torch.searchsorted(rows, owner)
+        vg = v[rows].to(model.device)
+        mv = torch.cat(members).to(model.device)
+        cands = group_candidates(model.captioner, vg, mv, local, model.config.captioner.group_beam_size)
+        ids, region, logp, lengths, sims, singular = candidate_similarities(
+            model.captioner, model.text_encoder, vg, None, model.singular_ids, cands)
+        group = (rows, (ids, region, logp, lengths, sims, member_similarities(singular, region, mv, local)))
+    return refs, out, group
+
+
+def choose(vocab, cands, num_regions: int, weight: float, alpha: float, member_weight: float = 0.0) -> list[list[str]]:
+    """Each region's chosen caption (tokens) under one setting."""
+    ids, region, logp, lengths, sims, *member = cands
+    scores = rerank_scores(logp, lengths, sims, weight, alpha)
+    if member:
+        scores = scores + member_weight * member[0]
+    return [vocab.decode(ids[i]).split() for i in best_per_region(scores, region, num_regions).tolist()]
 
 
 def score_setting(vocab, refs, cands, weight: float, alpha: float) -> dict:
-    ids, region, logp, lengths, sims = cands
-    best = best_per_region(rerank_scores(logp, lengths, sims, weight, alpha), region, len(refs))
-    captions = [vocab.decode(ids[i]).split() for i in best.tolist()]
+    return score_captions(choose(vocab, cands, len(refs), weight, alpha), refs)
+
+
+def score_captions(captions, refs) -> dict:
     out = bleu(captions, refs)
     out.update(attribute_mention_rates(captions, refs, ATTRIBUTE_WORDS))
     out["mean_words"] = sum(len(c) for c in captions) / max(1, len(captions))
@@ -90,6 +133,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-sizes", default="3,5", help="candidate beam widths to try (default 3,5)")
     p.add_argument("--weights", default="0,0.5,1,1.5,2,3,4,5,6,8,10")
     p.add_argument("--alphas", default="0,0.5,1")
+    p.add_argument("--group-weights", default="0,5,10,20,40",
+                   help="group_weight values to try on regions made up of several objects ('' skips them)")
+    p.add_argument("--group-beam-size", type=int, default=None,
+                   help="candidate beam width for those regions (default: the config's group_beam_size)")
     p.add_argument("--bleu-drop", type=float, default=0.03,
                    help="largest BLEU-1 / BLEU-4 loss against plain beam search allowed (default 0.03)")
     p.add_argument("--device", default="cpu")
@@ -111,10 +158,15 @@ def main(args) -> dict:
     if n == 0:
         fail(f"{Path(args.data) / (args.split + '.txt')}: no usable images")
     beams = [int(b) for b in args.beam_sizes.split(",")]
+    group_weights = _floats(args.group_weights)
+    if args.group_beam_size is not None:
+        model.config.captioner.group_beam_size = args.group_beam_size
     try:
+        model.config.captioner.validate()
         with torch.inference_mode():
-            refs, cands = collect(model, dataset, n, beams, progress=not args.no_progress)
-    except RegionCapError as exc:
+            refs, cands, *group = collect(model, dataset, n, beams, progress=not args.no_progress,
+                                          groups=bool(group_weights))
+    except (RegionCapError, ValueError) as exc:
         fail(exc)
     base = score_setting(model.vocab, refs, cands[beams[0]], 0.0, 0.0)  # = plain beam search's captions
     grid = []
@@ -138,6 +190,11 @@ def main(args) -> dict:
                                     -g["beam_size"], -g["weight"]))
     print("chosen:", json.dumps({k: chosen[k] for k in ("beam_size", "weight", "length_alpha")}))
     result = {"regions": len(refs), "images": n, "baseline": base, "chosen": chosen, "grid": grid}
+    if group and group[0] is not None:
+        result["groups"] = _tune_groups(model, refs, cands[chosen["beam_size"]], group[0], chosen,
+                                        group_weights, drop)
+    elif group_weights:
+        print("no region is made up of several detected objects: group_weight not tuned")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     if args.write:
@@ -146,9 +203,45 @@ def main(args) -> dict:
         config.captioner.beam_size = chosen["beam_size"]
         config.captioner.rerank_weight = chosen["weight"]
         config.captioner.rerank_length_alpha = chosen["length_alpha"]
+        if "groups" in result:
+            config.captioner.group_weight = result["groups"]["chosen"]["group_weight"]
+            config.captioner.group_beam_size = model.config.captioner.group_beam_size
         hub.save_config(config, path)
         print(f"wrote {path}")
     return result
+
+
+def _tune_groups(model, refs, cands, group, chosen: dict, weights: list[float], drop: float) -> dict:
+    """Try ``weights`` as group_weight on the regions made up of several objects (the others keep
+    ``chosen``'s captions); print the grid over those regions and over all, return it with the choice."""
+    rows, group_cands = group
+    vocab, cfg = model.vocab, model.config.captioner
+    captions = choose(vocab, cands, len(refs), chosen["weight"], chosen["length_alpha"])
+    group_refs = [refs[i] for i in rows.tolist()]
+    grid = []
+    for w in weights:
+        mine = choose(vocab, group_cands, len(rows), chosen["weight"], chosen["length_alpha"], w)
+        every = list(captions)
+        for i, c in zip(rows.tolist(), mine):
+            every[i] = c
+        grid.append({"group_weight": w, "groups": score_captions(mine, group_refs), "all": score_captions(every, refs)})
+    attrs = [k for k, v in grid[0]["groups"].items() if k.startswith("attr_")
+             and grid[0]["groups"]["num_" + k] > 0]
+    print(f"{len(rows)} regions made up of several objects (group_beam_size {cfg.group_beam_size}); "
+          "rates on them | on all regions")
+    print(f"{'weight':>6} {'bleu1':>6} {'bleu4':>6} " + " ".join(f"{a[5:]:>7}" for a in attrs)
+          + f" | {'bleu4':>6} {'shape':>7}")
+    for g in grid:
+        gr, al = g["groups"], g["all"]
+        print(f"{g['group_weight']:>6.2f} {gr['bleu1']:>6.3f} {gr['bleu4']:>6.3f} "
+              + " ".join(f"{gr[a]:>7.3f}" for a in attrs)
+              + f" | {al['bleu4']:>6.3f} {al.get('attr_shape', 0.0):>7.3f}")
+    top1, top4 = (max(g["groups"][k] for g in grid) for k in ("bleu1", "bleu4"))
+    ok = [g for g in grid if g["groups"]["bleu1"] >= top1 - drop and g["groups"]["bleu4"] >= top4 - drop]
+    best = max(ok, key=lambda g: (round(sum(g["groups"][a] for a in attrs) / max(1, len(attrs)), 4),
+                                  -g["group_weight"]))
+    print("chosen:", json.dumps({"group_weight": best["group_weight"], "group_beam_size": cfg.group_beam_size}))
+    return {"regions": len(rows), "group_beam_size": cfg.group_beam_size, "chosen": best, "grid": grid}
 
 
 if __name__ == "__main__":

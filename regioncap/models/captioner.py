@@ -105,12 +105,14 @@ class CaptionDecoder(nn.Module):
 
     def sequence_log_probs(self, v: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Log-probability FloatTensor[R] of each row's words and <end> given its region vector, the
-        number :meth:`candidates` gives a caption it decodes itself (in eval mode; args as :meth:`loss`)."""
+        number :meth:`candidates` gives a caption it decodes itself (in eval mode; args as :meth:`loss`).
+        A row of ``cfg.max_len`` words has no <end> (decoding stops there) and none is counted."""
         if tokens.shape[0] == 0:
             return v.new_zeros(0)
         logits, target = self._teacher_forced(v, tokens, lengths)
-        logp = F.log_softmax(logits.float(), dim=-1).gather(2, target.clamp(min=0)[..., None])[..., 0]
-        return logp.masked_fill(target == PAD, 0.0).sum(1)
+        logp = F.log_softmax(logits.float(), dim=-1).gather(2, target[..., None])[..., 0]
+        cut = (target == END) & (lengths.to(target.device) >= self.cfg.max_len)[:, None]
+        return logp.masked_fill((target == PAD) | cut, 0.0).sum(1)
 
     # -- inference ---------------------------------------------------------------------------------
     def greedy(self, v: Tensor, max_len: int | None = None) -> tuple[list[list[int]], Tensor]:
