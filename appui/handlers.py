@@ -135,7 +135,7 @@ class RegionApp:
         progress and progress(0.3, desc="Captioning your box")
         model, r = self.holder.get(), view.result
         try:
-            added = model.analyze(load_image(view.path), boxes=[box])
+            added = model.analyze(load_image(view.path), boxes=[box], objects=r)  # a box of several detections
         except RegionCapError as e:
             raise type(e)(str(e).replace(view.path, view.name)) from None
         merged = type(r)(r.regions + added.regions, torch.cat([r.vectors, added.vectors]), r.image_vector,

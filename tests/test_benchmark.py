@@ -25,14 +25,15 @@ def test_every_variant_and_ratio_is_reported(bench, saved_model, tmp_path, capsy
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["results"].keys() == report["results"].keys() == {
-        "a@2", "a@3", "b@2", "b@3", "c@2", "c@3", "c0@2", "c0@3", "c+det", "d", "e"}
+        "a@2", "a@3", "b@2", "b@3", "c@2", "c@3", "c0@2", "c0@3", "g@2", "g@3", "c+det", "d", "e"}
     for label in bench.LABELS.values():
         assert label in printed
     for r in data["results"].values():
         assert r["median_ms"] > 0 and r["samples"] == 1
     # the same boxes reach every variant: ours caption exactly the boxes asked for
     assert data["results"]["b@3"]["median_regions"] == data["results"]["c@3"]["median_regions"] == 3
-    assert set(data["ratios"]) == {f"{r}@{n}" for r in ("a/b", "a/c", "c/d", "c/c0") for n in (2, 3)}
+    assert set(data["ratios"]) == {f"{r}@{n}" for r in ("a/b", "a/c", "c/d", "c/c0", "g/c0") for n in (2, 3)}
+    assert data["results"]["g@3"]["median_regions"] == 3
     assert all(v > 0 for v in data["ratios"].values())
     for name in data["ratios"]:
         assert f"{name} = " in printed

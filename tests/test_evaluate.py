@@ -37,9 +37,12 @@ class FakeModel:
         }
         self.captions = {"A": ["a man", "a red shirt"], "B": ["a dog"]}
 
-    def analyze(self, image, max_regions=10, score_threshold=0.5, boxes=None, captions=True):
+    def analyze(self, image, max_regions=10, score_threshold=0.5, boxes=None, captions=True, objects=None):
         self.calls.append((image, max_regions, score_threshold, boxes, captions))
         if boxes is not None:
+            # the boxes come with the detections of the same image as the objects they may be made up of
+            assert objects is not None and [r.box for r in objects.regions] == [
+                d[0] for d in self.dets[image][0] if d[1] >= 0.05][:100]
             return _Result([_Region(b, caption=c) for b, c in zip(boxes, self.captions[image])], None, None)
         dets, vecs, whole = self.dets[image]
         keep = [i for i, d in enumerate(dets) if d[1] >= score_threshold][:max_regions]

@@ -238,10 +238,11 @@ def test_a_box_made_up_of_detected_objects_is_captioned_with_their_help(make_mod
     objects = [[10.0, 10.0, 30.0, 40.0], [34.0, 10.0, 60.0, 40.0]]
     plain = make_model()
     model = make_model(captioner={"group_weight": 5.0, "group_beam_size": 3})
-    for m in (plain, model):
-        monkeypatch.setattr(m, "_detect", _fixed_objects(objects, [0.9, 0.8]))
+    monkeypatch.setattr(model, "_detect", _fixed_objects(objects, [0.9, 0.8]))
+    found = model.analyze(image, score_threshold=0.0)  # the two objects, detected
+    assert [r.box for r in found.regions] == objects and found.candidates == [[], []]
     boxes = [[10.0, 10.0, 60.0, 40.0], [0.0, 0.0, 20.0, 20.0]]  # the two objects' box; one of neither
-    result = model.analyze(image, boxes=boxes)
+    result = model.analyze(image, boxes=boxes, objects=found)
     group, other = result.candidates
     assert other == [] and len(group) >= 1 and all(c.member_similarity is not None for c in group)
     # the box that is no group gets plain beam search's caption, as without group captions
@@ -252,21 +253,26 @@ def test_a_box_made_up_of_detected_objects_is_captioned_with_their_help(make_mod
     # objects' vectors . the candidate read in the singular, and its score adds 5 times that
     assert result.regions[0].caption == group[0].caption
     assert result.regions[0].caption_score == pytest.approx(group[0].score)
-    obj = model.analyze(image, boxes=objects, captions=False).vectors
     for c in group:
         ids = torch.tensor([model.singular_ids[model.phrase_ids(c.caption)].tolist()])
         with torch.inference_mode():
             s = model.text_encoder(ids, torch.tensor([ids.shape[1]]))[0]
-        assert c.member_similarity == pytest.approx(float((obj @ s).mean()), abs=1e-4)
-        assert c.score == pytest.approx(float(rerank_scores(torch.tensor([c.log_prob]), torch.tensor([1]),
-                                                            torch.tensor([c.similarity]), 0.0)) + 5.0 * c.member_similarity,
-                                        abs=1e-4)
+        assert c.member_similarity == pytest.approx(float((found.vectors @ s).mean()), abs=1e-4)
+        combined = rerank_scores(torch.tensor([c.log_prob]), torch.tensor([1]), torch.tensor([c.similarity]), 0.0)
+        assert c.score == pytest.approx(float(combined) + 5.0 * c.member_similarity, abs=1e-4)
     assert [c.score for c in group] == sorted((c.score for c in group), reverse=True)
     assert "member_similarity" in group[0].to_dict()
-    # detected regions: a detection made up of two others gets the same treatment
+    # without objects (or with only user boxes among them) a box is captioned as before: no detection runs
+    monkeypatch.setattr(model, "_detect", lambda *a: pytest.fail("detection ran for user boxes"))
+    for alone in (model.analyze(image, boxes=boxes), model.analyze(image, boxes=boxes, objects=base)):
+        assert alone.candidates == [[], []] and [r.caption for r in alone.regions] == [r.caption for r in base.regions]
+    assert model.analyze(image, boxes=boxes, objects=found, captions=False).candidates == [[], []]
+    # objects of another image, or not a result at all: a clear error
+    with pytest.raises(RegionCapError, match="80x60"):
+        model.analyze(torch.rand(3, 50, 50), boxes=boxes, objects=found)
+    with pytest.raises(RegionCapError, match="AnalysisResult"):
+        model.analyze(image, boxes=boxes, objects=[[0, 0, 1, 1]])
+    # detected regions: a detection made up of two others is captioned with their help
     monkeypatch.setattr(model, "_detect", _fixed_objects(boxes[:1] + objects, [0.95, 0.9, 0.8]))
     detected = model.analyze(image, score_threshold=0.0)
     assert [bool(c) for c in detected.candidates] == [True, False, False]
-    # without captions nothing is decoded and no objects are looked for
-    monkeypatch.setattr(model, "_detect", lambda *a: pytest.fail("looked for objects"))
-    assert model.analyze(image, boxes=boxes, captions=False).candidates == [[], []]

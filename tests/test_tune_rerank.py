@@ -56,9 +56,7 @@ def test_group_weight_grid_on_regions_made_up_of_objects(setup, tmp_path, monkey
     import torch
 
     root, model = setup
-    # the random model's detections are all weak: count every one, and let the first two make up each box
-    monkeypatch.setattr(tune_rerank, "MEMBER_MIN_SCORE", 0.0)
-
+    # the random model's detections mean nothing: let the first two make up each box
     def first_two(boxes, det_boxes, det_scores):
         member = torch.zeros(len(boxes), len(det_boxes), dtype=torch.bool)
         member[:, :2] = len(det_boxes) >= 2

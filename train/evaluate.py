@@ -24,8 +24,9 @@ Prints one JSON object (and writes it to OUT, atomically, with --json):
 
 BLEU and the attribute rates are also printed as one table on stderr (stdout stays JSON).
 
-Per image the model runs twice (once to detect, once to caption the ground-truth boxes); phrase
-texts are encoded afterwards, each distinct text once, in batches.
+Per image the model runs twice (once to detect, once to caption the ground-truth boxes, with the
+detections as the objects a box may be made up of: ``analyze(..., objects=)``); phrase texts are
+encoded afterwards, each distinct text once, in batches.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from regioncap.metrics import (EVERYDAY_ATTRIBUTE_WORDS, attribute_mention_rates
 from regioncap.models.alignment import image_sentence_scores
 
 TEXT_BATCH = 512
+AP_MAX_REGIONS, AP_SCORE_THRESHOLD = 100, 0.05  # the detections AP is measured on (and grounding, captions use)
 # The attribute words the captions are checked for: the synthetic world's (shape, and its colours, sizes and
 # patterns) and everyday ones, so the rates mean the same on Flickr30k and on the synthetic scenes.
 ATTRIBUTE_WORDS = merge_attribute_words(SYNTHETIC_ATTRIBUTE_WORDS, EVERYDAY_ATTRIBUTE_WORDS)
@@ -127,7 +129,8 @@ def run_image(model, truth: ImageTruth, entity_types: list[str], regions: int = 
     ``regions`` highest-scoring detections are the grounding and retrieval candidates.
     """
     image = truth.image if isinstance(truth.image, torch.Tensor) else load_image(truth.image)  # once for both calls
-    res = model.analyze(image, max_regions=100, score_threshold=0.05, captions=False)  # no decoding needed
+    res = model.analyze(image, max_regions=AP_MAX_REGIONS, score_threshold=AP_SCORE_THRESHOLD,
+                        captions=False)  # no decoding needed
     n = len(res.regions)
     boxes = torch.tensor([r.box for r in res.regions], dtype=torch.float32).reshape(n, 4)
     scores = torch.tensor([r.score for r in res.regions], dtype=torch.float32)
@@ -141,7 +144,8 @@ def run_image(model, truth: ImageTruth, entity_types: list[str], regions: int = 
     captions = []
     if to_caption:
         gt = truth.caption_boxes if truth.caption_boxes is not None else truth.merged
-        captioned = model.analyze(image, boxes=gt[to_caption].tolist())
+        # the detections are the objects a box may be made up of ("two stars"; captioner.group_weight)
+        captioned = model.analyze(image, boxes=gt[to_caption].tolist(), objects=res)
         captions = [r.caption for r in captioned.regions]
         if len(captions) != len(to_caption):
             raise RuntimeError(f"analyze(boxes=...) returned {len(captions)} regions for {len(to_caption)} boxes")

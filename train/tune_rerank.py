@@ -33,10 +33,9 @@ from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities
 from regioncap.errors import RegionCapError, fail
 from regioncap.metrics import attribute_mention_rates, bleu
-from regioncap.models.model import GROUP_MAX_OBJECTS
-from regioncap.models.rerank import (MEMBER_MIN_SCORE, best_per_region, candidate_similarities, find_groups,
-                                     group_candidates, member_similarities, rerank_scores)
-from train.evaluate import ATTRIBUTE_WORDS, truth_from_dataset
+from regioncap.models.rerank import (best_per_region, candidate_similarities, find_groups, group_candidates,
+                                     member_similarities, rerank_scores)
+from train.evaluate import AP_MAX_REGIONS, AP_SCORE_THRESHOLD, ATTRIBUTE_WORDS, truth_from_dataset
 
 BATCH = 256  # regions per decoder / text-encoder call
 
@@ -61,8 +60,8 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
             continue
         boxes = truth.caption_boxes[keep]
         res = model.analyze(truth.image, boxes=boxes.tolist(), captions=False)
-        if groups:  # the objects in the image, as analyze() finds them for user boxes
-            det = model.analyze(truth.image, max_regions=GROUP_MAX_OBJECTS, score_threshold=MEMBER_MIN_SCORE,
+        if groups:  # the objects in the image: the detections train.evaluate hands analyze() with the boxes
+            det = model.analyze(truth.image, max_regions=AP_MAX_REGIONS, score_threshold=AP_SCORE_THRESHOLD,
                                 captions=False)
             det_boxes = torch.tensor([r.box for r in det.regions], dtype=torch.float32).reshape(-1, 4)
             member = find_groups(boxes, det_boxes, torch.tensor([r.score for r in det.regions]))

@@ -31,7 +31,7 @@ from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
-from regioncap.models.rerank import MEMBER_MIN_SCORE, CaptionCandidate, find_groups, rerank
+from regioncap.models.rerank import CaptionCandidate, find_groups, rerank
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder, concept_loss, concept_targets
 
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("detector", "align", "caption")
 PARTS = ("detector", "region_encoder", "text_encoder", "captioner")
-GROUP_MAX_OBJECTS = 100  # detections looked at for the objects inside user boxes (captioner.group_weight)
 
 
 class RegionCaptioner(nn.Module):
@@ -232,7 +231,7 @@ class RegionCaptioner(nn.Module):
             self._inference_detector()
 
     def analyze(self, image, max_regions: int = 10, score_threshold: float = 0.5, boxes=None,
-                captions: bool = True) -> AnalysisResult:
+                captions: bool = True, objects: AnalysisResult | None = None) -> AnalysisResult:
         """Detect (or take ``boxes``), encode and caption the regions of one image.
 
         Args:
@@ -243,50 +242,65 @@ class RegionCaptioner(nn.Module):
             boxes: optional user boxes ``[[x1, y1, x2, y2], ...]`` in the image's pixels; they are
                 clamped into the image and captioned instead of detections (label "user", score 1.0).
             captions: False skips decoding (captions are "" with caption_score 0), e.g. for retrieval.
+            objects: with ``boxes``, an earlier result of this image (e.g. ``analyze(image)``): its detected
+                regions (not those labelled "user") are the objects a box may be made up of, for a model
+                whose ``captioner.group_weight`` is set (:func:`~regioncap.models.rerank.find_groups`); no
+                detection runs for them. Without ``boxes`` the detections are the objects.
 
         Raises:
-            ImageError: unreadable image.  RegionCapError: bad ``boxes`` / ``max_regions`` / threshold.
+            ImageError: unreadable image.  RegionCapError: bad ``boxes`` / ``max_regions`` / threshold /
+            ``objects`` (not a result of an image of this size).
         """
         if isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 0:
             raise RegionCapError(f"max_regions must be an integer >= 0, got {max_regions!r}")
         if not isinstance(score_threshold, (int, float)) or not 0.0 <= float(score_threshold) <= 1.0:
             raise RegionCapError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+        if objects is not None and not isinstance(objects, AnalysisResult):
+            raise RegionCapError(f"objects must be an AnalysisResult of the same image, got {type(objects).__name__}")
         tensor, frame = prepare_image(image, self.config.detector.max_size, self.device)
         user = None if boxes is None else [user_boxes_in_frame(boxes, frame).to(tensor.device)]
-        return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions, [frame])[0]
+        known = None
+        if user is not None and objects is not None and captions and self.config.captioner.group_weight > 0:
+            if (objects.width, objects.height) != tuple(frame[2:]):
+                raise RegionCapError(f"objects is a result of a {objects.width}x{objects.height} image, "
+                                     f"this one is {frame[2]}x{frame[3]}")
+            found = [i for i, r in enumerate(objects.regions) if r.label != "user"]
+            obj_boxes = (user_boxes_in_frame([objects.regions[i].box for i in found], frame) if found
+                         else torch.zeros(0, 4))
+            known = [(obj_boxes.to(tensor.device), torch.tensor([objects.regions[i].score for i in found]),
+                      objects.vectors[found].to(tensor.device))]
+        return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions, [frame], known)[0]
 
     def _analyze_batch(self, images: list[Tensor], max_regions: int = 10, score_threshold: float = 0.5,
                        user_boxes: list[Tensor] | None = None, captions: bool = True,
-                       frames: list[tuple[int, int, int, int]] | None = None) -> list[AnalysisResult]:
+                       frames: list[tuple[int, int, int, int]] | None = None,
+                       objects: list[tuple[Tensor, Tensor, Tensor]] | None = None) -> list[AnalysisResult]:
         """Analyse work tensors; ``frames`` (see :func:`~regioncap.data.prepare.prepare_image`; default: the
         tensors' own sizes) say where each image lies in its tensor and its original size, to which boxes
-        are mapped back."""
+        are mapped back. ``objects`` per image, with ``user_boxes``: (boxes [M, 4] in work pixels, scores
+        [M], vectors [M, D]) of the detected objects the boxes may be made up of (see :meth:`analyze`)."""
         frames = frames or [(im.shape[2], im.shape[1]) * 2 for im in images]
         t0 = time.perf_counter()
         groups = captions and self.config.captioner.group_weight > 0
         with self._eval():
-            need_features = user_boxes is None or groups or self.config.region_encoder.kind == "roi"
+            need_features = user_boxes is None or self.config.region_encoder.kind == "roi"
             detector = self._inference_detector()
             image_list, features, _ = detector.features(images) if need_features else (None, None, None)
             if user_boxes is None:
                 dets = self._detect(detector, images, image_list, features, max_regions, score_threshold, frames)
-                objects = dets  # a detection's box may be made up of other detections
             else:
                 dets = [(b, torch.ones(len(b)), ["user"] * len(b)) for b in user_boxes]
-                # the objects inside the user's boxes, for boxes made up of several (find_groups)
-                objects = (self._detect(detector, images, image_list, features, GROUP_MAX_OBJECTS, MEMBER_MIN_SCORE,
-                                        frames) if groups else [(b[:0], b.new_zeros(0), []) for b in user_boxes])
             t1 = time.perf_counter()
             whole = [im.new_tensor([[0.0, 0.0, f[0], f[1]]]) for im, f in zip(images, frames)]
-            extra = [o[0].to(w) if user_boxes is not None else w[:0] for w, o in zip(whole, objects)]
-            region_boxes = [torch.cat([w, d[0].to(w), e]) for w, d, e in zip(whole, dets, extra)]
-            v = self._encode_regions(images, image_list, features, region_boxes).float()  # [sum(1 + N_i + E_i), D]
-            every = v.split([len(b) for b in region_boxes])  # per image: whole, regions, extra boxes
-            per_image = [p[:len(p) - len(e)] for p, e in zip(every, extra)]
+            region_boxes = [torch.cat([w, d[0].to(w)]) for w, d in zip(whole, dets)]
+            v = self._encode_regions(images, image_list, features, region_boxes).float()  # [sum(1 + N_i), D]
+            per_image = list(v.split([len(b) for b in region_boxes]))
             t2 = time.perf_counter()
             region_v = torch.cat([p[1:] for p in per_image])
             if captions and len(region_v):
-                members = self._group_members(dets, objects, every, extra) if groups else None
+                if groups and user_boxes is None:  # a detection may be made up of other detections
+                    objects = [(d[0], d[1], p[1:]) for d, p in zip(dets, per_image)]
+                members = self._group_members(dets, objects) if groups and objects is not None else None
                 texts, logps, cands = self._caption(region_v, members)
             else:
                 texts, logps, cands = [""] * len(region_v), [0.0] * len(region_v), [[] for _ in region_v]
@@ -308,17 +322,14 @@ class RegionCaptioner(nn.Module):
         return results
 
     @staticmethod
-    def _group_members(dets, objects, vectors, extra) -> tuple[Tensor, Tensor] | None:
+    def _group_members(dets, objects) -> tuple[Tensor, Tensor] | None:
         """For the regions made up of several objects (:func:`~regioncap.models.rerank.find_groups`):
         (the objects' vectors FloatTensor[K, D], owner LongTensor[K] each one's row among all images'
-        regions), or None when no region is. ``vectors`` per image: [whole, regions, extra boxes]; the
-        objects are the extra boxes when there are any (user boxes), else the regions themselves."""
+        regions), or None when no region is. ``objects`` per image: (boxes, scores, vectors)."""
         rows, owner, offset = [], [], 0
-        for (boxes, _, _), (obj_boxes, obj_scores, _), vec, e in zip(dets, objects, vectors, extra):
-            member = find_groups(boxes, obj_boxes, obj_scores)  # [N_i, M_i]
-            obj_vec = vec[1 + len(boxes):] if len(e) else vec[1:1 + len(boxes)]
-            region, obj = member.nonzero(as_tuple=True)
-            rows.append(obj_vec[obj.to(obj_vec.device)])
+        for (boxes, _, _), (obj_boxes, obj_scores, obj_vectors) in zip(dets, objects):
+            region, obj = find_groups(boxes, obj_boxes, obj_scores).nonzero(as_tuple=True)  # [N_i, M_i]
+            rows.append(obj_vectors[obj.to(obj_vectors.device)].float())
             owner.append(region.cpu() + offset)
             offset += len(boxes)
         owner = torch.cat(owner)

@@ -170,10 +170,13 @@ def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | No
     log_probs = torch.tensor([c[1] for per in cands for c in per], dtype=torch.float32)
     tokens, lengths = pad_sequences([torch.tensor(i, dtype=torch.long) for i in ids])
     tokens = tokens.to(v.device)
-    if singular_ids is not None:
-        tokens = torch.cat([tokens, singular_ids.to(v.device)[tokens]])
-        lengths = torch.cat([lengths, lengths])
-    s = text_encoder(tokens, lengths).float()  # [C, D] (or [2C, D]), one call for every region
+    if singular_ids is None:
+        s = text_encoder(tokens, lengths).float()  # [C, D], one call for every region
+    else:  # the candidates as they are and in the singular: each distinct text once, in one call
+        both = torch.cat([torch.cat([tokens, singular_ids.to(v.device)[tokens]]),
+                          torch.cat([lengths, lengths]).to(v.device)[:, None]], 1)
+        distinct, where = torch.unique(both, dim=0, return_inverse=True)
+        s = text_encoder(distinct[:, :-1], distinct[:, -1].cpu()).float()[where]  # [2C, D]
     c = len(ids)
     sims = (v.float()[region.to(v.device)] * s[:c]).sum(-1).cpu()  # [C]
     if singular_ids is not None:
@@ -199,15 +202,14 @@ def group_candidates(decoder, v: Tensor, members: Tensor, owner: Tensor, beam_si
     total = v.new_zeros(r, v.shape[1]).index_add_(0, owner, members.to(v))
     count = torch.bincount(owner, minlength=r).clamp(min=1).to(v.dtype)[:, None]
     both = decoder.candidates(torch.cat([v, F.normalize(v + total / count, dim=-1)]), beam_size)
-    pooled = [list(dict.fromkeys(tuple(c[0]) for c in both[i] + both[r + i])) for i in range(r)]
-    region = torch.repeat_interleave(torch.arange(r), torch.tensor([len(p) for p in pooled])).to(v.device)
-    tokens, lengths = pad_sequences([torch.tensor(c, dtype=torch.long) for p in pooled for c in p])
-    log_probs = decoder.sequence_log_probs(v[region], tokens.to(v.device), lengths).tolist()
-    out, k = [], 0
-    for p in pooled:
-        out.append(sorted(((list(c), lp) for c, lp in zip(p, log_probs[k:k + len(p)])), key=lambda c: -c[1]))
-        k += len(p)
-    return out
+    own = [{tuple(c): lp for c, lp in both[i]} for i in range(r)]  # log-probs given v already
+    new = [(i, c) for i in range(r) for c, _ in both[r + i] if tuple(c) not in own[i]]
+    if new:  # the others' log-probabilities given v, in one teacher-forced pass
+        region = torch.tensor([i for i, _ in new], device=v.device)
+        tokens, lengths = pad_sequences([torch.tensor(c, dtype=torch.long) for _, c in new])
+        for (i, c), lp in zip(new, decoder.sequence_log_probs(v[region], tokens.to(v.device), lengths).tolist()):
+            own[i].setdefault(tuple(c), lp)
+    return [sorted(((list(c), lp) for c, lp in d.items()), key=lambda c: -c[1]) for d in own]
 
 
 def member_similarities(singular_vectors: Tensor, region: Tensor, members: Tensor, owner: Tensor) -> Tensor:
