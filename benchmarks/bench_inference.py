@@ -12,8 +12,8 @@ Variants, timed in one run, interleaved round-robin per repeat, after warm-up; m
   c0 with ``--baseline-model DIR``: that model's ``analyze(image, boxes=...)``, e.g. the previous demo
      model, so that what a model change costs per image is a ratio of one run (c/c0)
   g  ours, ``analyze(image, boxes=..., objects=detections)`` as train.evaluate and the app call it, with
-     half the boxes (at most) the box of two detected objects: captions of boxes made up of several
-     objects (``captioner.group_weight``) at their cost; g/c0 with ``--baseline-model``
+     ``--group-boxes`` (default 1) of the boxes the box of two detected objects: captions of boxes made up
+     of several objects (``captioner.group_weight``) at their cost; g/c0 with ``--baseline-model``
 
 Peak memory: every variant runs once more in a fresh subprocess; after setup (imports, model) the
 kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` <- 5), then ``VmHWM`` of
@@ -51,7 +51,7 @@ PHRASE = "a large red circle"
 VARIANTS = ("a", "b", "c", "c0", "g", "c+det", "d", "e")
 LABELS = {"a": "(a) reference per-box VGG-19 + per-region GRU", "b": "(b) ours, vgg19 encoder, given boxes",
           "c": "(c) ours, roi encoder, given boxes", "c0": "(c0) baseline model, given boxes",
-          "g": "(g) ours, given boxes + objects (half: two objects' box)",
+          "g": "(g) ours, given boxes + objects (two objects' boxes)",
           "c+det": "(c) ours, full analyze() with detection",
           "d": "(d) detector forward only", "e": "(e) result.query(phrase)"}
 PER_REGIONS = ("a", "b", "c", "c0", "g")  # variants that run once per region count
@@ -83,7 +83,8 @@ def build_runners(args, names: set[str]) -> tuple[dict, dict]:
         runners["c0"] = lambda i, n: _words(baseline.analyze(images[i], boxes=boxes[i, n]))
     if "g" in names:
         found = [model.analyze(im, max_regions=100, score_threshold=0.05, captions=False) for im in images]
-        paired = {(i, n): _pair_boxes(found[i], n) + boxes[i, n] for i in range(len(images)) for n in args.regions}
+        paired = {(i, n): _pair_boxes(found[i], min(n, args.group_boxes)) + boxes[i, n]
+                  for i in range(len(images)) for n in args.regions}
         runners["g"] = lambda i, n: _words(model.analyze(images[i], boxes=paired[i, n][:n], objects=found[i]))
     if "c+det" in names:
         runners["c+det"] = lambda i, n: _words(model.analyze(images[i], max_regions=args.max_regions,
@@ -104,10 +105,10 @@ def build_runners(args, names: set[str]) -> tuple[dict, dict]:
 
 
 def _pair_boxes(found, n: int) -> list[list[float]]:
-    """Up to n // 2 boxes each enclosing two neighbouring confident detections of ``found``."""
+    """Up to n boxes each enclosing two neighbouring confident detections of ``found``."""
     det = [r.box for r in found.regions if r.score >= 0.5]
     pairs = [[min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])] for a, b in zip(det, det[1:])]
-    return pairs[:n // 2]
+    return pairs[:n]
 
 
 def query_phrase(model: RegionCaptioner) -> str:
@@ -284,6 +285,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.0,
                    help="for analyze() with detection (default 0: max-regions detections even with random weights)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--group-boxes", type=int, default=1,
+                   help="variant g: how many of the boxes enclose two detected objects (default 1)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="subset to time, e.g. c,d ('none': no timing)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant subprocess RSS runs")
     p.add_argument("--app-memory", type=int, default=50, metavar="N",

@@ -160,3 +160,29 @@ def test_candidates_batched_equal_each_region_alone_and_are_deterministic():
             assert [c[1] for c in alone] == pytest.approx([c[1] for c in batched[r]], abs=1e-5)
         assert dec.candidates(torch.zeros(0, D), beam_size=3) == []
         assert all(len(c) == 1 for c in dec.candidates(v, beam_size=1))  # width 1: greedy's caption only
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_beam_search_and_candidates_in_one_loop_equal_the_two_calls(rnn):
+    dec = make(rnn, seed=6)
+    v, cand_v = torch.randn(5, D) * 2, torch.randn(3, D) * 2
+    steps = []
+    real = dec._step
+    dec._step = lambda *a: steps.append(1) or real(*a)
+    with torch.no_grad():
+        (ids, scores), cands = dec.beam_search_and_candidates(v, 3, cand_v, 4)
+        together = len(steps)
+        alone_ids, alone_scores = dec.beam_search(v, 3)
+        alone_cands = dec.candidates(cand_v, 4)
+        assert together < len(steps) - together  # fewer RNN calls than the two calls made
+        assert ids == alone_ids and scores.tolist() == pytest.approx(alone_scores.tolist(), abs=1e-5)
+        assert [[c[0] for c in per] for per in cands] == [[c[0] for c in per] for per in alone_cands]
+        for per, alone in zip(cands, alone_cands):
+            assert [c[1] for c in per] == pytest.approx([c[1] for c in alone], abs=1e-5)
+        # nothing to beam-search (every box a group), and greedy for both
+        (none, none_scores), only = dec.beam_search_and_candidates(v[:0], 3, cand_v, 4)
+        assert none == [] and none_scores.shape == (0,) and [[c[0] for c in p] for p in only] == [
+            [c[0] for c in p] for p in alone_cands]
+        (g_ids, _), g_cands = dec.beam_search_and_candidates(v, 1, cand_v, 1)
+        assert g_ids == dec.greedy(v)[0]
+        assert [[(c[0], pytest.approx(c[1], abs=1e-5)) for c in p] for p in g_cands] == dec.candidates(cand_v, 1)

@@ -158,10 +158,21 @@ class CaptionDecoder(nn.Module):
         beam_size = beam_size or self.cfg.beam_size
         if beam_size <= 1:
             return self.greedy(v, max_len)
-        (greedy_ids, greedy_score), (beam_ids, beam_score) = self._beams(v, (1, beam_size), max_len)
-        better = beam_score > greedy_score
-        ids = [b if keep else g for b, g, keep in zip(beam_ids, greedy_ids, better.tolist())]
-        return ids, torch.where(better, beam_score, greedy_score)
+        return _better(*self._beams(v, (1, beam_size), max_len))
+
+    def beam_search_and_candidates(self, v: Tensor, beam_size: int | None, cand_v: Tensor,
+                                   cand_beam_size: int | None = None, max_len: int | None = None):
+        """:meth:`beam_search` of ``v`` and :meth:`candidates` of ``cand_v`` in one decoding loop (one RNN
+        call per step for both: a small batch's step costs about the same whatever its rows), with the
+        same results as the two calls. Returns (beam_search's pair, candidates' list)."""
+        beam_size = beam_size or self.cfg.beam_size
+        cand_beam_size = max(1, cand_beam_size or self.cfg.beam_size)
+        plain = (1, beam_size) if beam_size > 1 else (1,)
+        cands = (1, cand_beam_size) if cand_beam_size > 1 else (1,)
+        results, pools = self._beams([v] * len(plain) + [cand_v] * len(cands), plain + cands, max_len,
+                                     collect=[False] * len(plain) + [True] * len(cands))
+        best = _better(*results[:len(plain)]) if beam_size > 1 else results[0]
+        return best, _gather_candidates(results[len(plain):], pools[-1], cand_v.shape[0])
 
     def candidates(self, v: Tensor, beam_size: int | None = None, max_len: int | None = None
                    ) -> list[list[tuple[list[int], float]]]:
@@ -184,51 +195,54 @@ class CaptionDecoder(nn.Module):
         beam_size = max(1, beam_size or self.cfg.beam_size)
         widths = (1, beam_size) if beam_size > 1 else (1,)
         results, pools = self._beams(v, widths, max_len, collect=True)
-        out: list[dict[tuple[int, ...], float]] = [{} for _ in range(v.shape[0])]
-        for best_ids, best_score in results:  # greedy's and the beam's best (maybe cut at max_len)
-            for r, (ids, score) in enumerate(zip(best_ids, best_score.tolist())):
-                out[r].setdefault(tuple(ids), score)
-        for rows, seqs, scores in pools[-1]:
-            for r, seq, score in zip(rows.tolist(), seqs.tolist(), scores.tolist()):
-                out[r].setdefault(tuple(_strip(seq)), score)
-        return [sorted(((list(k), sc) for k, sc in d.items()), key=lambda c: -c[1]) for d in out]
+        return _gather_candidates(results, pools[-1], v.shape[0])
 
-    def _beams(self, v: Tensor, widths: tuple[int, ...], max_len: int | None = None, collect: bool = False):
-        """Plain beam searches of several widths over the same regions, stepped together.
+    def _beams(self, v, widths: tuple[int, ...], max_len: int | None = None, collect=False):
+        """Plain beam searches of several widths, stepped together.
 
         The RNN runs once per step over the rows of every width (width k: R*k rows, region-major),
         skipping rows whose beam has finished or is dead (most rows after a few words: captions are
         short); each width keeps its own scores, finished flags and sequences. Returns one
         (word ids per region, FloatTensor[R] log-probability) pair per width.
 
-        ``collect=True`` runs on while a live beam is within CANDIDATE_MARGIN of the best finished
-        caption (not only until the best caption is known) and also returns, per width, the hypotheses
-        that emitted <end>: a list of (region LongTensor[n], sequences LongTensor[n, step + 1],
-        log-probabilities FloatTensor[n]).
+        ``v`` is FloatTensor[R, D] (every width searches the same regions) or one such tensor per
+        width (each width its own regions), and ``collect`` one flag or one per width.
+        A width without ``collect`` stops (its rows leave the RNN) once its best caption is known.
+        The widths with ``collect`` run on, together, while a live beam of one of them is within
+        CANDIDATE_MARGIN of its region's best finished caption (or until ``max_len``), and each also
+        returns the hypotheses that emitted <end>: with any ``collect`` the result is (pairs, pools),
+        pools[j] a list of (region LongTensor[n], sequences LongTensor[n, step + 1], log-probabilities
+        FloatTensor[n]) for width j (empty for a width without ``collect``).
         """
         max_len = max_len or self.cfg.max_len
-        r, dev = v.shape[0], v.device
-        if r == 0:
-            empty = [([], v.new_zeros(0)) for _ in widths]
-            return (empty, [[] for _ in widths]) if collect else empty
+        vs = list(v) if isinstance(v, (list, tuple)) else [v] * len(widths)
+        collects = list(collect) if isinstance(collect, (list, tuple)) else [collect] * len(widths)
+        any_collect = any(collects)
+        sizes = [x.shape[0] for x in vs]
+        dev = vs[0].device
         pools: list[list] = [[] for _ in widths]
-        vk = torch.cat([v.repeat_interleave(k, dim=0) for k in widths])  # [R*sum(K), D]
+        if sum(r * k for r, k in zip(sizes, widths)) == 0:
+            empty = [([], x.new_zeros(0)) for x in vs]
+            return (empty, pools) if any_collect else empty
+        vk = torch.cat([x.repeat_interleave(k, dim=0) for x, k in zip(vs, widths)])  # [sum R_j*K_j, D]
         state = self._initial_state(vk)
-        words = v.new_full((vk.shape[0],), START, dtype=torch.long)
+        words = vk.new_full((vk.shape[0],), START, dtype=torch.long)
         scores, dones, seqs = [], [], []
-        for k in widths:
-            score = v.new_full((r, k), float("-inf"))
+        for x, k in zip(vs, widths):
+            score = x.new_full((x.shape[0], k), float("-inf"))
             score[:, 0] = 0.0  # all beams start identical: keep one alive
             scores.append(score)
-            dones.append(torch.zeros(r, k, dtype=torch.bool, device=dev))
-            seqs.append(v.new_zeros((r, k, 0), dtype=torch.long))
+            dones.append(torch.zeros(x.shape[0], k, dtype=torch.bool, device=dev))
+            seqs.append(x.new_zeros((x.shape[0], k, 0), dtype=torch.long))
+        stopped = [r == 0 for r in sizes]  # a stopped width's rows leave the RNN
         # a finished beam continues with a single zero-cost <pad> so it keeps its place
-        finished = v.new_full((self.vocab_size,), float("-inf"))
+        finished = vk.new_full((self.vocab_size,), float("-inf"))
         finished[PAD] = 0.0
-        region = torch.arange(r, device=dev)[:, None]
+        regions = [torch.arange(r, device=dev)[:, None] for r in sizes]
         for step in range(max_len):
             # finished beams (they only add <pad>) and dead ones (score -inf) need no RNN step
-            need = torch.cat([(~d & (sc > float("-inf"))).view(-1) for d, sc in zip(dones, scores)])
+            need = torch.cat([(~d & (sc > float("-inf")) & (not stop)).view(-1)
+                              for d, sc, stop in zip(dones, scores, stopped)])
             if bool(need.all()):
                 logp_all, state = self._step(vk, words, state)
             else:
@@ -238,8 +252,15 @@ class CaptionDecoder(nn.Module):
                 state = (tuple(s.index_copy(1, idx, n) for s, n in zip(state, state_need))
                          if isinstance(state, tuple) else state.index_copy(1, idx, state_need))
             logp_all = self._mask(logp_all, step)
-            gathers, next_words, offset, stop = [], [], 0, True
-            for j, (k, logp) in enumerate(zip(widths, logp_all.split([r * k for k in widths]))):
+            gathers, next_words, offset = [], [], 0
+            collect_stop = True
+            parts = logp_all.split([r * k for r, k in zip(sizes, widths)])
+            for j, (k, r, logp) in enumerate(zip(widths, sizes, parts)):
+                if stopped[j]:  # keep its rows (and words) as they are
+                    gathers.append(torch.arange(offset, offset + r * k, device=dev))
+                    next_words.append(words[offset:offset + r * k])
+                    offset += r * k
+                    continue
                 logp = torch.where(dones[j][..., None], finished, logp.view(r, k, -1))  # [R, K, V]
                 cand = (scores[j][..., None] + logp).view(r, -1)  # [R, K*V]
                 scores[j], flat = cand.topk(k, dim=1)  # [R, K]
@@ -248,31 +269,54 @@ class CaptionDecoder(nn.Module):
                                      words2[..., None]], 2)
                 ended = (words2 == END) & (scores[j] > float("-inf"))  # [R, K] finished at this step
                 dones[j] = dones[j].gather(1, src) | (words2 == END)
-                gathers.append((src + region * k).view(-1) + offset)
+                gathers.append((src + regions[j] * k).view(-1) + offset)
                 next_words.append(words2.view(-1))
                 offset += r * k
                 # sums of log-probs only fall: stop once no live beam can beat a finished one
                 best_done = scores[j].masked_fill(~dones[j], float("-inf")).amax(dim=1)
                 best_live = scores[j].masked_fill(dones[j], float("-inf")).amax(dim=1)
-                if collect:
+                if collects[j]:
                     if bool(ended.any()):
                         rows, beams = ended.nonzero(as_tuple=True)
                         pools[j].append((rows, seqs[j][rows, beams], scores[j][rows, beams]))
                     # go on while a live beam is within CANDIDATE_MARGIN of the best finished caption
-                    stop = stop and bool((best_live < best_done - CANDIDATE_MARGIN).all())
-                else:
-                    stop = stop and bool((best_done >= best_live).all())
+                    collect_stop = collect_stop and bool((best_live < best_done - CANDIDATE_MARGIN).all())
+                elif bool((best_done >= best_live).all()):
+                    stopped[j] = True
+            if collect_stop:  # the collecting widths stop together
+                stopped = [stop or c for stop, c in zip(stopped, collects)]
             gather = torch.cat(gathers)
             state = tuple(s[:, gather] for s in state) if isinstance(state, tuple) else state[:, gather]
             words = torch.cat(next_words)
-            if stop:
+            if all(stopped):
                 break
         out = []
-        for score, seq in zip(scores, seqs):
+        for score, seq, region in zip(scores, seqs, regions):
             best = score.argmax(dim=1)  # [R]
             rows = seq[region[:, 0], best].tolist()
             out.append(([_strip(row) for row in rows], score[region[:, 0], best]))
-        return (out, pools) if collect else out
+        return (out, pools) if any_collect else out
+
+
+def _better(greedy, beam) -> tuple[list[list[int]], Tensor]:
+    """Per region the higher-scoring of greedy decoding's and the beam's caption."""
+    (greedy_ids, greedy_score), (beam_ids, beam_score) = greedy, beam
+    better = beam_score > greedy_score
+    ids = [b if keep else g for b, g, keep in zip(beam_ids, greedy_ids, better.tolist())]
+    return ids, torch.where(better, beam_score, greedy_score)
+
+
+def _gather_candidates(results, pool, num_regions: int) -> list[list[tuple[list[int], float]]]:
+    """Per region its distinct candidates, most probable first: every width's best (maybe cut at
+    max_len) and every hypothesis of ``pool`` (the widest beam's) that emitted <end>."""
+    out: list[dict[tuple[int, ...], float]] = [{} for _ in range(num_regions)]
+    for best_ids, best_score in results:
+        for r, (ids, score) in enumerate(zip(best_ids, best_score.tolist())):
+            out[r].setdefault(tuple(ids), score)
+    for rows, seqs, scores in pool:
+        for r, seq, score in zip(rows.tolist(), seqs.tolist(), scores.tolist()):
+            out[r].setdefault(tuple(_strip(seq)), score)
+    return [sorted(((list(k), sc) for k, sc in d.items()), key=lambda c: -c[1]) for d in out]
 
 
 def _rows(state, idx: Tensor):

@@ -31,7 +31,7 @@ from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
-from regioncap.models.rerank import CaptionCandidate, find_groups, rerank
+from regioncap.models.rerank import CaptionCandidate, find_groups, group_vectors, rerank
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder, concept_loss, concept_targets
 
@@ -352,12 +352,22 @@ class RegionCaptioner(nn.Module):
         rest[grouped] = False
         texts, scores, cands = [""] * len(v), [0.0] * len(v), [[] for _ in range(len(v))]
         rows = rest.nonzero().flatten().tolist()
-        for k, t, sc, c in zip(rows, *self._caption_regions(v[rows])) if rows else ():
-            texts[k], scores[k], cands[k] = t, sc, c
         owner = torch.searchsorted(grouped, members[1])  # position among the grouped regions
-        ids, sc, per_region = rerank(self.captioner, self.text_encoder, v[grouped.to(v.device)], cfg.rerank_weight,
+        vg = v[grouped.to(v.device)]
+        proposed = None
+        if not cfg.rerank:  # the others' beam search and the groups' candidates in one decoding loop
+            both = torch.cat([vg, group_vectors(vg, members[0], owner)])
+            (ids, logp), proposed = self.captioner.beam_search_and_candidates(v[rows], cfg.beam_size, both,
+                                                                              cfg.group_beam_size)
+            for k, i, lp in zip(rows, ids, logp.tolist()):
+                texts[k], scores[k] = self.vocab.decode(i), lp
+        elif rows:
+            for k, t, sc, c in zip(rows, *self._caption_regions(v[rows])):
+                texts[k], scores[k], cands[k] = t, sc, c
+        ids, sc, per_region = rerank(self.captioner, self.text_encoder, vg, cfg.rerank_weight,
                                      cfg.rerank_length_alpha, cfg.group_beam_size,
-                                     members=(members[0], owner, self.singular_ids), member_weight=cfg.group_weight)
+                                     members=(members[0], owner, self.singular_ids), member_weight=cfg.group_weight,
+                                     proposed=proposed)
         for k, i, s, per in zip(grouped.tolist(), ids, sc.tolist(), per_region):
             texts[k], scores[k] = self.vocab.decode(i), s
             cands[k] = [CaptionCandidate(self.vocab.decode(c[0]), *c[1:]) for c in per]

@@ -184,24 +184,33 @@ def candidate_similarities(decoder, text_encoder, v: Tensor, beam_size: int | No
     return ids, region, log_probs, lengths, sims
 
 
-def group_candidates(decoder, v: Tensor, members: Tensor, owner: Tensor, beam_size: int | None = None
-                     ) -> list[list[tuple[list[int], float]]]:
+def group_vectors(v: Tensor, members: Tensor, owner: Tensor) -> Tensor:
+    """FloatTensor[R, D]: each region's vector plus the mean of its objects' vectors, unit norm (what
+    the decoder is shown besides v in :func:`group_candidates`). owner: LongTensor[K] rows of v."""
+    owner = owner.to(v.device)
+    total = v.new_zeros(v.shape).index_add_(0, owner, members.to(v))
+    count = torch.bincount(owner, minlength=v.shape[0]).clamp(min=1).to(v.dtype)[:, None]
+    return F.normalize(v + total / count, dim=-1)
+
+
+def group_candidates(decoder, v: Tensor, members: Tensor, owner: Tensor, beam_size: int | None = None,
+                     proposed: list | None = None) -> list[list[tuple[list[int], float]]]:
     """Candidates of boxes made up of several objects, per region (word ids, log_prob), most probable first.
 
     The decoder's own candidates for v, and those it proposes for v plus the mean of the objects'
-    vectors (given the box of two circles it says "two circles" more often when it also sees the
-    circles); all of them scored by the decoder given v alone (:meth:`sequence_log_probs`), so that
-    the box's own vector decides how probable each is.
+    vectors (:func:`group_vectors`; given the box of two circles it says "two circles" more often when
+    it also sees the circles); all of them scored by the decoder given v alone
+    (:meth:`~regioncap.models.captioner.CaptionDecoder.sequence_log_probs`), so that the box's own
+    vector decides how probable each is.
 
     Args:
         v: FloatTensor[R, D].  members: FloatTensor[K, D] the objects' vectors, owner: LongTensor[K]
             their rows of v (every row has at least one).
+        proposed: ``decoder.candidates(cat([v, group_vectors(...)]), beam_size)`` if already decoded.
     """
     r = v.shape[0]
-    owner = owner.to(v.device)
-    total = v.new_zeros(r, v.shape[1]).index_add_(0, owner, members.to(v))
-    count = torch.bincount(owner, minlength=r).clamp(min=1).to(v.dtype)[:, None]
-    both = decoder.candidates(torch.cat([v, F.normalize(v + total / count, dim=-1)]), beam_size)
+    both = proposed if proposed is not None else decoder.candidates(
+        torch.cat([v, group_vectors(v, members, owner)]), beam_size)
     own = [{tuple(c): lp for c, lp in both[i]} for i in range(r)]  # log-probs given v already
     new = [(i, c) for i in range(r) for c, _ in both[r + i] if tuple(c) not in own[i]]
     if new:  # the others' log-probabilities given v, in one teacher-forced pass
@@ -229,7 +238,8 @@ def member_similarities(singular_vectors: Tensor, region: Tensor, members: Tenso
 
 def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float = 0.0,
            beam_size: int | None = None, members: tuple[Tensor, Tensor, Tensor] | None = None,
-           member_weight: float = 0.0) -> tuple[list[list[int]], Tensor, list[list[tuple]]]:
+           member_weight: float = 0.0, proposed: list | None = None
+           ) -> tuple[list[list[int]], Tensor, list[list[tuple]]]:
     """Candidates for every region, scored and chosen; batched (one text-encoder call for all of them).
 
     Args:
@@ -238,7 +248,8 @@ def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float 
         v: FloatTensor[R, D] region vectors (unit norm, the joint space).
         members: for boxes made up of several objects, (vectors FloatTensor[K, D] of the objects,
             owner LongTensor[K] the row of v each belongs to, singular_ids LongTensor[V]);
-            ``member_weight`` times :func:`member_similarities` is added to the score (module doc).
+            ``member_weight`` times :func:`member_similarities` is added to the score (module doc);
+            ``proposed``: the decoder's candidates for them, if already decoded (see :func:`group_candidates`).
 
     Returns:
         (chosen word ids per region, FloatTensor[R] their combined scores, per region its candidates
@@ -255,7 +266,8 @@ def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float 
     else:
         vectors, owner, singular_ids = members
         ids, region, log_probs, lengths, sims, singular = candidate_similarities(
-            decoder, text_encoder, v, beam_size, singular_ids, group_candidates(decoder, v, vectors, owner, beam_size))
+            decoder, text_encoder, v, beam_size, singular_ids,
+            group_candidates(decoder, v, vectors, owner, beam_size, proposed))
         extra = member_similarities(singular, region, vectors, owner)
         scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha) + member_weight * extra
     best = best_per_region(scores, region, r)
