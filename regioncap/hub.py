@@ -240,7 +240,8 @@ LIMITATIONS = """## Limitations
   stereotyped descriptions.
 - Captions are short (one phrase per region) and can be wrong with high confidence; the caption
   score is a sequence log-probability (plus, when the config reranks, the weighted region-phrase
-  similarity it was chosen by), not a calibrated probability.
+  similarity it was chosen by, and for a box made up of several detected objects the weighted
+  similarity of those objects), not a calibrated probability.
 - The detector knows eight coarse entity types; small, crowded or unusual objects are often missed.
 - English only. Not suitable for identifying people, surveillance, or any decision about a person.
 """
@@ -287,7 +288,9 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         f"| text encoder | embedding {c.text_encoder.embed_dim} + GRU {c.text_encoder.hidden_dim} |",
         f"| caption decoder | {c.captioner.rnn.upper()} {c.captioner.hidden_dim}, beam {c.captioner.beam_size}"
         + (f"; reranked: log-prob / (words + 1)^{c.captioner.rerank_length_alpha:g} + "
-           f"{c.captioner.rerank_weight:g} x region-phrase similarity" if c.captioner.rerank else "") + " |",
+           f"{c.captioner.rerank_weight:g} x region-phrase similarity" if c.captioner.rerank else "")
+        + (f"; a box made up of detected objects: beam {c.captioner.group_beam_size}, + "
+           f"{c.captioner.group_weight:g} x the objects' similarity" if c.captioner.group_weight else "") + " |",
         f"| vocabulary | {c.vocab_size} tokens |",
         "",
         "## Training data",
