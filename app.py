@@ -68,9 +68,12 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                     with gr.Accordion("Candidate captions", open=False):
                         gr.Markdown("Each region's caption is chosen among the decoder's candidates by "
                                     "log-prob / (words + 1)^α + weight × similarity to the region (the model's "
-                                    "config sets α and the weight; a model that does not rerank lists none).")
+                                    "config sets α and the weight; a model that does not rerank lists none). "
+                                    "A box made up of several detected objects (\"two stars\") also adds the "
+                                    "group weight × the objects' similarity to the caption read in the singular.")
                         candidates = gr.Dataframe(headers=CANDIDATE_HEADERS, interactive=False, wrap=True,
-                                                  datatype=["number", "str", "number", "number", "number", "str"],
+                                                  datatype=["number", "str", "number", "number", "str", "number",
+                                                            "str"],
                                                   elem_id="candidates-table")
                     with gr.Row():
                         box = gr.Textbox(label="Caption your own box", placeholder="x1, y1, x2, y2 in image pixels",

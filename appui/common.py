@@ -37,7 +37,8 @@ THRESHOLD_HOW = ("the threshold separating true from false phrase-region pairs b
                  "see `python -m regioncap.calibrate`")
 TABLE_HEADERS = ["#", "caption", "entity type", "detector score", "caption score", "box (x1, y1, x2, y2)"]
 MATCH_HEADERS = ["rank", "region #", "caption", "similarity", "box (x1, y1, x2, y2)"]
-CANDIDATE_HEADERS = ["region #", "candidate caption", "log-prob", "similarity", "score", "chosen"]
+CANDIDATE_HEADERS = ["region #", "candidate caption", "log-prob", "similarity", "objects' similarity", "score",
+                     "chosen"]
 PHRASE_COLOURS = {str(i + 1): "#" + "".join(f"{c:02x}" for c in PALETTE[i % len(PALETTE)]) for i in range(64)}
 SHAPES_NOTE = ("This demo model was trained only on synthetic scenes of coloured, patterned shapes (circles, "
                "squares, triangles, stars, hexagons, crosses) on plain backgrounds: on a real photo it will "

@@ -81,10 +81,12 @@ class RegionApp:
         return picture, rows, self.files.json(data, stem)
 
     def candidate_rows(self, view: View | None) -> list[list]:
-        """Every region's candidate captions with their scores (empty when the model does not rerank)."""
+        """Every region's candidate captions with their scores (empty when the model does not rerank and
+        the region is not made up of several detected objects); "objects' similarity" only for those."""
         if view is None:
             return []
-        return [[i + 1, c.caption, round(c.log_prob, 3), round(c.similarity, 3), round(c.score, 3),
+        return [[i + 1, c.caption, round(c.log_prob, 3), round(c.similarity, 3),
+                 "" if c.member_similarity is None else round(c.member_similarity, 3), round(c.score, 3),
                  "✓" if k == 0 else ""]
                 for i, cands in enumerate(view.result.candidates) for k, c in enumerate(cands)]
 

@@ -340,8 +340,17 @@ def test_candidate_table_lists_each_regions_candidates_chosen_first(tiny_model):
     assert len(rows) == sum(len(c) for c in result.candidates) >= 2
     for i, region in enumerate(result.regions):
         mine = [r for r in rows if r[0] == i + 1]
-        assert mine[0][1] == region.caption and mine[0][5] == "✓" and all(r[5] == "" for r in mine[1:])
-        assert mine[0][4] == round(region.caption_score, 3)
+        assert mine[0][1] == region.caption and mine[0][6] == "✓" and all(r[6] == "" for r in mine[1:])
+        assert mine[0][5] == round(region.caption_score, 3) and all(r[4] == "" for r in mine)  # no group here
+    # a box made up of two detected objects: the objects' similarity is listed
+    found = model.analyze(EXAMPLE, boxes=[[10, 10, 40, 60], [50, 10, 90, 60]], captions=False)
+    for r in found.regions:  # stand-ins for two confident detections
+        r.label, r.score = "people", 0.9
+    model.config.captioner.group_weight = 5.0
+    grouped = model.analyze(EXAMPLE, boxes=[[10, 10, 90, 60]], objects=found)
+    rows = app.RegionApp(None).candidate_rows(app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), grouped,
+                                                       Image.new("RGB", (8, 8)), 1.0))
+    assert rows and all(isinstance(r[4], float) for r in rows) and rows[0][1] == grouped.regions[0].caption
 
 
 def test_regioncap_index_names_the_shared_collection(tiny_model, tmp_path, monkeypatch):
