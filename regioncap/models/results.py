@@ -67,8 +67,9 @@ class AnalysisResult:
         width, height: the image size in pixels.  timings_ms: dict of stage timings.
 
         candidates: per region, the captions it was chosen among (``CaptionCandidate``: caption,
-            log_prob, similarity, score), best first — empty lists when the model does not rerank
-            (``captioner.rerank_weight`` and ``rerank_length_alpha`` 0) or captions were not asked for.
+            log_prob, similarity, score, member_similarity), best first — empty lists when the model does
+            not rerank (``captioner.rerank_weight`` and ``rerank_length_alpha`` 0) and the region is not
+            made up of several detected objects (``captioner.group_weight``), or captions were not asked for.
 
     ``query`` and ``align`` reuse the vectors and only run the model's text encoder.
     """
