@@ -376,3 +376,30 @@ def test_regioncap_index_names_the_shared_collection(tiny_model, tmp_path, monke
     region_app.open_collection([])
     with pytest.raises(app.RegionCapError, match="built by the model"):
         region_app.search_collection("a red circle", 3, None)
+
+
+def test_a_box_around_two_detected_objects_of_one_shape_is_captioned_with_their_help():
+    """The app hands add_box the photo's regions as objects: with the demo model (group_weight set), a box
+    around the example's two squares is "two squares", chosen with the squares' similarity."""
+    from types import SimpleNamespace
+
+    from regioncap import RegionCaptioner
+
+    app = load_app()
+    model = RegionCaptioner.from_pretrained(str(ROOT / "assets" / "demo-model"))
+    assert model.config.captioner.group_weight > 0
+    result = model.analyze(EXAMPLE, max_regions=10, score_threshold=0.5)
+    squares = [r for r in result.regions if r.caption.endswith(" square")]
+    assert len(squares) == 2  # the example holds a small blue and a large black square
+    a, b = squares[0].box, squares[1].box
+    box = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+    view = app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.5), result, Image.new("RGB", (8, 8)), 1.0)
+    added = app.RegionApp(SimpleNamespace(get=lambda: model)).add_box(view, box)
+    mine = added.result.regions[-1]
+    assert mine.label == "user" and "squares" in mine.caption.split()
+    cands = added.result.candidates[-1]
+    assert cands[0].caption == mine.caption and all(c.member_similarity is not None for c in cands)
+    rows = [r for r in app.RegionApp(None).candidate_rows(added) if r[0] == len(result.regions) + 1]
+    assert rows[0][1] == mine.caption and rows[0][6] == "✓" and isinstance(rows[0][4], float)
+    # without the photo's regions (a box captioned alone) nothing tells the squares apart from the box
+    assert model.analyze(EXAMPLE, boxes=[box]).candidates == [[]]
