@@ -272,6 +272,9 @@ def test_a_box_made_up_of_detected_objects_is_captioned_with_their_help(make_mod
         model.analyze(torch.rand(3, 50, 50), boxes=boxes, objects=found)
     with pytest.raises(RegionCapError, match="AnalysisResult"):
         model.analyze(image, boxes=boxes, objects=[[0, 0, 1, 1]])
+    other = make_model(joint_dim=8).analyze(image, boxes=objects, captions=False)
+    with pytest.raises(RegionCapError, match="8-d region vectors"):
+        model.analyze(image, boxes=boxes, objects=other)
     # detected regions: a detection made up of two others is captioned with their help
     monkeypatch.setattr(model, "_detect", _fixed_objects(boxes[:1] + objects, [0.95, 0.9, 0.8]))
     detected = model.analyze(image, score_threshold=0.0)

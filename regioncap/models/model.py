@@ -264,6 +264,9 @@ class RegionCaptioner(nn.Module):
             if (objects.width, objects.height) != tuple(frame[2:]):
                 raise RegionCapError(f"objects is a result of a {objects.width}x{objects.height} image, "
                                      f"this one is {frame[2]}x{frame[3]}")
+            if objects.vectors.shape[-1] != self.config.joint_dim:
+                raise RegionCapError(f"objects holds {objects.vectors.shape[-1]}-d region vectors, this model's "
+                                     f"are {self.config.joint_dim}-d: pass a result of this model")
             found = [i for i, r in enumerate(objects.regions) if r.label != "user"]
             obj_boxes = (user_boxes_in_frame([objects.regions[i].box for i in found], frame) if found
                          else torch.zeros(0, 4))
@@ -374,6 +377,7 @@ class RegionCaptioner(nn.Module):
         return texts, scores, cands
 
     def _caption_regions(self, v: Tensor) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
+        """Captions of v [R, D] by the config's rule alone (plain beam search or reranking)."""
         cfg = self.config.captioner
         if not cfg.rerank:
             ids, logp = self.captioner.beam_search(v, cfg.beam_size)
