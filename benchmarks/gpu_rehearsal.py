@@ -7,7 +7,8 @@ It generates a synthetic data set (the photo preset, ~500x375, when this checkou
 stage (detector, alignment, captioner) for a bounded number of steps with AMP (bf16 autocast on CUDA;
 the model keeps box arithmetic in fp32), and reports images/s per stage, peak GPU memory, ``analyze()``
 images/s at batch 1 and 8, and the largest difference between the device's and the CPU's outputs on
-the same batch (detections, region vectors, caption log-probs). Every section is time-boxed and a
+the same batch (detections, region vectors, caption log-probs), and the bundled demo model's captions of
+boxes made up of two detected objects on both (group captions). Every section is time-boxed and a
 failure is reported, not fatal. ``report.json`` and ``report.md`` go to ``--out`` (default ``$OUT``).
 
 Only regioncap's core and train modules are imported (no Gradio, no Qdrant); the APIs used exist in
@@ -206,6 +207,40 @@ class Rehearsal:
                 "note": "fp32 inference on both; the device is the CPU itself" if self.device.type == "cpu" else
                         "fp32 inference on both"}
 
+    def group_captions(self) -> dict:
+        """The bundled demo model's captions of boxes made up of two detected objects (``analyze(...,
+        objects=)``, captioner.group_weight) on the device and on the CPU: the example photos, every box
+        around two of the CPU's confident detections, the CPU's detections as the objects for both."""
+        from PIL import Image
+
+        from regioncap.models.rerank import find_groups
+
+        demo = ROOT / "assets" / "demo-model"
+        model, cpu_model = (RegionCaptioner.from_pretrained(demo, device=d) for d in (self.device, "cpu"))
+        groups, boxes_seen, same, sim_diff, score_diff = 0, 0, True, 0.0, 0.0
+        for path in sorted((ROOT / "assets" / "examples").glob("*.jpg")):
+            image = Image.open(path).convert("RGB")
+            found = cpu_model.analyze(image, max_regions=20, score_threshold=0.5, captions=False)
+            det = torch.tensor([r.box for r in found.regions]).reshape(-1, 4)
+            pairs = [torch.cat([torch.min(det[i, :2], det[j, :2]), torch.max(det[i, 2:], det[j, 2:])]).tolist()
+                     for i in range(len(det)) for j in range(i + 1, len(det))]
+            if not pairs:
+                continue
+            member = find_groups(torch.tensor(pairs), det, torch.tensor([r.score for r in found.regions]))
+            rd = model.analyze(image, boxes=pairs, objects=found)
+            rc = cpu_model.analyze(image, boxes=pairs, objects=found)
+            boxes_seen += len(pairs)
+            groups += int(member.any(1).sum())
+            for x, y, cx, cy in zip(rd.regions, rc.regions, rd.candidates, rc.candidates):
+                same &= x.caption == y.caption and len(cx) == len(cy)
+                score_diff = max(score_diff, abs(x.caption_score - y.caption_score))
+                for a, b in zip(cx, cy):
+                    if a.caption == b.caption and a.member_similarity is not None:
+                        sim_diff = max(sim_diff, abs(a.member_similarity - b.member_similarity))
+        return {"boxes": boxes_seen, "group_boxes": groups, "same_captions": bool(same),
+                "caption_score_max_diff": score_diff, "member_similarity_max_diff": sim_diff,
+                "group_weight": model.config.captioner.group_weight}
+
     def _eval_model(self) -> RegionCaptioner:
         if self.model is None:
             self.model, self.dataset = build_model(self.args, self.data_root, self.device)
@@ -221,6 +256,7 @@ class Rehearsal:
             self.section(f"train_{stage}", a.stage_seconds + 60, lambda stage=stage: self.train(stage))
         self.section("analyze", a.analyze_seconds, self.analyze_speed)
         self.section("device_vs_cpu", a.analyze_seconds, self.device_vs_cpu)
+        self.section("group_captions", a.analyze_seconds, self.group_captions)
         self.report["setup"]["total_seconds"] = round(time.perf_counter() - T0, 1)
         self.write()
         return self.report

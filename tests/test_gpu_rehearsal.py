@@ -15,13 +15,15 @@ def test_smoke_run_on_cpu(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     sections = report["sections"]
     assert list(sections) == ["data", "train_detector", "train_alignment", "train_captioner", "analyze",
-                              "device_vs_cpu"]
+                              "device_vs_cpu", "group_captions"]
     assert all(s["ok"] for s in sections.values()), {k: s.get("error") for k, s in sections.items()}
     assert sections["data"]["preset"] == "photo"
     for stage in ("detector", "alignment", "captioner"):
         assert sections[f"train_{stage}"]["steps"] == 2 and sections[f"train_{stage}"]["images_per_s"] > 0
     assert sections["analyze"]["batch_1_images_per_s"] > 0 and sections["analyze"]["batch_8_images_per_s"] > 0
     assert sections["device_vs_cpu"]["region_vector_max_diff"] == 0.0  # the "device" is the CPU itself
+    groups = sections["group_captions"]
+    assert groups["group_boxes"] >= 1 and groups["same_captions"] and groups["member_similarity_max_diff"] == 0.0
     table = (tmp_path / "report.md").read_text()
     assert "| train_captioner | yes |" in table and "gpu_rehearsal.py" in proc.stdout + table
 
