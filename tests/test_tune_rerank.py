@@ -62,7 +62,9 @@ def test_group_weight_grid_on_regions_made_up_of_objects(setup, tmp_path, monkey
         member[:, :2] = len(det_boxes) >= 2
         return member
 
-    monkeypatch.setattr(tune_rerank, "find_groups", first_two)
+    from regioncap.models import rerank
+
+    monkeypatch.setattr(rerank, "find_groups", first_two)
     args = tune_rerank.get_args_parser().parse_args(
         ["--model", str(model), "--data", str(root), "--split", "val", "--beam-sizes", "2", "--weights", "0",
          "--alphas", "0", "--group-weights", "0,5", "--group-beam-size", "3", "--write", "--no-progress"])

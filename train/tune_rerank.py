@@ -33,8 +33,8 @@ from regioncap import hub
 from regioncap.data.dataset import Flickr30kEntities
 from regioncap.errors import RegionCapError, fail
 from regioncap.metrics import attribute_mention_rates, bleu
-from regioncap.models.rerank import (best_per_region, candidate_similarities, find_groups, group_candidates,
-                                     member_similarities, rerank_scores)
+from regioncap.models.rerank import (best_per_region, candidate_similarities, group_candidate_similarities,
+                                     group_members, rerank_scores)
 from train.evaluate import AP_MAX_REGIONS, AP_SCORE_THRESHOLD, ATTRIBUTE_WORDS, truth_from_dataset
 
 BATCH = 256  # regions per decoder / text-encoder call
@@ -52,7 +52,7 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
     the regions made up of several objects: (their rows, (ids, region, log_probs, lengths, sims,
     member_sims)) for the group candidates at ``captioner.group_beam_size``, or None if there are none.
     """
-    vectors, refs, members, owner = [], [], [], []
+    vectors, refs, boxes_seen, objects = [], [], [], []
     for i in tqdm(range(n), desc="regions", unit="img", disable=not progress):
         truth = truth_from_dataset(dataset, i)
         keep = [c for c, r in enumerate(truth.chain_refs) if r]
@@ -63,11 +63,9 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
         if groups:  # the objects in the image: the detections train.evaluate hands analyze() with the boxes
             det = model.analyze(truth.image, max_regions=AP_MAX_REGIONS, score_threshold=AP_SCORE_THRESHOLD,
                                 captions=False)
-            det_boxes = torch.tensor([r.box for r in det.regions], dtype=torch.float32).reshape(-1, 4)
-            member = find_groups(boxes, det_boxes, torch.tensor([r.score for r in det.regions]))
-            row, obj = member.nonzero(as_tuple=True)
-            members.append(det.vectors.float()[obj])
-            owner.append(row + len(refs))
+            boxes_seen.append(boxes)
+            objects.append((torch.tensor([r.box for r in det.regions], dtype=torch.float32).reshape(-1, 4),
+                            torch.tensor([r.score for r in det.regions]), det.vectors))
         vectors.append(res.vectors.float())
         refs.extend(truth.chain_refs[c] for c in keep)
     if not vectors:
@@ -89,17 +87,14 @@ def collect(model, dataset, n: int, beam_sizes: list[int], progress: bool = True
             out[beam] = (ids, torch.cat(region), torch.cat(logp), torch.cat(lengths), torch.cat(sims))
         if not groups:
             return refs, out
-        owner = torch.cat(owner) if owner else torch.zeros(0, dtype=torch.long)
-        if not len(owner):
+        members = group_members(boxes_seen, objects)  # rows: the regions in refs' order
+        if members is None:
             return refs, out, None
-        rows = torch.unique(owner)
-        local = torch.searchsorted(rows, owner)
+        rows = torch.unique(members[1])
         vg = v[rows].to(model.device)
-        mv = torch.cat(members).to(model.device)
-        cands = group_candidates(model.captioner, vg, mv, local, model.config.captioner.group_beam_size)
-        ids, region, logp, lengths, sims, singular = candidate_similarities(
-            model.captioner, model.text_encoder, vg, None, model.singular_ids, cands)
-        group = (rows, (ids, region, logp, lengths, sims, member_similarities(singular, region, mv, local)))
+        group = (rows, group_candidate_similarities(model.captioner, model.text_encoder, vg,
+                                                    members[0].to(model.device), torch.searchsorted(rows, members[1]),
+                                                    model.singular_ids, model.config.captioner.group_beam_size))
     return refs, out, group
 
 

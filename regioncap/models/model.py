@@ -31,7 +31,7 @@ from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
-from regioncap.models.rerank import CaptionCandidate, find_groups, group_vectors, rerank
+from regioncap.models.rerank import CaptionCandidate, group_members, group_vectors, rerank
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder, concept_loss, concept_targets
 
@@ -303,7 +303,7 @@ class RegionCaptioner(nn.Module):
             if captions and len(region_v):
                 if groups and user_boxes is None:  # a detection may be made up of other detections
                     objects = [(d[0], d[1], p[1:]) for d, p in zip(dets, per_image)]
-                members = self._group_members(dets, objects) if groups and objects is not None else None
+                members = group_members([d[0] for d in dets], objects) if groups and objects is not None else None
                 texts, logps, cands = self._caption(region_v, members)
             else:
                 texts, logps, cands = [""] * len(region_v), [0.0] * len(region_v), [[] for _ in region_v]
@@ -324,20 +324,6 @@ class RegionCaptioner(nn.Module):
                                           cands[k - len(regions):k]))
         return results
 
-    @staticmethod
-    def _group_members(dets, objects) -> tuple[Tensor, Tensor] | None:
-        """For the regions made up of several objects (:func:`~regioncap.models.rerank.find_groups`):
-        (the objects' vectors FloatTensor[K, D], owner LongTensor[K] each one's row among all images'
-        regions), or None when no region is. ``objects`` per image: (boxes, scores, vectors)."""
-        rows, owner, offset = [], [], 0
-        for (boxes, _, _), (obj_boxes, obj_scores, obj_vectors) in zip(dets, objects):
-            region, obj = find_groups(boxes, obj_boxes, obj_scores).nonzero(as_tuple=True)  # [N_i, M_i]
-            rows.append(obj_vectors[obj.to(obj_vectors.device)].float())
-            owner.append(region.cpu() + offset)
-            offset += len(boxes)
-        owner = torch.cat(owner)
-        return (torch.cat(rows), owner) if len(owner) else None
-
     def _caption(self, v: Tensor, members: tuple[Tensor, Tensor] | None = None
                  ) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
         """Captions of region vectors v [R, D]: (texts, caption scores, candidates per region).
@@ -345,7 +331,8 @@ class RegionCaptioner(nn.Module):
         Plain beam search when the config does not rerank (no candidates); otherwise the decoder's
         candidates, all encoded in one text-encoder call, chosen by :func:`~regioncap.models.rerank.rerank`.
         Regions made up of several objects (``members``: their vectors and owner rows, see
-        :meth:`_group_members`) are captioned apart, with the objects' help (``captioner.group_weight``).
+        :func:`~regioncap.models.rerank.group_members`) are captioned apart, with the objects' help
+        (``captioner.group_weight``).
         """
         cfg = self.config.captioner
         if members is None or cfg.group_weight == 0:

@@ -122,6 +122,27 @@ def find_groups(boxes: Tensor, det_boxes: Tensor, det_scores: Tensor) -> Tensor:
     return member & (best >= GROUP_MIN_COVER)[:, None]
 
 
+def group_members(boxes: list[Tensor], objects: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor] | None:
+    """The objects that make up each box, over several images (:func:`find_groups`).
+
+    Args:
+        boxes: per image FloatTensor[N_i, 4] the boxes to caption.  objects: per image (boxes [M_i, 4],
+            scores [M_i], vectors [M_i, D]) of its detected objects, in the same pixels.
+
+    Returns:
+        (the objects' vectors FloatTensor[K, D], owner LongTensor[K] (CPU) each one's box among all
+        images' boxes, in order), or None when no box is made up of objects.
+    """
+    rows, owner, offset = [], [], 0
+    for b, (obj_boxes, obj_scores, obj_vectors) in zip(boxes, objects):
+        region, obj = find_groups(b, obj_boxes, obj_scores).nonzero(as_tuple=True)  # [N_i, M_i]
+        rows.append(obj_vectors[obj.to(obj_vectors.device)].float())
+        owner.append(region.cpu() + offset)
+        offset += len(b)
+    owner = torch.cat(owner) if owner else torch.zeros(0, dtype=torch.long)
+    return (torch.cat(rows), owner) if len(owner) else None
+
+
 def rerank_scores(log_probs: Tensor, lengths: Tensor, similarities: Tensor, weight: float,
                   length_alpha: float = 0.0) -> Tensor:
     """Combined scores FloatTensor[C] of C candidates.
@@ -236,6 +257,16 @@ def member_similarities(singular_vectors: Tensor, region: Tensor, members: Tenso
     return ((sims * mine).sum(1) / count).cpu()
 
 
+def group_candidate_similarities(decoder, text_encoder, v: Tensor, members: Tensor, owner: Tensor,
+                                 singular_ids: Tensor, beam_size: int | None = None, proposed: list | None = None):
+    """:func:`candidate_similarities` of the boxes made up of objects (rows of v), over
+    :func:`group_candidates`, with a sixth item: each candidate's :func:`member_similarities`."""
+    ids, region, log_probs, lengths, sims, singular = candidate_similarities(
+        decoder, text_encoder, v, beam_size, singular_ids, group_candidates(decoder, v, members, owner, beam_size,
+                                                                             proposed))
+    return ids, region, log_probs, lengths, sims, member_similarities(singular, region, members, owner)
+
+
 def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float = 0.0,
            beam_size: int | None = None, members: tuple[Tensor, Tensor, Tensor] | None = None,
            member_weight: float = 0.0, proposed: list | None = None
@@ -264,11 +295,8 @@ def rerank(decoder, text_encoder, v: Tensor, weight: float, length_alpha: float 
         scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha)
         extra = None
     else:
-        vectors, owner, singular_ids = members
-        ids, region, log_probs, lengths, sims, singular = candidate_similarities(
-            decoder, text_encoder, v, beam_size, singular_ids,
-            group_candidates(decoder, v, vectors, owner, beam_size, proposed))
-        extra = member_similarities(singular, region, vectors, owner)
+        ids, region, log_probs, lengths, sims, extra = group_candidate_similarities(
+            decoder, text_encoder, v, *members, beam_size, proposed)
         scores = rerank_scores(log_probs, lengths, sims, weight, length_alpha) + member_weight * extra
     best = best_per_region(scores, region, r)
     per_region: list[list[tuple]] = [[] for _ in range(r)]
