@@ -41,6 +41,13 @@ LOSSES = ("detector", "align", "caption")
 PARTS = ("detector", "region_encoder", "text_encoder", "captioner")
 
 
+def _check_settings(max_regions, score_threshold) -> None:
+    if isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 0:
+        raise RegionCapError(f"max_regions must be an integer >= 0, got {max_regions!r}")
+    if not isinstance(score_threshold, (int, float)) or not 0.0 <= float(score_threshold) <= 1.0:
+        raise RegionCapError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+
+
 class RegionCaptioner(nn.Module):
     """Detector + region encoder + text encoder + caption decoder.
 
@@ -251,10 +258,7 @@ class RegionCaptioner(nn.Module):
             ImageError: unreadable image.  RegionCapError: bad ``boxes`` / ``max_regions`` / threshold /
             ``objects`` (not a result of an image of this size).
         """
-        if isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 0:
-            raise RegionCapError(f"max_regions must be an integer >= 0, got {max_regions!r}")
-        if not isinstance(score_threshold, (int, float)) or not 0.0 <= float(score_threshold) <= 1.0:
-            raise RegionCapError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+        _check_settings(max_regions, score_threshold)
         if objects is not None and not isinstance(objects, AnalysisResult):
             raise RegionCapError(f"objects must be an AnalysisResult of the same image, got {type(objects).__name__}")
         tensor, frame = prepare_image(image, self.config.detector.max_size, self.device)
@@ -273,6 +277,31 @@ class RegionCaptioner(nn.Module):
             known = [(obj_boxes.to(tensor.device), torch.tensor([objects.regions[i].score for i in found]),
                       objects.vectors[found].to(tensor.device))]
         return self._analyze_batch([tensor], max_regions, float(score_threshold), user, captions, [frame], known)[0]
+
+    def analyze_batch(self, images: list, max_regions: int = 10, score_threshold: float = 0.5,
+                      captions: bool = True) -> list[AnalysisResult]:
+        """``[analyze(im, max_regions, score_threshold) for im in images]`` in fewer model calls.
+
+        Images whose work tensors have the same size run through the model together (one backbone batch,
+        one caption decoding); images of different sizes run apart, so that no image is padded beyond
+        what it is padded to alone and each result is the one ``analyze`` gives (equal up to float
+        rounding). On a GPU, photos of one camera (one aspect ratio) make full batches.
+
+        Raises:
+            ImageError: an image cannot be read (decode the images first to keep going past bad files).
+        """
+        _check_settings(max_regions, score_threshold)
+        prepared = [prepare_image(im, self.config.detector.max_size, self.device) for im in images]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (tensor, _) in enumerate(prepared):
+            by_shape.setdefault(tuple(tensor.shape), []).append(i)
+        results: list[AnalysisResult | None] = [None] * len(prepared)
+        for members in by_shape.values():
+            batch = self._analyze_batch([prepared[i][0] for i in members], max_regions, float(score_threshold),
+                                        captions=captions, frames=[prepared[i][1] for i in members])
+            for i, result in zip(members, batch):
+                results[i] = result
+        return results
 
     def _analyze_batch(self, images: list[Tensor], max_regions: int = 10, score_threshold: float = 0.5,
                        user_boxes: list[Tensor] | None = None, captions: bool = True,
