@@ -8,7 +8,8 @@ from PIL import Image, ImageDraw
 
 from regioncap.errors import SearchIndexError, TextError
 from regioncap.index import RegionIndex
-from regioncap.index.files import expand_paths, model_identity, point_id
+from regioncap.index.files import expand_paths, point_id
+from regioncap.models.identity import model_identity
 from regioncap.index.store import Collections, open_client
 from regioncap.models.alignment import image_sentence_scores, region_phrase_similarity
 

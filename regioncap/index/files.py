@@ -1,4 +1,4 @@
-"""Which files to index, their content keys, and the identity of the model that embeds them.
+"""Which files to index and their content keys.
 
 Files are recognised by content, not by name: every file under the given folders is a candidate and
 the image loader decides (a text file ends up in the ``failed`` list with its reason). Hidden files
@@ -8,13 +8,9 @@ and folders (names starting with ".") inside a folder are skipped; a file named 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
-import weakref
 from pathlib import Path
-
-import torch
 
 from regioncap.errors import ImageError
 
@@ -68,24 +64,3 @@ def read_file(path: Path) -> tuple[bytes, str]:
 def point_id(key: str) -> str:
     """A Qdrant point id (a UUID) derived from ``key``: the same key always gives the same id."""
     return str(uuid.UUID(hashlib.sha256(key.encode()).hexdigest()[:32]))
-
-
-_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def model_identity(model) -> str:
-    """sha256 over the model's config and every weight (name, dtype, shape, bytes): two models share an
-    identity only if they embed identically. Remembered per model object (its weights are not expected
-    to change while it serves an index)."""
-    if model not in _IDENTITIES:
-        _IDENTITIES[model] = _identity(model)
-    return _IDENTITIES[model]
-
-
-def _identity(model) -> str:
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

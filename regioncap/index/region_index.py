@@ -25,7 +25,8 @@ import torch
 
 from regioncap.data.image import load_image
 from regioncap.errors import ImageError, RegionCapError, SearchIndexError, TextError
-from regioncap.index.files import expand_paths, model_identity, point_id, read_file
+from regioncap.index.files import expand_paths, point_id, read_file
+from regioncap.models.identity import model_identity
 from regioncap.index.store import SCHEMA, Collections, is_url, open_client
 from regioncap.models.results import AnalysisResult, Region, sentence_phrases
 
@@ -86,7 +87,7 @@ class RegionIndex:
         location: an index folder (embedded Qdrant; created by :meth:`add`), ``":memory:"``, or the
             ``http(s)://`` URL of a Qdrant server.
         model: the RegionCaptioner that analyses the photos and encodes queries. An index remembers the
-            model that built it (:func:`~regioncap.index.files.model_identity`) and refuses another.
+            model that built it (:func:`~regioncap.models.identity.model_identity`) and refuses another.
         max_regions, score_threshold: the ``analyze`` settings of newly indexed images.
         create: False opens an existing index only (SearchIndexError when there is none).
         prefix: collection-name prefix (several indexes can share one server).
