@@ -10,12 +10,13 @@ Stored as ``vocab.json``: ``{"tokens": [...every token, specials first...], "min
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+import types
 from collections import Counter
 from pathlib import Path
 from collections.abc import Iterable
-
-from nltk.tokenize import TreebankWordTokenizer
 
 from regioncap.errors import ModelFileError
 from regioncap.fileio import write_json_atomic
@@ -25,7 +26,35 @@ PAD_TOKEN, START_TOKEN, END_TOKEN, UNK_TOKEN = "<pad>", "<start>", "<end>", "<un
 SPECIAL_TOKENS = [PAD_TOKEN, START_TOKEN, END_TOKEN, UNK_TOKEN]
 VOCAB_FILE = "vocab.json"
 
-_tokenizer = TreebankWordTokenizer()
+
+
+def _treebank_tokenizer():
+    """nltk's TreebankWordTokenizer, imported without nltk's package ``__init__`` where nltk is not loaded yet.
+
+    ``import nltk`` loads every subpackage, scipy.stats among them: 1.6 s on the reference machine, more
+    than torch, for a tokenizer that is four imports of pure Python (75 ms). A ``search`` call pays it on
+    every run, so the two packages on the way are entered as bare namespaces for the time of the import
+    and then removed; a later ``import nltk`` (BLEU in training) runs nltk's own ``__init__`` as usual.
+    """
+    if "nltk" in sys.modules:
+        from nltk.tokenize import TreebankWordTokenizer
+
+        return TreebankWordTokenizer()
+    spec = importlib.util.find_spec("nltk")
+    root = list(spec.submodule_search_locations)
+    stubs = {"nltk": root, "nltk.tokenize": [str(Path(root[0]) / "tokenize")]}
+    for name, path in stubs.items():
+        sys.modules[name] = module = types.ModuleType(name)
+        module.__path__ = path
+    try:
+        from nltk.tokenize.treebank import TreebankWordTokenizer
+    finally:
+        for name in stubs:
+            sys.modules.pop(name, None)
+    return TreebankWordTokenizer()
+
+
+_tokenizer = _treebank_tokenizer()
 # plurals no suffix rule finds (Flickr30k's people words among them)
 IRREGULAR_PLURALS = {"men": "man", "women": "woman", "children": "child", "people": "person", "feet": "foot",
                      "teeth": "tooth", "mice": "mouse", "geese": "goose", "oxen": "ox", "knives": "knife",

@@ -19,7 +19,11 @@ _IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def model_identity(model) -> str:
     """sha256 hex of ``model``'s config, vocabulary and weights. Remembered per model object (its
-    weights are not expected to change while it serves an index or a result)."""
+    weights are not expected to change while it serves an index or a result). A model that carries its
+    identity (``TextModel``: the text side of a saved model, identified by all of its weights) gives it."""
+    known = getattr(model, "identity", None)
+    if isinstance(known, str):
+        return known
     if model not in _IDENTITIES:
         _IDENTITIES[model] = state_identity(model.config.to_dict(), model.vocab.id_to_token, model.state_dict())
     return _IDENTITIES[model]
