@@ -58,17 +58,19 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _texts(regions: Sequence[Any], labels: Sequence[str] | None, numbered: bool) -> list[str]:
+def _texts(regions: Sequence[Any], labels: Sequence[str] | None, numbered: bool,
+           numbers: Sequence[int] | None = None) -> list[str]:
     out = []
     for i, region in enumerate(regions):
         caption = labels[i] if labels is not None else _box_and_caption(region)[1]
-        prefix = f"{i + 1}" if numbered else ""
+        prefix = f"{numbers[i] if numbers is not None else i + 1}" if numbered else ""
         out.append(f"{prefix}. {caption}" if prefix and caption else prefix or caption)
     return out
 
 
 def label_rects(size: tuple[int, int], regions: Sequence[Any], labels: Sequence[str] | None = None,
-                numbered: bool = True) -> tuple[list[tuple[int, int, int, int]], list[str]]:
+                numbered: bool = True, numbers: Sequence[int] | None = None
+                ) -> tuple[list[tuple[int, int, int, int]], list[str]]:
     """Where :func:`draw_regions` puts each label tag in an image of ``size`` (W, H): rectangles
     (x0, y0, x1, y1) inside the image, not overlapping where there is room, and the (possibly
     ellipsized) texts. A tag goes above its box, else inside its top, below it, inside its bottom,
@@ -78,7 +80,7 @@ def label_rects(size: tuple[int, int], regions: Sequence[Any], labels: Sequence[
     font, pad = _font(font_size), max(2, line)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))  # measures text only
     placed, fitted = [], []
-    for region, text in zip(regions, _texts(regions, labels, numbered)):
+    for region, text in zip(regions, _texts(regions, labels, numbered, numbers)):
         x1, y1, _x2, y2 = _box_and_caption(region)[0]
         text = _ellipsize(draw, text, font, max(1, width - 2 * pad))
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -99,7 +101,7 @@ def label_rects(size: tuple[int, int], regions: Sequence[Any], labels: Sequence[
 
 
 def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = None, *,
-                 numbered: bool = True) -> Image.Image:
+                 numbered: bool = True, numbers: Sequence[int] | None = None) -> Image.Image:
     """Draw numbered boxes with captions; returns a new RGB image (the input is not changed).
 
     Args:
@@ -108,6 +110,8 @@ def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = N
             "box" / "caption" (the CLI's JSON).
         labels: text per region instead of its caption (e.g. a similarity for query results).
         numbered: prefix each label with its 1-based index, matching the regions list.
+        numbers: each region's own number (>= 1) instead of its index, for the prefix and the colour
+            (e.g. a region followed across video frames keeps both).
     """
     image = load_image(image).copy()
     width, height = image.size
@@ -115,9 +119,10 @@ def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = N
     font, pad = _font(font_size), max(2, line)
     draw = ImageDraw.Draw(image)
     boxes = [[float(c) for c in _box_and_caption(r)[0]] for r in regions]
-    rects, texts = label_rects(image.size, regions, labels, numbered)
+    rects, texts = label_rects(image.size, regions, labels, numbered, numbers)
+    colours = [PALETTE[(numbers[i] - 1 if numbers is not None else i) % len(PALETTE)] for i in range(len(boxes))]
     for i, (x1, y1, x2, y2) in enumerate(boxes):
-        colour = PALETTE[i % len(PALETTE)]
+        colour = colours[i]
         x1, x2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
         y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
         draw.rectangle((x1, y1, x2, y2), outline=OUTLINE, width=line + 2)  # dark edge shows on light images
@@ -126,7 +131,7 @@ def draw_regions(image, regions: Sequence[Any], labels: Sequence[str] | None = N
     for i, ((x0, y0, x1, y1), text) in enumerate(zip(rects, texts)):
         if not text:
             continue
-        colour = PALETTE[i % len(PALETTE)]
+        colour = colours[i]
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=colour, outline=OUTLINE)
         left, top, _, _ = draw.textbbox((0, 0), text, font=font)
         draw.text((x0 + pad - left, y0 + pad - top), text, fill=_text_colour(colour), font=font)

@@ -48,6 +48,15 @@ def test_dict_regions_custom_labels_tiny_image_and_empty():
     assert np.array_equal(np.asarray(draw_regions(image, [])), np.asarray(image))
 
 
+def test_own_numbers_set_the_label_prefix_and_the_colour():
+    image = Image.new("RGB", (120, 80), (128, 128, 128))
+    boxes = [{"box": [5, 30, 40, 70], "caption": "a red circle"}, {"box": [60, 30, 110, 70], "caption": "a square"}]
+    assert label_rects(image.size, boxes, numbers=[7, 2])[1] == ["7. a red circle", "2. a square"]
+    arr = np.asarray(draw_regions(image, boxes, numbers=[7, 2]))
+    assert (arr == PALETTE[6]).all(axis=2).any() and (arr == PALETTE[1]).all(axis=2).any()
+    assert not (arr == PALETTE[0]).all(axis=2).any()  # index 0's colour is not used
+
+
 def test_phrase_spans_find_the_typed_phrases_in_order():
     from regioncap.viz import phrase_spans
 
