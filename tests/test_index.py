@@ -1,5 +1,10 @@
-"""regioncap.index: Qdrant's MaxSim is S_kl; stored scores are align()'s and query()'s; incremental, safe updates."""
+"""regioncap.index: Qdrant's MaxSim is S_kl; stored scores are align()'s and query()'s; incremental, safe updates.
 
+The tests that take ``where`` run against each engine that runs here: Qdrant Edge (an index folder) and
+the server path (qdrant-client; its in-process mode plays the server).
+"""
+
+import json
 import shutil
 
 import pytest
@@ -8,10 +13,11 @@ from PIL import Image, ImageDraw
 
 from regioncap.errors import SearchIndexError, TextError
 from regioncap.index import RegionIndex
-from regioncap.index.files import expand_paths, point_id
-from regioncap.models.identity import model_identity
-from regioncap.index.store import Collections, open_client
+from regioncap.index.edge import EdgeStore
+from regioncap.index.files import expand_paths
+from regioncap.index.store import ServerStore
 from regioncap.models.alignment import image_sentence_scores, region_phrase_similarity
+from regioncap.models.identity import model_identity
 
 SENTENCE = "a large red circle next to the small blue square"
 
@@ -37,13 +43,32 @@ def photos(tmp_path):
     return folder, paths
 
 
+@pytest.fixture(params=["edge", "server"])
+def where(request, tmp_path):
+    """``where(name)``: the location of index ``name`` on this engine; the same name, the same index."""
+    if request.param == "edge":
+        return lambda name="index": tmp_path / name
+    from qdrant_client import QdrantClient
+
+    server = QdrantClient(":memory:")  # one "server" for the test; RegionIndex leaves its client open
+    request.addfinalizer(server.close)
+    return lambda name="index": server
+
+
 def open_index(location, model, **kw):
     return RegionIndex(location, model, score_threshold=0.0, **kw)
 
 
-def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data():
-    from qdrant_client import models
+def row_count(index) -> int:
+    return index.store.count_regions()
 
+
+def expected_rows(index) -> int:
+    return sum(1 + len(i["regions"]) for i in index.images())  # the whole image, then each region
+
+
+@pytest.mark.parametrize("engine", ["edge", "server"])
+def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data(engine, tmp_path):
     g = torch.Generator().manual_seed(0)
     dim, counts = 16, [1, 3, 5, 2, 7, 4]  # regions per image (row 0 plays the whole image)
     v = torch.nn.functional.normalize(torch.randn(sum(counts), dim, generator=g), dim=1)
@@ -53,20 +78,28 @@ def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data():
     phrase_sentence = torch.repeat_interleave(torch.arange(len(sentences)), torch.tensor([len(x) for x in sentences]))
     expected = image_sentence_scores(region_phrase_similarity(v, s), region_image, phrase_sentence,
                                      len(counts), len(sentences))  # [K, S]
-    store = Collections(open_client(":memory:", create=True))
+    if engine == "edge":
+        store = EdgeStore(tmp_path / "index")
+    else:
+        from qdrant_client import QdrantClient
+
+        store = ServerStore(QdrantClient(":memory:"))
     store.create(dim, {"model_id": "random"})
     rows = v.split(counts)
-    store.client.upsert(store.images, [models.PointStruct(id=k, vector=rows[k].tolist()) for k in range(len(counts))])
+    items = [(f"{k:064x}", rows[k].numpy(), {"hash": f"{k:064x}", "k": k}) for k in range(len(counts))]
+    store.put_rows(items)
+    store.put_images(items)
     for j, q in enumerate(sentences):
-        found = store.client.query_points(store.images, query=q.tolist(), limit=len(counts)).points
-        got = torch.tensor([p.score for p in sorted(found, key=lambda p: p.id)])
-        torch.testing.assert_close(got, expected[:, j], atol=1e-5, rtol=0)
-        assert [p.id for p in found] == expected[:, j].argsort(descending=True).tolist()
+        found = store.sentence_candidates(q.numpy(), len(counts), ["k"])
+        assert [p["k"] for p, _ in found] == expected[:, j].argsort(descending=True).tolist()
+        for payload, vectors in found:  # the stored vectors come back as they went in
+            assert torch.equal(torch.from_numpy(vectors), rows[payload["k"]])
+    store.close()
 
 
-def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, photos, tmp_path):
+def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, photos, where):
     folder, paths = photos
-    with open_index(tmp_path / "index", tiny_model) as index:
+    with open_index(where(), tiny_model) as index:
         counts = index.add([folder])
         assert (counts["added"], counts["failed"], len(index)) == (3, [], 3)
         hits = index.search(SENTENCE, top_k=3)
@@ -87,9 +120,9 @@ def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, ph
         assert len(index.search(SENTENCE, top_k=1)) == 1
 
 
-def test_reindex_is_a_no_op_changes_are_updated_and_prune_forgets(tiny_model, photos, tmp_path):
+def test_reindex_is_a_no_op_changes_are_updated_and_prune_forgets(tiny_model, photos, where):
     folder, paths = photos
-    location = tmp_path / "index"
+    location = where()
     with open_index(location, tiny_model) as index:
         index.add([folder])
     with open_index(location, tiny_model) as index:  # reopened from disk
@@ -106,27 +139,26 @@ def test_reindex_is_a_no_op_changes_are_updated_and_prune_forgets(tiny_model, ph
         assert index.prune() == 1  # c.png's image; b.jpg's keeps its other path
         assert len(index) == 2 and all(len(p) == 1 for p in (i["paths"] for i in index.images()))
         assert index.remove([folder]) == 2 and len(index) == 0
-        assert index.client.count(index.store.regions, exact=True).count == 0
+        assert row_count(index) == 0
 
 
-def test_other_settings_reanalyse(tiny_model, photos, tmp_path):
+def test_other_settings_reanalyse(tiny_model, photos, where):
     folder, _ = photos
-    with open_index(tmp_path / "index", tiny_model) as index:
+    with open_index(where(), tiny_model) as index:
         index.add([folder])
-    with RegionIndex(tmp_path / "index", tiny_model, max_regions=1, score_threshold=0.0) as index:
+    with RegionIndex(where(), tiny_model, max_regions=1, score_threshold=0.0) as index:
         assert index.add([folder])["updated"] == 3
         assert all(len(i["regions"]) <= 1 for i in index.images())
-        assert index.client.count(index.store.regions, exact=True).count == sum(
-            len(i["regions"]) for i in index.images())
+        assert row_count(index) == expected_rows(index)
 
 
-def test_files_are_recognised_by_content(tiny_model, photos, tmp_path):
+def test_files_are_recognised_by_content(tiny_model, photos, tmp_path, where):
     folder, _ = photos
     (folder / "notes.jpg").write_text("not a picture")
     scene(folder / "picture.txt", 6)  # a PNG whatever its name says
     scene(folder / "no-extension", 5)
     (folder / ".hidden.png").write_bytes(b"junk")  # hidden files in a folder are skipped
-    with open_index(tmp_path / "index", tiny_model) as index:
+    with open_index(where(), tiny_model) as index:
         counts = index.add([folder, tmp_path / "missing"])
         failed = {f["path"]: f["error"] for f in counts["failed"]}
         assert set(failed) == {str((folder / "notes.jpg").resolve()), str(tmp_path / "missing")}
@@ -134,34 +166,52 @@ def test_files_are_recognised_by_content(tiny_model, photos, tmp_path):
         assert counts["added"] == 5 and len(index) == 5
 
 
-def test_another_model_is_refused_by_name(tiny_model, make_model, photos, tmp_path):
+def test_another_model_is_refused_by_name(tiny_model, make_model, photos, where):
     tiny_model.name_or_path = "models/first"
-    with open_index(tmp_path / "index", tiny_model) as index:
+    with open_index(where(), tiny_model) as index:
         index.add([photos[0]])
     other = make_model(seed=1)
     other.name_or_path = "models/second"
     assert model_identity(other) != model_identity(tiny_model)
     assert model_identity(make_model(seed=0)) == model_identity(tiny_model)
     with pytest.raises(SearchIndexError, match="built by the model models/first.*not by models/second"):
-        RegionIndex(tmp_path / "index", other)
-    with RegionIndex(tmp_path / "index", tiny_model) as index:  # the refusal released the folder
+        RegionIndex(where(), other)
+    with RegionIndex(where(), tiny_model) as index:  # the refusal released the folder
         assert len(index) == 3
 
 
-def test_half_written_image_is_repaired(tiny_model, photos, tmp_path):
+def test_a_vocabulary_change_is_another_model(tiny_model, make_model):
+    from regioncap.data.vocab import Vocabulary
+
+    other = make_model(seed=0)
+    other.vocab = Vocabulary(tiny_model.vocab.id_to_token[4:-1] + ["zebra"])  # same size, config, weights
+    assert model_identity(other) != model_identity(tiny_model)
+
+
+def test_half_written_image_is_repaired(tiny_model, photos, where):
     folder, paths = photos
-    with open_index(tmp_path / "index", tiny_model) as index:
+    with open_index(where(), tiny_model) as index:
         index.add([folder])
-        # what a kill between the region write and the image write leaves: regions, no image point
-        digest = index.images()[0]["hash"]
-        index.client.delete(index.store.images, points_selector=[point_id(digest)])
+        # what a kill between the row write and the image write leaves: rows, no image point
+        info = index.images()[0]
+        index.store.delete_images({info["hash"]: -1})  # -1: the image point only, none of its rows
         assert len(index) == 2
         assert index.add([folder]) == {"added": 1, "updated": 0, "unchanged": 2, "failed": []}
-        assert index.client.count(index.store.regions, exact=True).count == sum(
-            len(i["regions"]) for i in index.images())
+        assert row_count(index) == expected_rows(index)
+
+
+def test_rows_of_an_image_never_written_are_removed(tiny_model, photos, where):
+    folder, paths = photos
+    with open_index(where(), tiny_model) as index:
+        index.add([paths[0]])
+        orphan = "f" * 64  # rows written, then killed before the image point
+        index.store.put_rows([(orphan, torch.nn.functional.normalize(torch.randn(3, 16), dim=1).numpy(), {})])
+        assert index.add([paths[1]])["added"] == 1
+        assert row_count(index) == expected_rows(index)
 
 
 def test_one_process_per_folder_and_clear_errors(tiny_model, photos, tmp_path):
+    """(The embedded engine's folder rules; a server's errors are its own.)"""
     with open_index(tmp_path / "index", tiny_model):
         with pytest.raises(SearchIndexError, match="open in another process"):
             RegionIndex(tmp_path / "index", tiny_model)
@@ -184,3 +234,48 @@ def test_expand_paths_is_sorted_absolute_and_deduplicated(photos, tmp_path):
     files, missing = expand_paths([folder, paths[0], tmp_path / "nope"])
     assert files == sorted(p.resolve() for p in paths)
     assert missing == [(str(tmp_path / "nope"), "no such file or folder")]
+
+
+def test_an_old_format_folder_is_refused_and_never_opened(tiny_model, tmp_path):
+    old = tmp_path / "old-index"  # what qdrant-client's local mode left: pickles in SQLite
+    (old / "collection" / "regioncap_images").mkdir(parents=True)
+    (old / "meta.json").write_text(json.dumps({"collections": {}}))
+    (old / "collection" / "regioncap_images" / "storage.sqlite").write_bytes(b"\x80\x04pickle")
+    for create in (True, False):
+        with pytest.raises(SearchIndexError, match="old format.*rebuild it.*regioncap index PHOTOS --index"):
+            RegionIndex(old, tiny_model, create=create)
+    assert sorted(p.name for p in old.iterdir()) == ["collection", "meta.json"]  # nothing written there
+
+
+def test_reanalysis_keeps_every_path_whatever_the_kill(tiny_model, photos, tmp_path, monkeypatch):
+    """Two paths share one image; re-analysing it (other settings) is killed between its writes: the
+    image keeps both paths at every point, and the next run completes it."""
+    folder, paths = photos
+    twin = folder / "twin.png"
+    shutil.copy(paths[0], twin)
+    with open_index(tmp_path / "index", tiny_model) as index:
+        index.add([folder])
+    both = sorted([str(paths[0].resolve()), str(twin.resolve())])
+
+    class Killed(Exception):
+        pass
+
+    def kill(*args):
+        raise Killed
+
+    for step in ("put_images", "delete_rows"):  # killed after the rows, then after the image point
+        with RegionIndex(tmp_path / "index", tiny_model, max_regions=1, score_threshold=0.0) as index:
+            monkeypatch.setattr(index.store, step, kill)
+            with pytest.raises(Killed):
+                index.add([paths[0]])
+            monkeypatch.undo()
+            stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]]
+            assert len(stored) == 1 and sorted(stored[0]["paths"]) == both
+        with RegionIndex(tmp_path / "index", tiny_model, max_regions=1, score_threshold=0.0) as index:
+            index.add([folder])
+            stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]]
+            assert sorted(stored[0]["paths"]) == both and len(stored[0]["regions"]) <= 1
+            assert row_count(index) == expected_rows(index)
+        with open_index(tmp_path / "index", tiny_model) as index:  # back to the first settings for the next kill
+            index.add([folder])
+            assert row_count(index) == expected_rows(index)

@@ -1,6 +1,6 @@
 """RegionIndex: a searchable collection of photos (Karpathy & Fei-Fei's image-sentence retrieval, on Qdrant).
 
-    index = RegionIndex("photos.index", model)           # a folder (embedded Qdrant), ":memory:" or a URL
+    index = RegionIndex("photos.index", model)           # a folder (Qdrant Edge), ":memory:", a URL or a QdrantClient
     index.add(["~/Pictures"])                             # {"added": .., "updated": .., "unchanged": .., ...}
     index.search("a red circle next to a blue square")    # [ImageHit], best S_kl first
     index.search("a red circle", by="regions")            # [RegionHit], best similarity first
@@ -9,9 +9,11 @@ Qdrant ranks the candidates; their scores are then recomputed in torch from the 
 the very code of ``AnalysisResult.align`` / ``query``, so an image's ``score`` *is* ``align(text).score``
 on the stored regions and a region's ``similarity`` *is* ``query()``'s (not merely close in float32).
 
-Keys and crash safety: an image is keyed by the sha256 of its bytes; its regions are written first and
-its image point last, so an image counts as indexed only once complete. A killed run leaves at most
-regions without an image point (removed on the next ``add``) and the next run redoes that image.
+Keys and crash safety: an image is keyed by the sha256 of its bytes; its rows (regions) are written first
+and its image point last, so an image counts as indexed only once complete. A killed run leaves at most
+rows without an image point (removed on the next ``add``) and the next run redoes that image. An image
+analysed again (other settings) is overwritten in place, its paths kept, and only then are rows it no
+longer has deleted: no kill loses a path.
 """
 
 from __future__ import annotations
@@ -21,19 +23,22 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from regioncap.data.image import load_image
-from regioncap.errors import ImageError, RegionCapError, SearchIndexError, TextError
-from regioncap.index.files import expand_paths, point_id, read_file
+from regioncap import batch
+from regioncap.errors import RegionCapError, SearchIndexError, TextError
+from regioncap.index.edge import EdgeStore, row_ids
+from regioncap.index.files import expand_paths
+from regioncap.index.store import ServerStore, connect, is_url
 from regioncap.models.identity import model_identity
-from regioncap.index.store import SCHEMA, Collections, is_url, open_client
 from regioncap.models.results import AnalysisResult, Region, sentence_phrases
 
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 1000
 RERANK_MARGIN = 3  # extra candidates re-scored: Qdrant's and torch's float rounding may order near-ties apart
+MEMORY = ":memory:"
 IMAGE_FIELDS = ["hash", "paths", "width", "height", "regions", "max_regions", "threshold"]
 
 
@@ -84,24 +89,29 @@ class RegionIndex:
     """A collection of analysed photos in Qdrant, searchable by sentence (images) or phrase (regions).
 
     Args:
-        location: an index folder (embedded Qdrant; created by :meth:`add`), ``":memory:"``, or the
-            ``http(s)://`` URL of a Qdrant server.
-        model: the RegionCaptioner that analyses the photos and encodes queries. An index remembers the
-            model that built it (:func:`~regioncap.models.identity.model_identity`) and refuses another.
+        location: an index folder (Qdrant Edge, in the process; created by :meth:`add`), ``":memory:"``
+            (an embedded index in a temporary folder, removed on :meth:`close`), the ``http(s)://`` URL of
+            a Qdrant server, or a connected ``qdrant_client.QdrantClient``.
+        model: the RegionCaptioner that analyses the photos and encodes queries (a ``TextModel`` can only
+            search). An index remembers the model that built it
+            (:func:`~regioncap.models.identity.model_identity`) and refuses another.
         max_regions, score_threshold: the ``analyze`` settings of newly indexed images.
         create: False opens an existing index only (SearchIndexError when there is none).
-        prefix: collection-name prefix (several indexes can share one server).
+        prefix: collection-name prefix on a server (several indexes can share one server).
     """
 
     def __init__(self, location, model, max_regions: int = 10, score_threshold: float = 0.5,
                  create: bool = True, prefix: str = "regioncap"):
-        self.location, self.model = str(location), model
+        self.location, self.model = location if not isinstance(location, (str, Path)) else str(location), model
         self.max_regions, self.score_threshold = max_regions, float(score_threshold)
         self.model_id = model_identity(model)
-        self.model_name = str(getattr(model, "name_or_path", "an unsaved model"))
-        self._lock = threading.RLock()  # embedded Qdrant is not thread-safe; the app calls from threads
-        self.client = open_client(self.location, create)
-        self.store = Collections(self.client, prefix, local=not is_url(self.location))
+        self.model_name = str(getattr(model, "name_or_path", None) or "an unsaved model")
+        self._lock = threading.RLock()  # one writer at a time; the app calls from threads
+        if isinstance(self.location, str) and not is_url(self.location):
+            self.store = EdgeStore(None if self.location == MEMORY else Path(self.location).expanduser(), create)
+        else:
+            owned = is_url(self.location)
+            self.store = ServerStore(connect(self.location) if owned else self.location, prefix, owned)
         meta = self.store.read_meta()
         if meta is None and not create:
             self.close()
@@ -110,7 +120,7 @@ class RegionIndex:
             self._check_model(meta)
         else:
             self.store.create(model.config.joint_dim, {"model": self.model_name, "model_id": self.model_id,
-                                                       "dim": model.config.joint_dim, "schema": SCHEMA})
+                                                       "dim": model.config.joint_dim})
 
     def _check_model(self, meta: dict) -> None:
         if meta.get("model_id") != self.model_id:
@@ -122,11 +132,8 @@ class RegionIndex:
                 "index (vectors from another model are meaningless here)")
 
     def close(self) -> None:
-        """Release the index (the folder lock of embedded mode)."""
-        try:
-            self.client.close()
-        except Exception:  # closing twice, or after a failed open
-            logger.debug("closing %s", self.location, exc_info=True)
+        """Release the index (the folder's lock, a temporary folder, a server connection it opened)."""
+        self.store.close()
 
     def __enter__(self) -> RegionIndex:
         return self
@@ -135,108 +142,104 @@ class RegionIndex:
         self.close()
 
     def __len__(self) -> int:
-        with self._lock:
-            return self.client.count(self.store.images, exact=True).count
-
-    def len(self) -> int:
         """Number of distinct images (by content) in the index."""
-        return len(self)
+        with self._lock:
+            return self.store.count_images()
 
     # -- writing ------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, dict], dict[str, set[str]]]:
         """(hash -> image payload, path -> hashes listing it) for every indexed image."""
         images, by_path = {}, {}
-        for p in self.store.scroll(self.store.images, ["hash", "paths", "max_regions", "threshold", "regions"]):
-            images[p.payload["hash"]] = p.payload
-            for path in p.payload["paths"]:
-                by_path.setdefault(path, set()).add(p.payload["hash"])
+        for payload in self.store.scroll_images(["hash", "paths", "max_regions", "threshold", "regions"]):
+            images[payload["hash"]] = payload
+            for path in payload["paths"]:
+                by_path.setdefault(path, set()).add(payload["hash"])
         return images, by_path
 
     def _drop_orphans(self, images: dict[str, dict]) -> None:
-        """Remove regions whose image point was never written (a run killed between the two writes)."""
-        expected = sum(len(p["regions"]) for p in images.values())
-        if self.client.count(self.store.regions, exact=True).count == expected:
+        """Remove rows no stored image has: those of an image whose point was never written (a run killed
+        between the two writes) or that a re-analysed image no longer has."""
+        expected = set(row_ids({digest: len(p["regions"]) for digest, p in images.items()}))
+        if self.store.count_regions() == len(expected):
             return
-        orphans = {p.payload["hash"] for p in self.store.scroll(self.store.regions, ["hash"])} - set(images)
-        self.store.delete_regions_of(sorted(orphans))
+        self.store.delete_rows([pid for pid, _ in self.store.region_rows() if pid not in expected])
 
-    def _write(self, digest: str, result: AnalysisResult, paths: list[str], replace: bool) -> dict:
-        from qdrant_client import models
+    def _current(self, info: dict | None) -> bool:
+        return info is not None and (info["max_regions"], info["threshold"]) == (self.max_regions,
+                                                                                 self.score_threshold)
 
-        if replace:  # other settings: the image point goes first, so a kill leaves only orphans (see add)
-            self.client.delete(self.store.images, points_selector=[point_id(digest)], wait=True)
-            self.store.delete_regions_of([digest])
+    def write(self, digest: str, result: AnalysisResult, paths: list[str], old: dict | None = None) -> dict:
+        """Store ``result`` as image ``digest`` with these ``paths``; ``old``: its payload when it is
+        stored already (other settings): it is overwritten in place, then its surplus rows deleted."""
         regions = [r.to_dict() | {"score": r.score, "caption_score": r.caption_score} for r in result.regions]
-        points = [models.PointStruct(id=point_id(f"{digest}:{i}"), vector=v.tolist(),
-                                     payload={"hash": digest, "index": i, "path": paths[0], **regions[i]})
-                  for i, v in enumerate(result.vectors)]
-        if points:
-            self.client.upsert(self.store.regions, points, wait=True)
         payload = {"hash": digest, "paths": paths, "width": result.width, "height": result.height,
                    "regions": regions, "max_regions": self.max_regions, "threshold": self.score_threshold}
-        multivector = torch.cat([result.image_vector[None], result.vectors]).tolist()  # row 0: whole image
-        self.client.upsert(self.store.images, [models.PointStruct(id=point_id(digest), vector=multivector,
-                                                                  payload=payload)], wait=True)
+        multivector = torch.cat([result.image_vector[None], result.vectors]).numpy()  # row 0: whole image
+        self.store.put_rows([(digest, multivector, payload)])  # rows first: an image is stored once complete
+        self.store.put_images([(digest, multivector, payload)])
+        if old is not None and len(old["regions"]) > len(regions):
+            self.store.delete_rows(row_ids({digest: len(old["regions"])})[1 + len(regions):])
         return payload
 
     def _set_paths(self, images: dict, digest: str, paths: list[str]) -> None:
-        """Give image ``digest`` these paths; with none left, the image and its regions are deleted."""
+        """Give image ``digest`` these paths; with none left, the image and its rows are deleted."""
         if paths:
-            self.client.set_payload(self.store.images, {"paths": paths}, points=[point_id(digest)], wait=True)
+            self.store.set_paths(digest, paths)
             images[digest]["paths"] = paths
         else:
-            self.client.delete(self.store.images, points_selector=[point_id(digest)], wait=True)
-            self.store.delete_regions_of([digest])
+            self.store.delete_images({digest: len(images[digest]["regions"])})
             images.pop(digest, None)
 
-    def add(self, paths, progress=None) -> dict:
+    def add(self, paths, progress=None, batch_size: int | None = None, workers: int | None = None) -> dict:
         """Index image files and folders (recursive); returns ``{"added", "updated", "unchanged", "failed"}``
         (``failed``: ``[{"path", "error"}]``). ``progress``: optional wrapper of the file list (e.g. tqdm).
+        ``workers`` threads read and decode files while the model analyses ``batch_size`` images at a time
+        (defaults: :func:`regioncap.batch.default_workers`, :func:`~regioncap.batch.default_batch_size`).
 
         A file whose bytes are already indexed (under this path, with these settings) is unchanged; a known
         path with new bytes is updated; a new path is added (the same bytes under two paths are stored once).
         """
+        if not hasattr(self.model, "analyze_batch"):
+            raise RegionCapError(f"{self.model_name}: loaded for searching only; load the whole model to add photos")
         files, missing = expand_paths(paths)
         counts = {"added": 0, "updated": 0, "unchanged": 0,
                   "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
+        batch_size = batch_size or batch.default_batch_size(getattr(self.model, "device", "cpu"))
         with self._lock:
             images, by_path = self._state()
             self._drop_orphans(images)
-            for path in progress(files) if progress else files:
-                key = str(path)
-                try:
-                    status = self._add_one(path, images, by_path.get(key, set()))
-                except ImageError as e:
-                    counts["failed"].append({"path": key, "error": str(e)})
+            loaded = batch.load_files(files, workers, decode=lambda path, digest: not self._current(images.get(digest)))
+            results = batch.analyze_loaded(self.model, loaded, batch_size, self.max_regions, self.score_threshold)
+            for item, result in progress(_Sized(results, len(files))) if progress else results:
+                if item.error is not None:
+                    counts["failed"].append({"path": str(item.path), "error": item.error})
                     continue
-                by_path[key] = {status[1]}
-                counts[status[0]] += 1
+                key = str(item.path)
+                status = self._apply(key, item.digest, result, images, by_path.get(key, set()))
+                by_path[key] = {item.digest}
+                counts[status] += 1
+            self.store.optimize()
         return counts
 
-    def _add_one(self, path: Path, images: dict, old: set[str]) -> tuple[str, str]:
-        key = str(path)
-        data, digest = read_file(path)
+    def _apply(self, key: str, digest: str, result: AnalysisResult | None, images: dict, old: set[str]) -> str:
+        """Record file ``key`` with content ``digest`` (``result``: its analysis, None when it was not
+        needed); returns its status."""
         info = images.get(digest)
-        current = info is not None and (info["max_regions"], info["threshold"]) == (self.max_regions,
-                                                                                    self.score_threshold)
-        if current and key in info["paths"]:
+        if self._current(info) and key in info["paths"]:
             status = "unchanged"
-        elif current:
+        elif self._current(info):
             self._set_paths(images, digest, info["paths"] + [key])
             status = "updated" if old - {digest} else "added"
         else:
-            try:
-                image = load_image(data)
-            except ImageError as e:
-                raise ImageError(str(e).replace("image data", key, 1)) from None
-            result = self.model.analyze(image, max_regions=self.max_regions, score_threshold=self.score_threshold)
+            if result is None:  # the same bytes as a file analysed with other settings earlier in this run
+                result = self.model.analyze_batch([key], self.max_regions, self.score_threshold)[0]
             keep = info["paths"] if info else []
-            images[digest] = self._write(digest, result, keep + ([key] if key not in keep else []), info is not None)
+            images[digest] = self.write(digest, result, keep + ([key] if key not in keep else []), info)
             status = "updated" if info or old - {digest} else "added"
         for stale in old - {digest}:  # the file's earlier content (or a run killed mid-update)
             if stale in images:
                 self._set_paths(images, stale, [p for p in images[stale]["paths"] if p != key])
-        return status, digest
+        return status
 
     def remove(self, paths) -> int:
         """Forget these files (folders: every indexed file under them); returns the images removed."""
@@ -277,48 +280,54 @@ class RegionIndex:
     def _images(self, text: str, top_k: int) -> list[ImageHit]:
         phrases = sentence_phrases(text, self.model)  # exactly align()'s phrases
         s = self.model.encode_text(phrases)  # [P, D]
-        found = self.client.query_points(self.store.images, query=s.tolist(), limit=top_k + RERANK_MARGIN,
-                                         with_payload=IMAGE_FIELDS, with_vectors=True).points
         hits = []
-        for p in found:
-            alignment = self._result(p).align_encoded(phrases, s)
-            w, h = p.payload["width"], p.payload["height"]
+        for payload, vectors in self.store.sentence_candidates(s.numpy(), top_k + RERANK_MARGIN, IMAGE_FIELDS):
+            alignment = self._result(payload, vectors).align_encoded(phrases, s)
+            w, h = payload["width"], payload["height"]
             matches = [Match(a.phrase, a.region.box if a.region else [0, 0, w, h], a.region.caption if a.region
                              else "", a.similarity, a.region_index) for a in alignment]
-            hits.append(ImageHit(p.payload["paths"][0], alignment.score, matches, w, h, p.payload["hash"],
-                                 list(p.payload["paths"])))
+            hits.append(ImageHit(payload["paths"][0], alignment.score, matches, w, h, payload["hash"],
+                                 list(payload["paths"])))
         hits.sort(key=lambda hit: -hit.score)
         return hits[:top_k]
 
     def _regions(self, text: str, top_k: int) -> list[RegionHit]:
         s = self.model.encode_text([text])[0]  # [D], as query() encodes its phrase
-        found = self.client.query_points(self.store.regions, query=s.tolist(), limit=top_k + RERANK_MARGIN,
-                                         with_payload=["hash", "index"]).points
-        owners = {p.id: p for p in self.client.retrieve(
-            self.store.images, list({point_id(f.payload["hash"]) for f in found}), with_payload=IMAGE_FIELDS,
-            with_vectors=True)}
+        found = self.store.phrase_candidates(s.numpy(), top_k + RERANK_MARGIN)
+        owners = self.store.get_images([digest for digest, _ in found], IMAGE_FIELDS)
         hits, sims = [], {}
-        for f in found:
-            owner = owners.get(point_id(f.payload["hash"]))
-            if owner is None:  # a region whose image is being rewritten
+        for digest, i in found:
+            if digest not in owners or i >= len(owners[digest][0]["regions"]):  # an image being rewritten
                 continue
-            if owner.id not in sims:
-                sims[owner.id] = (self._result(owner).vectors @ s).tolist()  # exactly query()'s product
-            i, payload = f.payload["index"], owner.payload
+            payload, vectors = owners[digest]
+            if digest not in sims:
+                sims[digest] = (self._result(payload, vectors).vectors @ s).tolist()  # exactly query()'s product
             r = payload["regions"][i]
-            hits.append(RegionHit(payload["paths"][0], r["box"], r["caption"], sims[owner.id][i], i,
-                                  payload["width"], payload["height"], payload["hash"]))
+            hits.append(RegionHit(payload["paths"][0], r["box"], r["caption"], sims[digest][i], i,
+                                  payload["width"], payload["height"], digest))
         hits.sort(key=lambda hit: -hit.similarity)
         return hits[:top_k]
 
-    def _result(self, point) -> AnalysisResult:
+    def _result(self, payload: dict, vectors: np.ndarray) -> AnalysisResult:
         """The stored image as the AnalysisResult it came from (regions, vectors, whole-image vector)."""
-        vectors = torch.tensor(point.vector, dtype=torch.float32)  # [1 + N, D]
-        regions = [Region(**r) for r in point.payload["regions"]]
-        return AnalysisResult(regions, vectors[1:], vectors[0], point.payload["width"], point.payload["height"],
-                              {}, self.model)
+        vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))  # [1 + N, D]
+        regions = [Region(**r) for r in payload["regions"]]
+        return AnalysisResult(regions, vectors[1:], vectors[0], payload["width"], payload["height"], {}, self.model)
 
     def images(self) -> list[dict]:
         """Every indexed image: ``{"hash", "paths", "width", "height", "regions"}``."""
         with self._lock:
-            return [dict(p.payload) for p in self.store.scroll(self.store.images, IMAGE_FIELDS)]
+            return [dict(p) for p in self.store.scroll_images(IMAGE_FIELDS)]
+
+
+class _Sized:
+    """An iterator with a length (for a progress bar's total)."""
+
+    def __init__(self, iterator, length: int):
+        self.iterator, self.length = iterator, length
+
+    def __iter__(self):
+        return iter(self.iterator)
+
+    def __len__(self) -> int:
+        return self.length

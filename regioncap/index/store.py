@@ -1,88 +1,49 @@
-"""The Qdrant side of the index: opening a client, the three collections, the model record.
+"""A Qdrant server (or cluster) as the index's engine, through qdrant-client.
+
+The same layout as the embedded engine (:mod:`regioncap.index.edge`), as three collections under a prefix:
 
 * ``<prefix>_images``: one point per image; vector = the multivector ``[whole-image vector, region
   vectors...]`` compared with ``MAX_SIM`` over dot products, so a query made of a sentence's phrase
   vectors scores S_kl = sum_t max_i v_i . s_t (exactly what ``AnalysisResult.align`` sums).
-* ``<prefix>_regions``: one point per region (its unit vector, dot product).
+* ``<prefix>_regions``: one point per row of that multivector (``index`` -1: the whole image).
 * ``<prefix>_meta``: one point recording the model that built the index.
 
-Embedded mode (a folder) is Qdrant's local mode: one process per folder (a file lock), points pickled
-into SQLite, so an index folder is trusted data like a pickle.
+The server ranks; how it does so at scale (shards, HNSW, quantisation, vectors on disk) is its
+configuration: see docs/collection-search.md. Everything else (keys, write order, exact re-scoring)
+is :class:`~regioncap.index.region_index.RegionIndex`'s and the same for both engines.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import warnings
+
+import numpy as np
 
 from regioncap.errors import SearchIndexError
+from regioncap.index.edge import row_ids
+from regioncap.index.files import point_id
 
 logger = logging.getLogger(__name__)
 
 META_ID = 1  # the one point of the meta collection
-SCHEMA = 1  # bumped when the payload layout changes
-MEMORY = ":memory:"
+SCHEMA = 2
 
 
-def is_url(location: str) -> bool:
-    return str(location).startswith(("http://", "https://"))
+def is_url(location) -> bool:
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
 
 
-def open_client(location, create: bool, timeout: int = 10):
-    """A QdrantClient for a folder, ``":memory:"`` or an ``http(s)://`` server URL.
-
-    Raises SearchIndexError: no index folder (and ``create`` False), a folder locked by another
-    process, a file in the way, or a server that does not answer.
-    """
+def connect(url: str, timeout: int = 10):
+    """A QdrantClient for a server URL; SearchIndexError when it does not answer."""
     from qdrant_client import QdrantClient
 
-    location = str(location)
-    if location == MEMORY:
-        return QdrantClient(location=MEMORY)
-    if is_url(location):
-        client = QdrantClient(url=location, timeout=timeout, check_compatibility=False)
-        try:
-            client.get_collections()
-        except Exception as e:  # httpx / grpc / HTTP status errors all mean "not usable"
-            raise SearchIndexError(f"Qdrant server {location} does not answer ({_first_line(e)})") from None
-        return client
-    folder = Path(location).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise SearchIndexError(f"{folder}: is a file, not an index folder")
-    if not create and not folder.is_dir():
-        raise SearchIndexError(f"{folder}: no index there (build one with `python -m regioncap index PHOTOS "
-                               f"--index {folder}`)")
+    client = QdrantClient(url=url, timeout=timeout, check_compatibility=False)
     try:
-        client = QdrantClient(path=str(folder))
-        fast_commits(client)
-        return client
-    except RuntimeError as e:
-        if "already accessed" in str(e):
-            raise SearchIndexError(f"{folder}: the index is open in another process (an index folder can be "
-                                   "used by one process at a time; use a Qdrant server to share one)") from None
-        raise SearchIndexError(f"{folder}: cannot open the index ({_first_line(e)})") from None
-    except Exception as e:  # a damaged storage.sqlite, unreadable folder
-        raise SearchIndexError(f"{folder}: cannot open the index ({_first_line(e)})") from None
-
-
-def fast_commits(client) -> None:
-    """Embedded mode commits every point in its own SQLite transaction, each an fsync (26 ms a point on
-    the shared test machine, 11 points an image). WAL with synchronous=NORMAL keeps every commit atomic
-    (a killed process loses nothing it committed; power loss can lose the last commits, never corrupt
-    the file) without the fsync: 0.4 ms a point. Reaches into qdrant-client's local storage, so any
-    surprise there is logged and ignored."""
-    import sqlite3
-
-    try:
-        collections = client._client.collections  # QdrantLocal: name -> LocalCollection
-        for collection in collections.values():
-            storage = getattr(collection, "storage", None)
-            connection = getattr(storage, "storage", None)
-            if isinstance(connection, sqlite3.Connection):
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-    except (AttributeError, sqlite3.Error) as e:
-        logger.debug("could not switch the index to WAL commits (%s)", e)
+        client.get_collections()
+    except Exception as e:  # httpx / grpc / HTTP status errors all mean "not usable"
+        raise SearchIndexError(f"Qdrant server {url} does not answer ({_first_line(e)})") from None
+    return client
 
 
 def _first_line(exc: BaseException) -> str:
@@ -90,18 +51,18 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-class Collections:
-    """Names and creation of the three collections under one ``prefix``."""
+class ServerStore:
+    """The index's collections on a Qdrant server (``client``: a connected QdrantClient; closed with the
+    store when ``owned``, else the caller's to close)."""
 
-    def __init__(self, client, prefix: str = "regioncap", local: bool = True):
-        self.client, self.local = client, local
+    kind = "server"
+
+    def __init__(self, client, prefix: str = "regioncap", owned: bool = True):
+        self.client, self.owned = client, owned
         self.images, self.regions, self.meta = (f"{prefix}_images", f"{prefix}_regions", f"{prefix}_meta")
 
-    def exist(self) -> bool:
-        return self.client.collection_exists(self.meta)
-
     def read_meta(self) -> dict | None:
-        if not self.exist():
+        if not self.client.collection_exists(self.meta):
             return None
         points = self.client.retrieve(self.meta, [META_ID], with_payload=True)
         return dict(points[0].payload) if points else None
@@ -118,31 +79,96 @@ class Collections:
         if not self.client.collection_exists(self.regions):
             self.client.create_collection(self.regions, vectors_config=models.VectorParams(
                 size=dim, distance=models.Distance.DOT))
-        if not self.local:  # payload indexes only matter (and only exist) on a server
-            for name in (self.images, self.regions):
-                self.client.create_payload_index(name, "hash", models.PayloadSchemaType.KEYWORD)
-            self.client.create_payload_index(self.images, "paths", models.PayloadSchemaType.KEYWORD)
+        for name, field, schema in ((self.regions, "hash", models.PayloadSchemaType.KEYWORD),
+                                    (self.regions, "index", models.PayloadSchemaType.INTEGER),
+                                    (self.images, "paths", models.PayloadSchemaType.KEYWORD)):
+            with warnings.catch_warnings():  # qdrant-client's in-process mode says it has no use for them
+                warnings.simplefilter("ignore", UserWarning)
+                self.client.create_payload_index(name, field, schema)
         if not self.client.collection_exists(self.meta):
             self.client.create_collection(self.meta, vectors_config=models.VectorParams(
                 size=1, distance=models.Distance.DOT))
-        if self.local:
-            fast_commits(self.client)
-        self.client.upsert(self.meta, [models.PointStruct(id=META_ID, vector=[1.0], payload=meta)], wait=True)
+        self.client.upsert(self.meta, [models.PointStruct(id=META_ID, vector=[1.0], payload={"schema": SCHEMA,
+                                                                                             **meta})], wait=True)
 
-    def scroll(self, collection: str, payload, vectors: bool = False, batch: int = 1000):
-        """Every point of ``collection`` (ids, the ``payload`` keys asked for, vectors if asked)."""
+    def close(self) -> None:
+        if not self.owned:
+            return
+        try:
+            self.client.close()
+        except Exception:  # closing twice
+            logger.debug("closing the Qdrant client", exc_info=True)
+
+    def optimize(self) -> None:
+        """Nothing to do: a server optimises in the background."""
+
+    # -- reading ------------------------------------------------------------------------------------
+    def count_images(self) -> int:
+        return self.client.count(self.images, exact=True).count
+
+    def count_regions(self) -> int:
+        return self.client.count(self.regions, exact=True).count
+
+    def _scroll(self, collection: str, payload, batch: int = 1000):
         offset = None
         while True:
-            points, offset = self.client.scroll(collection, limit=batch, offset=offset, with_payload=payload,
-                                                with_vectors=vectors)
+            points, offset = self.client.scroll(collection, limit=batch, offset=offset, with_payload=payload)
             yield from points
             if offset is None:
                 return
 
-    def delete_regions_of(self, hashes: list[str]) -> None:
+    def scroll_images(self, fields: list[str]):
+        for point in self._scroll(self.images, fields):
+            yield point.payload
+
+    def region_rows(self):
+        for point in self._scroll(self.regions, ["hash"]):
+            yield str(point.id), point.payload["hash"]
+
+    def get_images(self, digests, fields: list[str]) -> dict[str, tuple[dict, np.ndarray]]:
+        ids = [point_id(d) for d in dict.fromkeys(digests)]
+        points = self.client.retrieve(self.images, ids, with_payload=fields, with_vectors=True) if ids else []
+        return {p.payload["hash"]: (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}
+
+    def sentence_candidates(self, s: np.ndarray, limit: int, fields: list[str]) -> list[tuple[dict, np.ndarray]]:
+        points = self.client.query_points(self.images, query=s.tolist(), limit=limit, with_payload=fields,
+                                          with_vectors=True).points
+        return [(p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points]
+
+    def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
         from qdrant_client import models
 
-        if hashes:
-            selector = models.FilterSelector(filter=models.Filter(must=[
-                models.FieldCondition(key="hash", match=models.MatchAny(any=list(hashes)))]))
-            self.client.delete(self.regions, points_selector=selector, wait=True)
+        regions_only = models.Filter(must=[models.FieldCondition(key="index", range=models.Range(gte=0))])
+        points = self.client.query_points(self.regions, query=s.tolist(), limit=limit, query_filter=regions_only,
+                                          with_payload=["hash", "index"]).points
+        return [(p.payload["hash"], int(p.payload["index"])) for p in points]
+
+    # -- writing ------------------------------------------------------------------------------------
+    def put_rows(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
+        from qdrant_client import models
+
+        rows = [models.PointStruct(id=point_id(f"{digest}:{i - 1}"), vector=vector[i].tolist(),
+                                   payload={"hash": digest, "index": i - 1})
+                for digest, vector, _ in items for i in range(len(vector))]
+        for start in range(0, len(rows), 1024):
+            self.client.upsert(self.regions, rows[start:start + 1024], wait=True)
+
+    def put_images(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
+        from qdrant_client import models
+
+        if items:
+            self.client.upsert(self.images, [models.PointStruct(id=point_id(digest), vector=vector.tolist(),
+                                                                payload=payload)
+                                             for digest, vector, payload in items], wait=True)
+
+    def set_paths(self, digest: str, paths: list[str]) -> None:
+        self.client.set_payload(self.images, {"paths": paths}, points=[point_id(digest)], wait=True)
+
+    def delete_images(self, counts: dict[str, int]) -> None:
+        if counts:
+            self.client.delete(self.images, points_selector=[point_id(d) for d in counts], wait=True)
+            self.delete_rows(row_ids(counts))
+
+    def delete_rows(self, ids: list[str]) -> None:
+        if ids:
+            self.client.delete(self.regions, points_selector=ids, wait=True)

@@ -1,0 +1,109 @@
+"""Many images through the model: files read, hashed and decoded by a pool of threads, analysed in batches.
+
+    for item, result in analyze_files(model, files, batch_size=8, workers=4):
+        item.path, item.digest, item.error   # result: AnalysisResult, or None when item.error is set
+
+Decoding (Pillow releases the GIL while it decodes) overlaps the analysis of the previous batch, so a
+GPU is not kept waiting on JPEG decoding; results come back in the order of ``paths``. A file that
+cannot be read or decoded yields its error and the run goes on. ``RegionIndex.add`` and the ``caption``
+command's folders use this; ``analyze_batch`` runs the images of one size together (each result is the
+one ``analyze`` gives).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from regioncap.data.image import load_image
+from regioncap.errors import ImageError
+from regioncap.index.files import read_file
+
+
+@dataclass
+class LoadedFile:
+    """One file: its sha256 ``digest`` (None when unreadable), the decoded ``image`` (None when not asked
+    for or undecodable) and the ``error`` message that says why, naming the file."""
+
+    path: Path
+    digest: str | None = None
+    image: object = None
+    error: str | None = None
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def default_batch_size(device) -> int:
+    """8 images a model call on a GPU; 1 on the CPU, where a batch saves nothing (measured in
+    docs/collection-search.md) and one image at a time shows progress soonest."""
+    return 8 if str(device).startswith("cuda") else 1
+
+
+def _load(path: Path, decode: Callable[[Path, str], bool] | None) -> LoadedFile:
+    item = LoadedFile(Path(path))
+    try:
+        data, item.digest = read_file(item.path)
+        if decode is None or decode(item.path, item.digest):
+            item.image = load_image(data)
+    except ImageError as e:
+        item.error = str(e).replace("image data", str(path), 1)
+    return item
+
+
+def load_files(paths: Iterable, workers: int | None = None, decode: Callable[[Path, str], bool] | None = None,
+               window: int | None = None) -> Iterator[LoadedFile]:
+    """Read, hash and decode files in ``workers`` threads, yielding them in order with at most ``window``
+    (default 4 x workers) in flight. ``decode(path, digest)`` False skips decoding a file (e.g. one an
+    index already holds)."""
+    workers = workers or default_workers()
+    window = window or 4 * workers
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="regioncap-load") as pool:
+        pending: collections.deque = collections.deque()
+        for path in paths:
+            pending.append(pool.submit(_load, path, decode))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_regions: int = 10,
+                   score_threshold: float = 0.5, captions: bool = True
+                   ) -> Iterator[tuple[LoadedFile, object]]:
+    """(item, AnalysisResult or None) for each item, in order: decoded images are analysed ``batch_size``
+    at a time with ``model.analyze_batch``; items without an image pass through with None."""
+    batch: list[LoadedFile] = []
+    waiting: list[LoadedFile] = []  # items in order, the batch's among them
+
+    def flush():
+        results = model.analyze_batch([b.image for b in batch], max_regions, score_threshold, captions=captions)
+        by_id = {id(b): r for b, r in zip(batch, results)}
+        for item in waiting:
+            item_result = by_id.get(id(item))
+            item.image = None  # the decoded picture is not needed any more: free it
+            yield item, item_result
+        batch.clear()
+        waiting.clear()
+
+    for item in items:
+        waiting.append(item)
+        if item.image is not None:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                yield from flush()
+        elif not batch:
+            yield from flush()
+    if waiting:
+        yield from flush()
+
+
+def analyze_files(model, paths: Iterable, batch_size: int = 1, workers: int | None = None, max_regions: int = 10,
+                  score_threshold: float = 0.5, captions: bool = True) -> Iterator[tuple[LoadedFile, object]]:
+    """:func:`load_files` then :func:`analyze_loaded`: every file with its result (None: see its error)."""
+    return analyze_loaded(model, load_files(paths, workers), batch_size, max_regions, score_threshold, captions)

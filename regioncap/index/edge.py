@@ -1,0 +1,267 @@
+"""The embedded engine: Qdrant Edge (``qdrant-edge-py``), Qdrant's own engine in the process.
+
+An index folder holds two Edge shards and a record of the model that built it::
+
+    DIR/regioncap-index.json   {"format": "regioncap-edge", "schema": 2, "model", "model_id", "dim"}; written last
+    DIR/images/                one point per image: the multivector [whole-image vector, region vectors...]
+                               (MaxSim over dot products = S_kl), payload = paths, size, regions, settings
+    DIR/regions/               one point per row of that multivector (``index`` -1 = the whole image):
+                               HNSW over int8-quantised vectors, the originals on disk
+
+Each shard has a write-ahead log and an exclusive lock (a second process is refused). No pickle anywhere.
+
+Searching a large collection has two stages, because a brute-force MaxSim over every image grows with
+the collection (147 ms at 100,000 images, 11 vectors each): a sentence's phrases first find their nearest
+rows in the regions shard (HNSW), the images those rows belong to are the candidates, and Edge's exact
+MaxSim ranks the candidates from the float32 originals. Collections of up to ``DIRECT_IMAGES`` images are
+ranked by brute force directly. ``benchmarks/bench_index.py`` measures the recall of both against an
+exhaustive S_kl over every stored vector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from regioncap.errors import SearchIndexError
+from regioncap.fileio import write_json_atomic
+from regioncap.index.files import point_id
+
+logger = logging.getLogger(__name__)
+
+FORMAT, SCHEMA = "regioncap-edge", 2
+META_FILE = "regioncap-index.json"
+DIRECT_IMAGES = 20_000  # up to this many images a sentence is ranked by brute-force MaxSim over all of them
+PER_PHRASE = 400  # rows each phrase fetches from the regions shard (HNSW) in the two-stage search
+HNSW_EF = 128
+OLD_FORMAT_MARKERS = ("meta.json", "collection", ".lock")  # qdrant-client's local mode (schema 1)
+
+
+def _edge():
+    try:
+        import qdrant_edge
+    except ImportError:
+        raise SearchIndexError("the embedded index needs qdrant-edge-py: pip install -r requirements.txt") from None
+    return qdrant_edge
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def check_folder(folder: Path, create: bool) -> dict | None:
+    """The folder's index record (None: no index yet). SearchIndexError for a file in the way, an index
+    of the old format (never opened: it holds pickles), or no index where one must exist."""
+    if folder.exists() and not folder.is_dir():
+        raise SearchIndexError(f"{folder}: is a file, not an index folder")
+    meta_path = folder / META_FILE
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SearchIndexError(f"{meta_path}: unreadable index record ({_first_line(e)})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise SearchIndexError(f"{meta_path}: not a regioncap index record")
+        if meta.get("schema") != SCHEMA:
+            raise SearchIndexError(f"{folder}: an index of schema {meta.get('schema')}, this regioncap reads "
+                                   f"schema {SCHEMA}: rebuild it (move the folder away and run `python -m "
+                                   f"regioncap index PHOTOS --index {folder}`)")
+        return meta
+    if folder.is_dir() and any((folder / m).exists() for m in OLD_FORMAT_MARKERS):
+        raise SearchIndexError(f"{folder}: an index of the old format (qdrant-client's local mode, which stores "
+                               "pickles; it is not opened): rebuild it: move the folder away and run `python -m "
+                               f"regioncap index PHOTOS --index {folder}`")
+    if not create:
+        raise SearchIndexError(f"{folder}: no index there (build one with `python -m regioncap index PHOTOS "
+                               f"--index {folder}`)")
+    return None
+
+
+class EdgeStore:
+    """Two Edge shards in ``folder`` (see the module docstring); ``folder`` None: a temporary folder,
+    removed on :meth:`close` (an in-memory collection, e.g. one visitor's in the app)."""
+
+    kind = "embedded"
+
+    def __init__(self, folder: Path | None, create: bool = True):
+        self.temporary = folder is None
+        self.folder = Path(tempfile.mkdtemp(prefix="regioncap-index-")) if folder is None else Path(folder)
+        self.meta = check_folder(self.folder, create)
+        self.images = self.regions = None
+        if self.meta is not None:
+            self._open(create=False)
+
+    # -- opening ------------------------------------------------------------------------------------
+    def _configs(self, dim: int):
+        q = _edge()
+        images = q.EdgeConfig(
+            vectors=q.EdgeVectorParams(size=dim, distance=q.Distance.Dot, memory=q.Memory.Cold,
+                                       multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim),
+                                       hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1)),
+            payload_memory=q.Memory.Cold)
+        regions = q.EdgeConfig(
+            vectors=q.EdgeVectorParams(size=dim, distance=q.Distance.Dot, memory=q.Memory.Cold),
+            hnsw_config=q.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+            quantization_config=q.ScalarQuantizationConfig(q.ScalarType.Int8, quantile=0.99, memory=q.Memory.Cached),
+            payload_memory=q.Memory.Cold)
+        return images, regions
+
+    def _open(self, create: bool, dim: int | None = None) -> None:
+        q = _edge()
+        configs = self._configs(dim) if create else (None, None)
+        shards = []
+        try:
+            for name, config in zip(("images", "regions"), configs):
+                path = self.folder / name
+                if create and not (path / "edge_config.json").exists():
+                    shutil.rmtree(path, ignore_errors=True)  # a creation killed half-way starts again
+                    shards.append(q.EdgeShard.create(str(path), config))
+                else:
+                    shards.append(q.EdgeShard.load(str(path)))
+        except Exception as e:
+            for shard in shards:
+                shard.close()
+            if "WouldBlock" in str(e):
+                raise SearchIndexError(f"{self.folder}: the index is open in another process (an index folder "
+                                       "can be used by one process at a time; use a Qdrant server to share "
+                                       "one)") from None
+            raise SearchIndexError(f"{self.folder}: cannot open the index ({_first_line(e)})") from None
+        self.images, self.regions = shards
+        if create:
+            self.regions.update(q.UpdateOperation.create_field_index("index", q.PayloadSchemaType.Integer))
+
+    def read_meta(self) -> dict | None:
+        return self.meta
+
+    def create(self, dim: int, meta: dict) -> None:
+        """Create both shards, then the record, written last: a folder without it is not yet an index."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._open(create=True, dim=dim)
+        self.meta = {"format": FORMAT, "schema": SCHEMA, **meta}
+        write_json_atomic(self.folder / META_FILE, self.meta)
+
+    def close(self) -> None:
+        for shard in (self.images, self.regions):
+            if shard is not None:
+                shard.close()
+        self.images = self.regions = None
+        if self.temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def optimize(self) -> None:
+        """Build what the engine builds in the background on a server (HNSW, quantised copies, merged
+        segments): after adding many images; a no-op for small collections."""
+        for shard in (self.images, self.regions):
+            shard.optimize()
+
+    # -- reading ------------------------------------------------------------------------------------
+    def count_images(self) -> int:
+        return self.images.count(_edge().CountRequest(exact=True))
+
+    def count_regions(self) -> int:
+        return self.regions.count(_edge().CountRequest(exact=True))
+
+    def _scroll(self, shard, payload, vectors: bool = False, batch: int = 1000):
+        q, offset = _edge(), None
+        while True:
+            records, offset = shard.scroll(q.ScrollRequest(offset=offset, limit=batch, with_payload=payload,
+                                                           with_vector=vectors))
+            yield from records
+            if offset is None:
+                return
+
+    def scroll_images(self, fields: list[str]):
+        """Every image's payload (only ``fields``)."""
+        for record in self._scroll(self.images, fields):
+            yield record.payload
+
+    def region_rows(self):
+        """(point id, hash) of every row of the regions shard."""
+        for record in self._scroll(self.regions, ["hash"]):
+            yield str(record.id), record.payload["hash"]
+
+    def get_images(self, digests, fields: list[str]) -> dict[str, tuple[dict, np.ndarray]]:
+        """hash -> (payload, multivector FloatArray[1 + N, D]) for those of ``digests`` that are stored."""
+        ids = [point_id(d) for d in dict.fromkeys(digests)]
+        records = self.images.retrieve(ids, with_payload=fields, with_vector=True) if ids else []
+        return {r.payload["hash"]: (r.payload, _multivector(r.vector)) for r in records}
+
+    def sentence_candidates(self, s: np.ndarray, limit: int, fields: list[str]) -> list[tuple[dict, np.ndarray]]:
+        """The ``limit`` images of highest MaxSim with the phrase vectors ``s`` [P, D] (Edge's float32
+        MaxSim; among the two-stage candidates for a large collection): [(payload, multivector)]."""
+        q = _edge()
+        condition = None
+        if self.count_images() > DIRECT_IMAGES:
+            found = self.regions.query_batch(q.QueryBatchRequest([
+                q.QueryRequest(limit=PER_PHRASE, query=q.Query.Nearest(row.tolist()), with_payload=["hash"],
+                               params=_params()) for row in s]))
+            owners = {point_id(p.payload["hash"]) for rows in found for p in rows}
+            if not owners:
+                return []
+            condition = q.Filter(must=[q.HasIdCondition(owners)])
+        points = self.images.query(q.QueryRequest(limit=limit, query=q.Query.Nearest(s.tolist()), filter=condition,
+                                                  with_payload=fields, with_vector=True))
+        return [(p.payload, _multivector(p.vector)) for p in points]
+
+    def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
+        """(hash, region index) of the ``limit`` regions nearest to the phrase vector ``s`` [D]."""
+        q = _edge()
+        regions_only = q.Filter(must=[q.FieldCondition("index", range=q.RangeFloat(gte=0))])
+        points = self.regions.query(q.QueryRequest(limit=limit, query=q.Query.Nearest(s.tolist()),
+                                                   filter=regions_only, with_payload=["hash", "index"],
+                                                   params=_params()))
+        return [(p.payload["hash"], int(p.payload["index"])) for p in points]
+
+    # -- writing ------------------------------------------------------------------------------------
+    def put_rows(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
+        """Write the rows of images ``(hash, multivector [1 + N, D], payload)`` into the regions shard;
+        :meth:`put_images` writes their image points, afterwards: an image is stored once complete."""
+        q = _edge()
+        rows = [q.Point(point_id(f"{digest}:{i - 1}"), vector[i], {"hash": digest, "index": i - 1})
+                for digest, vector, _ in items for i in range(len(vector))]
+        for start in range(0, len(rows), 4096):
+            self.regions.update(q.UpdateOperation.upsert_points(rows[start:start + 4096]))
+
+    def put_images(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
+        if items:
+            q = _edge()
+            self.images.update(q.UpdateOperation.upsert_points(
+                [q.Point(point_id(digest), vector, payload) for digest, vector, payload in items]))
+
+    def set_paths(self, digest: str, paths: list[str]) -> None:
+        self.images.update(_edge().UpdateOperation.set_payload([point_id(digest)], {"paths": paths}))
+
+    def delete_images(self, counts: dict[str, int]) -> None:
+        """Delete images (hash -> its number of regions): the image points first, then their rows, so
+        that a kill in between leaves only orphan rows (removed by the next ``add``)."""
+        if counts:
+            q = _edge()
+            self.images.update(q.UpdateOperation.delete_points([point_id(d) for d in counts]))
+            self.delete_rows(row_ids(counts))
+
+    def delete_rows(self, ids: list[str]) -> None:
+        if ids:
+            self.regions.update(_edge().UpdateOperation.delete_points(ids))
+
+
+def row_ids(counts: dict[str, int]) -> list[str]:
+    """The point ids of the rows of images (hash -> number of regions): the whole image (-1), then 0..N-1."""
+    return [point_id(f"{digest}:{i}") for digest, n in counts.items() for i in range(-1, n)]
+
+
+def _params():
+    q = _edge()
+    return q.SearchParams(hnsw_ef=HNSW_EF, quantization=q.QuantizationSearchParams(rescore=True, oversampling=2.0))
+
+
+def _multivector(vector) -> np.ndarray:
+    """A stored multivector (Edge gives a list of rows, or a dict with the default name "")."""
+    if isinstance(vector, dict):
+        vector = vector[""]
+    return np.asarray(vector, dtype=np.float32)
