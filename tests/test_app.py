@@ -224,27 +224,55 @@ def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
     assert banner.visible and "No model loaded" in text and "missing" in text and not curves.visible
 
 
-def test_python_app_py_starts_fast_and_explains_a_missing_model(tmp_path):
-    port = free_port()
-    env = {**os.environ, "REGIONCAP_MODEL": str(tmp_path / "no-such-model"), "GRADIO_SERVER_PORT": str(port)}
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+# `python app.py` with the model's loading held until a gate file exists: the page must be served while
+# the model is still loading (startup time itself is measured by benchmarks/bench_startup.py).
+HELD_APP = """
+import os, runpy, sys, time
+from appui import common
+
+load = common.ModelHolder.load
+
+def held(self):
+    while not os.path.exists(os.environ["REGIONCAP_TEST_GATE"]):
+        time.sleep(0.05)
+    load(self)
+
+common.ModelHolder.load = held
+sys.argv = ["app.py"]
+runpy.run_path("app.py", run_name="__main__")
+"""
+
+
+def test_python_app_py_answers_while_the_model_loads_and_explains_a_missing_model(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client.exceptions import AppError
+
+    port, gate = free_port(), tmp_path / "gate"
+    env = {**os.environ, "REGIONCAP_MODEL": str(tmp_path / "no-such-model"), "GRADIO_SERVER_PORT": str(port),
+           "REGIONCAP_TEST_GATE": str(gate)}
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, "-c", HELD_APP], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        while time.monotonic() - start < 30:
+        while True:  # no deadline: how long the import takes is the benchmark's business (pytest-timeout: hangs)
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                urllib.request.urlopen(url, timeout=5)
                 break
             except OSError:
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(0.2)
-        elapsed = time.monotonic() - start
-        assert elapsed < 15, f"took {elapsed:.1f} s to answer"
-        from gradio_client.exceptions import AppError
-
+        assert not gate.exists()  # so the model is still loading: the page did not wait for it
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(caption, client(url))  # a request made while the model loads waits for it
+            time.sleep(1)
+            assert not pending.done()
+            gate.touch()
+            with pytest.raises(AppError, match="No model is loaded.*no-such-model"):
+                pending.result()
         with pytest.raises(AppError, match="No model is loaded.*no-such-model"):
-            caption(client(f"http://127.0.0.1:{port}/"))
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)  # still serving
+            caption(client(url))
+        urllib.request.urlopen(url, timeout=5)  # still serving
     finally:
         proc.terminate()
         output = proc.communicate(timeout=10)[0]

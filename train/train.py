@@ -60,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output model folder (checkpoint and history beside it)")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="real-data defaults (README: 'Training on Flickr30k'); explicit flags override them")
+                   help="real-data defaults (docs/training.md: 'Training on Flickr30k'); explicit flags override them")
     p.add_argument("--epochs", default=None,
                    help="one number for every stage, or per stage: detector=12,alignment=8,captioner=6 "
                         f"(default {DEFAULTS['epochs']})")
@@ -142,7 +142,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 DEFAULTS = dict(detector="small", pretrained_detector=False, epochs="detector=10,alignment=10,captioner=10",
                 batch_size=64, detector_batch_size=8, lr=1e-4, detector_lr=1e-3,
                 weight_decay=0.0, warmup_steps=100, vocab_min_count=5, workers=None, pin_memory=None)
-# Real data (Flickr30k Entities, ~500x375 photos, 29,783 training images). Sources in README.md,
+# Real data (Flickr30k Entities, ~500x375 photos, 29,783 training images). Sources in docs/training.md,
 # "Training on Flickr30k".
 PRESETS = {
     "flickr30k": dict(
