@@ -8,7 +8,8 @@ chromium, driven by playwright, the same launch as tests/test_browser.py (never 
 The photos are synthetic photo-preset scenes (``python -m regioncap.data.synthetic DIR --preset photo``),
 generated afresh from a fixed seed. One function per picture, each registered in ``PICTURES``: it gets the
 page (the app open and its model loaded) and a ``Shot`` with the photos, and returns the element the
-picture ends at; the picture spans the page's main row from its top down to that element's bottom.
+picture ends at; the picture spans the page's main row from its top down to that element's bottom. A
+picture that needs the browser started differently (a fake camera) says so in ``Picture.browser_args``.
 PNGs are reduced to a small palette (``COLOURS``) to keep them small.
 """
 
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +113,18 @@ def collection(page, shot: Shot):
     return page.locator("#collection-gallery")
 
 
-# name -> (file, function). A new tab gets its own function here (e.g. "live": the Live tab).
-PICTURES = {"caption": ("caption.png", caption), "search": ("search.png", search),
-            "collection": ("collection.png", collection)}
+@dataclass
+class Picture:
+    file: str  # written into --out
+    take: Callable  # (page, Shot) -> the element the picture ends at
+    browser_args: Callable = lambda shot: []  # (Shot) -> extra chromium flags, e.g. a fake camera for a Live tab
+
+
+# A new tab gets its own function and entry here. A Live (webcam) picture would pass chromium
+# --use-fake-device-for-media-stream --use-fake-ui-for-media-stream --use-file-for-fake-video-capture=VIDEO.y4m
+# through browser_args (writing the video into shot.work), as tests/test_browser_live.py launches it.
+PICTURES = {"caption": Picture("caption.png", caption), "search": Picture("search.png", search),
+            "collection": Picture("collection.png", collection)}
 
 
 def save(page, end, path: Path) -> None:
@@ -150,8 +161,9 @@ def main(argv=None) -> None:
         shot = Shot(photos(work / "photos"), work)
         server.wait(timeout=600)
         with sync_playwright() as p:
+            extra = [flag for name in args.only for flag in PICTURES[name].browser_args(shot)]
             context = p.chromium.launch_persistent_context(str(work / "profile"), executable_path=CHROMIUM,
-                                                           headless=True, args=ARGS,
+                                                           headless=True, args=ARGS + extra,
                                                            viewport={"width": 1280, "height": 1000})
             page = context.new_page()
             page.goto(server.url, timeout=TIMEOUT_MS)
@@ -159,8 +171,8 @@ def main(argv=None) -> None:
             # the model is loaded once the page says what it was trained on (a shapes-world model: a banner)
             page.locator("#model-banner").get_by_text("synthetic scenes").wait_for(timeout=TIMEOUT_MS)
             for name in args.only:  # in PICTURES' order: search reuses caption's photo when both run
-                file, take = PICTURES[name]
-                save(page, take(page, shot), args.out / file)
+                picture = PICTURES[name]
+                save(page, picture.take(page, shot), args.out / picture.file)
             context.close()
     finally:
         server.stop()
