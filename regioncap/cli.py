@@ -93,19 +93,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_model(args):
+def _load_model(args, text_only: bool = False):
+    """(name, model): the whole RegionCaptioner, or with ``text_only`` its text side (a search needs no
+    detector, so no torchvision either: ``python -m regioncap search`` starts in about ``import torch``'s time)."""
     import torch
 
     from regioncap import hub
-    from regioncap.models.model import RegionCaptioner
 
+    if text_only:
+        from regioncap.models.text_model import TextModel as cls
+    else:
+        from regioncap.models.model import RegionCaptioner as cls
     if args.device == "cuda" and not torch.cuda.is_available():
         raise RegionCapError("--device cuda: no CUDA device is available; use --device cpu")
     name = args.model or hub.default_model_path()
     if args.model is None and not Path(name).is_dir() and name == hub.DEFAULT_MODEL:
         raise RegionCapError(f"no model given and the default model folder {hub.DEFAULT_MODEL} does not exist; "
                              f"pass --model DIR_OR_REPO or set {hub.MODEL_ENV}")
-    return name, RegionCaptioner.from_pretrained(name, revision=args.revision, device=args.device)
+    return name, cls.from_pretrained(name, revision=args.revision, device=args.device)
 
 
 def _open_index(args, model, create: bool):
@@ -123,7 +128,7 @@ def run_collection(args) -> dict:
     if args.command == "search" and not args.qdrant_url and not Path(args.index).is_dir():
         raise RegionCapError(f"{args.index}: no index there (build one with `python -m regioncap index PHOTOS "
                              f"--index {args.index}`)")  # before the model loads: a typo fails fast
-    name, model = _load_model(args)
+    name, model = _load_model(args, text_only=args.command == "search")
     with _open_index(args, model, create=args.command == "index") as index:
         if args.command == "search":
             results = index.search(args.text, by=args.by, top_k=args.top_k)

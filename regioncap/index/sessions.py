@@ -55,7 +55,8 @@ class SessionCollections:
 
     def add(self, session: str, model, paths: list[str], progress=None) -> tuple[dict, int]:
         """Add photos to the session's collection (created on first use). Returns (add()'s counts, photos
-        left out because the collection is full)."""
+        left out because the collection is full). The room left is checked and taken under the
+        collection's own lock, so two uploads at once cannot pass ``max_photos`` together."""
         with self._lock:
             index = self._sessions.get(session)
             if index is None:
@@ -64,8 +65,9 @@ class SessionCollections:
                     _, oldest = self._sessions.popitem(last=False)
                     oldest.close()
             self._sessions.move_to_end(session)
-        room = max(0, self.max_photos - len(index))
-        counts = index.add(paths[:room], progress=progress)
+        with index._lock:  # RegionIndex's writer lock (re-entrant): add() takes it again inside
+            room = max(0, self.max_photos - len(index))
+            counts = index.add(paths[:room], progress=progress)
         return counts, max(0, len(paths) - room)
 
     def searchable(self, session: str) -> tuple[RegionIndex, str]:
