@@ -31,6 +31,7 @@ from appui.common import (CANDIDATE_HEADERS, DEFAULTS, DISPLAY_MAX, DISPLAY_MIN,
                           TABLE_HEADERS, ModelHolder, RegionCapError, View, _canvas, _parse_box, describe_model,
                           user_errors)
 from appui.handlers import RegionApp  # noqa: E402
+from appui.live import LiveApp  # noqa: E402
 
 
 def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
@@ -42,6 +43,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
     examples = example_images() if examples is None else examples
     app = RegionApp(ModelHolder(model_path).start())
     threading.Thread(target=app.warm, args=(examples,), name="regioncap-warm", daemon=True).start()
+    live = LiveApp(app)  # the Live tab (appui/live.py): webcam frames streamed through the model
+    threading.Thread(target=live.warm, name="regioncap-live-warm", daemon=True).start()
     picture = {"type": "filepath", "interactive": False, "buttons": ["download", "fullscreen"]}
     with gr.Blocks(title="regioncap", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# regioncap: region captions and phrase search\nUpload a picture: each interesting region "
@@ -115,6 +118,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                          allow_preview=False, object_fit="contain", elem_id="collection-gallery")
                     collection_json = gr.JSON(label="Results", elem_id="collection-results")
                     hit_paths = gr.State([], time_to_live=3600)
+                with gr.Tab("Live", id="live"):
+                    live.layout(max_regions, threshold)
                 with gr.Tab("Model"):
                     model_info = gr.Markdown("Loading the model…", elem_id="model-info")
                     loss_curves = gr.Image(label="Loss curves", visible=False, interactive=False,
