@@ -77,6 +77,7 @@ class LiveSession:
     tracker: RegionTracker = field(default_factory=RegionTracker)
     times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
     captions_html: str | None = None
+    timings_ms: dict = field(default_factory=dict)  # the last frame's: reduce, analysis, draw (and write)
 
     def begin(self, now: float) -> None:
         """A frame arrives at ``now``: after a pause of over STALE seconds the stream starts afresh."""
@@ -164,6 +165,7 @@ class LiveApp:
         picture, note = self._draw(frame, result, tracks, phrase)
         path = self.app.files.image(picture, "live")
         t3 = time.perf_counter()
+        session.timings_ms = {"reduce": (t1 - t0) * 1e3, "analysis": (t2 - t1) * 1e3, "draw": (t3 - t2) * 1e3}
         fps = session.tick(time.monotonic())
         listed = captions_html(tracks)
         listed, session.captions_html = (gr.skip() if listed == session.captions_html else listed), listed
