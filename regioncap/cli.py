@@ -51,8 +51,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("image", help="image file (JPEG, PNG, ...)")
+    def common(p: argparse.ArgumentParser, many: bool = False) -> None:
+        if many:
+            p.add_argument("image", nargs="+", metavar="IMAGE", help="image files or folders (recursive); one "
+                           "file prints one JSON object, several print JSON Lines")
+        else:
+            p.add_argument("image", help="image file (JPEG, PNG, ...)")
         p.add_argument("--model", default=None,
                        help="model folder or Hub repo id (default: $REGIONCAP_MODEL or assets/demo-model)")
         p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
@@ -60,9 +64,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-regions", type=_count(0), default=10, help="most regions to report (default 10)")
         p.add_argument("--threshold", type=_fraction, default=0.5, help="detector score threshold (default 0.5)")
 
-    cap = sub.add_parser("caption", help="detect regions and caption each; prints JSON")
-    common(cap)
-    cap.add_argument("--output", type=Path, default=None, help="also write an annotated PNG here")
+    def batching(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--batch-size", type=_count(1), default=None,
+                       help="images per model call (default: 8 on cuda, 1 on the cpu)")
+        p.add_argument("--workers", type=_count(1), default=None,
+                       help="threads that read and decode images ahead of the model (default: the CPU count, <= 8)")
+
+    cap = sub.add_parser("caption", help="detect regions and caption each; prints JSON (JSON Lines for folders)")
+    common(cap, many=True)
+    cap.add_argument("--output", type=Path, default=None, help="one image: also write an annotated PNG here")
+    cap.add_argument("--output-dir", type=Path, default=None,
+                     help="write an annotated PNG of every image into this folder (sub-folders kept)")
+    batching(cap)
     query = sub.add_parser("query", help="rank the image's regions by similarity to a phrase; prints JSON")
     common(query)
     query.add_argument("phrase", help='e.g. "a red circle"')
@@ -81,6 +94,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="add photos (files or folders, recursive) to a searchable index")
     index.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     collection(index)
+    batching(index)
     index.add_argument("--prune", action="store_true", help="also forget indexed files that no longer exist")
     index.add_argument("--max-regions", type=_count(0), default=10, help="most regions per image (default 10)")
     index.add_argument("--threshold", type=_fraction, default=0.5, help="detector score threshold (default 0.5)")
@@ -136,19 +150,25 @@ def run_collection(args) -> dict:
         from tqdm import tqdm
 
         bar = functools.partial(tqdm, file=sys.stderr, unit="img", desc="indexing", dynamic_ncols=True)
-        counts = index.add(args.paths, progress=bar)
+        counts = index.add(args.paths, progress=bar, batch_size=args.batch_size, workers=args.workers)
         removed = index.prune() if args.prune else 0
         return {"index": str(args.index), "model": name, "images": len(index), "added": counts["added"],
                 "updated": counts["updated"], "unchanged": counts["unchanged"], "removed": removed,
                 "failed": counts["failed"]}
 
 
-def run(args) -> dict:
-    """Run one command; returns the JSON-ready dict."""
+def run(args) -> dict | None:
+    """Run one command; returns the JSON-ready dict (None when it wrote JSON Lines itself)."""
     from regioncap.data.image import load_image
 
     if args.command in ("index", "search"):
         return run_collection(args)
+    if args.command == "caption":
+        if len(args.image) > 1 or Path(args.image[0]).is_dir():
+            return caption_many(args)
+        args.image = args.image[0]
+        if args.output_dir is not None:
+            args.output = args.output_dir / f"{Path(args.image).stem}.png"
 
     image = load_image(args.image)  # first: a bad image fails fast, before torch is imported
     name, model = _load_model(args)
@@ -160,10 +180,55 @@ def run(args) -> dict:
     if args.output is not None:
         from regioncap.viz import draw_regions
 
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         draw_regions(image, result.regions).save(args.output, format="PNG")
+    return caption_json(str(args.image), name, result)
+
+
+def caption_json(image: str, model: str, result) -> dict:
     d = result.to_dict()
-    return {"image": str(args.image), "width": d["width"], "height": d["height"], "model": name,
-            "regions": d["regions"], "timings_ms": d["timings_ms"]}
+    return {"image": image, "width": d["width"], "height": d["height"], "model": model, "regions": d["regions"],
+            "timings_ms": d["timings_ms"]}
+
+
+def caption_many(args) -> None:
+    """``caption`` over files and folders: one JSON line per image (the single-image keys and ``path``, or
+    ``path`` and ``error``), a progress bar on stderr; decoding in threads, analysis in batches. Raises
+    RegionCapError when no image could be read."""
+    from tqdm import tqdm
+
+    from regioncap import batch
+    from regioncap.index.files import expand_paths
+
+    files, missing = expand_paths(args.image)
+    for path, why in missing:
+        _line({"path": path, "error": f"{path}: {why}"})
+    name, model = _load_model(args)
+    root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path()
+    results = batch.analyze_files(model, files, args.batch_size or batch.default_batch_size(args.device),
+                                  args.workers, args.max_regions, args.threshold)
+    done = 0
+    for item, result in tqdm(results, total=len(files), file=sys.stderr, unit="img", desc="captioning",
+                             dynamic_ncols=True):
+        if result is None:
+            _line({"path": str(item.path), "error": item.error})
+            continue
+        done += 1
+        if args.output_dir is not None:
+            from regioncap.data.image import load_image
+            from regioncap.viz import draw_regions
+
+            target = (args.output_dir / item.path.relative_to(root)).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            draw_regions(load_image(item.path), result.regions).save(target, format="PNG")
+        _line({"path": str(item.path), **caption_json(str(item.path), name, result)})
+    if not done:
+        raise RegionCapError(f"no image could be read among {len(files) + len(missing)} paths")
+
+
+def _line(record: dict) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    sys.stdout.write(to_json(out) + "\n")
+    if out is not None:  # None: JSON Lines, already written
+        sys.stdout.write(to_json(out) + "\n")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,27 +167,32 @@ def test_collection_bad_input_exits_2_with_one_line(case, saved_model, make_mode
 
 
 def test_sigkill_during_index_then_rerun_completes(saved_model, tmp_path):
+    import re
     import signal
-    import sqlite3
-    import time
+    import threading
 
     photos = scene_files(tmp_path / "photos", 16)
     index = tmp_path / "index"
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "regioncap", "index", str(tmp_path / "photos"), "--index", str(index),
-           "--model", str(saved_model[1]), "--threshold", "0", "--max-regions", "3"]
+           "--model", str(saved_model[1]), "--threshold", "0", "--max-regions", "3", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    storage = index / "collection" / "regioncap_images" / "storage.sqlite"
-    stored, deadline = 0, time.monotonic() + 120
-    while stored < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-        try:
-            with sqlite3.connect(f"file:{storage}?mode=ro", uri=True, timeout=0.1) as db:
-                stored = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
-        except sqlite3.Error:
-            pass
+    progress, reached = [0], threading.Event()
+
+    def watch():  # the progress bar counts images written (its count moves after each write)
+        text = ""
+        while chunk := proc.stderr.read1(256).decode(errors="replace"):
+            text += chunk
+            counts = re.findall(r"(\d+)/16", text)
+            if counts and int(counts[-1]) >= 2:
+                progress[0] = int(counts[-1])
+                reached.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    reached.wait(120)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.wait(timeout=30)
+    stored = progress[0]
     assert proc.returncode == -signal.SIGKILL and 2 <= stored < len(photos), "killed too late to test anything"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
@@ -198,7 +204,7 @@ def test_sigkill_during_index_then_rerun_completes(saved_model, tmp_path):
     with RegionIndex(index, RegionCaptioner.from_pretrained(saved_model[1]), create=False) as ix:
         listed = sorted(p for image in ix.images() for p in image["paths"])
         assert listed == sorted(str(p.resolve()) for p in photos)  # none missing, none twice
-        assert ix.client.count(ix.store.regions, exact=True).count == sum(len(i["regions"]) for i in ix.images())
+        assert ix.store.count_regions() == sum(1 + len(i["regions"]) for i in ix.images())
 
 
 def test_sentence_search_reaches_the_recall_of_ranking_every_image_by_align(tmp_path, capsys):
@@ -229,3 +235,34 @@ def test_sentence_search_reaches_the_recall_of_ranking_every_image_by_align(tmp_
     recall = {n: (sum(r < n for r in ranks_index), sum(r < n for r in ranks_all)) for n in (1, 5, 10)}
     assert all(a == b for a, b in recall.values()), recall
     assert recall[10][0] == len(queries) and recall[1][0] > len(queries) / 10  # better than chance
+
+
+def test_caption_folders_print_json_lines_and_go_past_bad_files(saved_model, tmp_path, capsys):
+    photos = scene_files(tmp_path / "photos", 3)
+    (tmp_path / "photos" / "sub").mkdir()
+    shutil.copy(photos[0], tmp_path / "photos" / "sub" / "again.png")
+    (tmp_path / "photos" / "notes.jpg").write_text("not a picture")
+    out_dir = tmp_path / "annotated"
+    code, out, err = run_main(capsys, "caption", tmp_path / "photos", tmp_path / "missing.png", "--model",
+                              saved_model[1], "--threshold", "0", "--max-regions", "2", "--output-dir", out_dir,
+                              "--batch-size", "2", "--workers", "2")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    good = [d for d in lines if "error" not in d]
+    bad = {d["path"]: d["error"] for d in lines if "error" in d}
+    assert len(good) == 4 and all(list(d) == ["path", "image", "width", "height", "model", "regions", "timings_ms"]
+                                  for d in good)
+    assert set(bad) == {str(tmp_path / "missing.png"), str((tmp_path / "photos" / "notes.jpg").resolve())}
+    assert "not an image" in bad[str((tmp_path / "photos" / "notes.jpg").resolve())]
+    same = [d["regions"] for d in good if d["path"].endswith(("again.png", photos[0].name))]
+    assert len(same) == 2 and same[0] == same[1]  # a file's result does not depend on its batch
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.png")) == sorted(
+        [p.with_suffix(".png").name for p in photos] + ["sub/again.png"])
+    assert "captioning" in err  # the progress bar
+
+
+def test_caption_folder_of_nothing_readable_exits_2(saved_model, tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_text("no")
+    code, out, err = run_main(capsys, "caption", tmp_path / "junk", "--model", saved_model[1])
+    assert code == 2 and "no image could be read" in err and json.loads(out)["error"]
