@@ -223,4 +223,12 @@ class LiveApp:
         camera.stream(self.frame, [camera, max_regions, threshold, phrase, session],
                       [shown, listed, note, status, session], stream_every=LIVE_EVERY, time_limit=LIVE_TIME_LIMIT,
                       concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", show_progress="hidden",
-                      api_name="live_frame", api_visibility="private")
+                      api_name="live_frame", api_visibility="private").then(
+            self.stopped, status, status, queue=False, show_progress="hidden", api_visibility="private")
+
+    @staticmethod
+    def stopped(status: str | None) -> str:
+        """The status line once a stream has ended (its time limit, or Stop): the last figures stay."""
+        last = (status or "").split(" · ")[0]
+        return (f"{last + ' · ' if 'frames/s' in last else ''}*The stream has stopped (each lasts up to "
+                f"{LIVE_TIME_LIMIT} s): press Record for another (Stop first, if the camera still shows it).*")

@@ -81,6 +81,15 @@ def test_problems_are_told_in_the_status_line_never_raised(live, frames):
     assert "too long for a phrase" in status
 
 
+def test_the_status_line_says_when_a_stream_has_stopped():
+    from appui.live import LIVE_TIME_LIMIT, LiveApp
+
+    text = LiveApp.stopped("**5.2 frames/s** · 80 ms a frame · analysed at 192×144 px")
+    assert text.startswith("**5.2 frames/s** · *The stream has stopped") and f"up to {LIVE_TIME_LIMIT} s" in text
+    assert LiveApp.stopped(None).startswith("*The stream has stopped")
+    assert LiveApp.stopped("*No model is loaded*").startswith("*The stream has stopped")
+
+
 def test_fps_counts_answered_frames_and_a_pause_starts_afresh():
     from appui.live import LiveSession
 
