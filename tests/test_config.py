@@ -99,3 +99,35 @@ def test_config_written_before_group_captions_loads_without_them_and_forged_valu
                      ("group_beam_size", 10**6)):
         with pytest.raises(ModelFileError, match=key):
             RegionCaptionerConfig.from_dict({**d, "captioner": {**d["captioner"], key: bad}})
+
+
+def test_vgg19_saved_before_the_shared_convolution_encoder_is_read_as_it_was_or_refused():
+    """'vgg19' was the per-crop encoder before e6c7a03 (today's 'vgg19-crops'); both have the same weights."""
+    d = config().to_dict()
+    assert d["region_encoder"]["version"] == 2  # what this version writes
+    d["region_encoder"]["kind"] = "vgg19"
+    assert RegionCaptionerConfig.from_dict(d).region_encoder.kind == "vgg19"  # version 2: today's meaning
+    del d["region_encoder"]["version"]  # a file written before the field existed: either meaning
+    with pytest.raises(ModelFileError, match=r"'vgg19' changed meaning .*e6c7a03.*vgg19-crops.*\"version\": 1"):
+        RegionCaptionerConfig.from_dict(d)
+    d["region_encoder"]["version"] = 1  # saved before the change: read as what it was
+    old = RegionCaptionerConfig.from_dict(d).region_encoder
+    assert (old.kind, old.version) == ("vgg19-crops", 2)
+    for kind in ("roi", "vgg19-crops"):  # the other kinds kept their meaning: no version needed
+        del d["region_encoder"]["version"]
+        d["region_encoder"]["kind"] = kind
+        assert RegionCaptionerConfig.from_dict(d).region_encoder.kind == kind
+        d["region_encoder"]["version"] = 1
+        assert RegionCaptionerConfig.from_dict(d).region_encoder.kind == kind
+    for bad in (3, 0, True, "2"):
+        d["region_encoder"]["version"] = bad
+        with pytest.raises(ModelFileError, match="version"):
+            RegionCaptionerConfig.from_dict(d)
+
+
+def test_demo_model_config_loads_unchanged():
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent.parent / "assets/demo-model/config.json").read_text())
+    assert "version" not in data["region_encoder"] and data["region_encoder"]["kind"] == "roi"
+    assert RegionCaptionerConfig.from_dict(data).region_encoder.kind == "roi"

@@ -19,6 +19,10 @@ DETECTOR_ARCHS = ("small", "mobilenet_v3_large_fpn", "resnet50_fpn_v2")
 REGION_ENCODERS = ("roi", "vgg19", "vgg19-crops")
 RNN_TYPES = ("gru", "lstm")
 NORMS = ("group", "batch")
+# What the region encoder kinds mean. 1: before commit e6c7a03 (2026-11-27), "vgg19" was the seed's
+# per-crop encoder, today's "vgg19-crops"; 2: "vgg19" runs VGG-19 once per image and RoIAligns each box.
+# The two have the same weight names and shapes, so only the config can tell an old model from a new one.
+ENCODER_VERSION = 2
 
 
 @dataclass
@@ -107,6 +111,8 @@ class RegionEncoderConfig:
     ``texture_layout`` > 0 also keeps where in the box the branch's responses lie, averaged on a
     ``texture_layout`` x ``texture_layout`` grid (an outline's shape, which mean and standard deviation
     discard); 0, what older config.json files get, leaves it out.
+    ``version`` is what the kinds meant when the model was saved (``ENCODER_VERSION``; see
+    :func:`_region_encoder_section` for older files).
     """
 
     kind: str = "roi"
@@ -118,9 +124,13 @@ class RegionEncoderConfig:
     pretrained: bool = False
     texture_dim: int = field(default=0, metadata={"optional": True})  # absent from older config.json
     texture_layout: int = field(default=0, metadata={"optional": True})
+    version: int = field(default=ENCODER_VERSION, metadata={"optional": True})  # see _region_encoder_section
 
     def validate(self) -> None:
         _choice("region_encoder.kind", self.kind, REGION_ENCODERS)
+        if self.version != ENCODER_VERSION:
+            raise ValueError(f"region_encoder.version must be {ENCODER_VERSION} (this regioncap's encoders), "
+                             f"not {self.version!r}")
         if self.roi_output_size < 1 or self.hidden_dim < 1 or self.vgg_crop_size < 32:
             raise ValueError("region_encoder sizes must be positive (vgg_crop_size >= 32)")
         if self.texture_dim < 0 or (self.texture_dim and self.kind != "roi"):
@@ -254,8 +264,9 @@ class RegionCaptionerConfig:
     @classmethod
     def from_dict(cls, data: Any, source: str = "config.json") -> RegionCaptionerConfig:
         """Rebuild from :meth:`to_dict` output; anything unexpected -> ModelFileError naming ``source``."""
-        sections = {name: _build(sub, _section(data, name, source), f"{source}: {name}.")
-                    for name, sub in _SECTIONS.items()}
+        raw = {name: _section(data, name, source) for name in _SECTIONS}
+        raw["region_encoder"] = _region_encoder_section(raw["region_encoder"], source)
+        sections = {name: _build(sub, raw[name], f"{source}: {name}.") for name, sub in _SECTIONS.items()}
         top = {k: v for k, v in _expect_dict(data, source, "").items() if k not in _SECTIONS}
         config = _build(cls, top, f"{source}: ", extra=sections)
         try:
@@ -263,6 +274,26 @@ class RegionCaptionerConfig:
         except ValueError as exc:
             raise ModelFileError(f"{source}: {exc}") from None
         return config
+
+
+def _region_encoder_section(data: dict, source: str) -> dict:
+    """The ``region_encoder`` section as this version reads it. ``version`` 1 (the kinds' meaning before
+    e6c7a03): its "vgg19" is today's "vgg19-crops", read as such, so the model computes what it computed
+    when it was saved; the other kinds did not change. A "vgg19" without ``version`` is refused: files
+    saved before the field existed hold either meaning (the old one before 2026-11-27, the new one after)
+    and nothing else in the folder tells them apart."""
+    version = data.get("version")
+    if "version" not in data and data.get("kind") == "vgg19":
+        raise ModelFileError(
+            f"{source}: region_encoder.kind 'vgg19' without region_encoder.version: 'vgg19' changed meaning "
+            "on 2026-11-27 (commit e6c7a03) from the seed's per-crop encoder (now 'vgg19-crops') to VGG-19 "
+            "once per image + RoIAlign, and the weights fit both. Add \"version\": 1 to region_encoder if "
+            f"the model was saved before that change, \"version\": {ENCODER_VERSION} if after")
+    if version == 1 and not isinstance(version, bool):
+        data = {**data, "version": ENCODER_VERSION}
+        if data.get("kind") == "vgg19":
+            data["kind"] = "vgg19-crops"
+    return data
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
