@@ -264,7 +264,8 @@ def test_a_box_made_up_of_detected_objects_is_captioned_with_their_help(make_mod
     assert "member_similarity" in group[0].to_dict()
     # without objects (or with only user boxes among them) a box is captioned as before: no detection runs
     monkeypatch.setattr(model, "_detect", lambda *a: pytest.fail("detection ran for user boxes"))
-    for alone in (model.analyze(image, boxes=boxes), model.analyze(image, boxes=boxes, objects=base)):
+    users = model.analyze(image, boxes=boxes, captions=False)  # this model's result of user boxes alone
+    for alone in (model.analyze(image, boxes=boxes), model.analyze(image, boxes=boxes, objects=users)):
         assert alone.candidates == [[], []] and [r.caption for r in alone.regions] == [r.caption for r in base.regions]
     assert model.analyze(image, boxes=boxes, objects=found, captions=False).candidates == [[], []]
     # objects of another image, or not a result at all: a clear error
@@ -273,9 +274,58 @@ def test_a_box_made_up_of_detected_objects_is_captioned_with_their_help(make_mod
     with pytest.raises(RegionCapError, match="AnalysisResult"):
         model.analyze(image, boxes=boxes, objects=[[0, 0, 1, 1]])
     other = make_model(joint_dim=8).analyze(image, boxes=objects, captions=False)
-    with pytest.raises(RegionCapError, match="8-d region vectors"):
+    with pytest.raises(RegionCapError, match="another model"):  # another config: 8-d vectors
         model.analyze(image, boxes=boxes, objects=other)
     # detected regions: a detection made up of two others is captioned with their help
     monkeypatch.setattr(model, "_detect", _fixed_objects(boxes[:1] + objects, [0.95, 0.9, 0.8]))
     detected = model.analyze(image, score_threshold=0.0)
     assert [bool(c) for c in detected.candidates] == [True, False, False]
+
+
+def test_objects_of_another_model_are_refused(make_model, monkeypatch):
+    """analyze(objects=) takes a result of this model only (regioncap.models.identity): another model of the
+    same config and vector width (other weights) is a clear error; a copy with the same weights is not."""
+    import copy
+
+    image = torch.rand(3, 60, 80)
+    objects = [[10.0, 10.0, 30.0, 40.0], [34.0, 10.0, 60.0, 40.0]]
+    model = make_model(captioner={"group_weight": 5.0, "group_beam_size": 3})
+    other = make_model(seed=1, captioner={"group_weight": 5.0, "group_beam_size": 3})
+    for m in (model, other):
+        monkeypatch.setattr(m, "_detect", _fixed_objects(objects, [0.9, 0.8]))
+    boxes = [[10.0, 10.0, 60.0, 40.0]]
+    theirs = other.analyze(image, score_threshold=0.0)
+    assert theirs.model is other and theirs.vectors.shape == (2, model.config.joint_dim)
+    with pytest.raises(RegionCapError, match="another model"):
+        model.analyze(image, boxes=boxes, objects=theirs)
+    twin = copy.deepcopy(model)
+    ours = twin.analyze(image, score_threshold=0.0)
+    grouped = model.analyze(image, boxes=boxes, objects=ours)
+    assert grouped.candidates[0] and grouped.candidates[0][0].member_similarity is not None
+
+
+def test_a_vgg19_model_saved_before_the_encoder_changed_computes_what_it_did(make_model, tmp_path):
+    """A folder saved as 'vgg19' with the per-crop encoder (version 1, e6c7a03) loads as 'vgg19-crops':
+    the same region vectors as when it was saved; without a version it is refused, naming the change."""
+    from regioncap.errors import ModelFileError
+    from regioncap.models.model import RegionCaptioner
+
+    model = make_model(region_encoder={"kind": "vgg19-crops", "vgg_crop_size": 32})
+    image, boxes = torch.rand(3, 48, 64), [[4.0, 4.0, 40.0, 30.0], [20.0, 10.0, 60.0, 44.0]]
+    saved = model.analyze(image, boxes=boxes, captions=False).vectors
+    folder = model.save_pretrained(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    config["region_encoder"]["kind"] = "vgg19"  # what the per-crop encoder was called then
+    del config["region_encoder"]["version"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="e6c7a03"):
+        RegionCaptioner.from_pretrained(folder)
+    config["region_encoder"]["version"] = 1
+    (folder / "config.json").write_text(json.dumps(config))
+    old = RegionCaptioner.from_pretrained(folder)
+    assert old.config.region_encoder.kind == "vgg19-crops"
+    assert torch.allclose(old.analyze(image, boxes=boxes, captions=False).vectors, saved, atol=1e-5)
+    config["region_encoder"]["version"] = 2  # today's 'vgg19': other vectors from the same weights
+    (folder / "config.json").write_text(json.dumps(config))
+    new = RegionCaptioner.from_pretrained(folder).analyze(image, boxes=boxes, captions=False).vectors
+    assert not torch.allclose(new, saved, atol=1e-3)

@@ -1,6 +1,7 @@
 """The CPU fast path (ONNX Runtime backbone + box head) gives the eager detector's detections."""
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -79,33 +80,78 @@ def test_fast_path_detections_equal_eager(mobilenet, monkeypatch, size):
     assert torch.allclose(fast.vectors, eager.vectors, atol=1e-4)
 
 
-def test_detector_level_outputs_match_torchvision(mobilenet):
-    """OnnxDetector.detect == RegionDetector.detect on the same features (all 100 detections, in order)."""
+@pytest.fixture(scope="module")
+def fast(mobilenet):
+    """The mobilenet model's fast path, exported once for the tests that use it (an export takes seconds)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REGIONCAP_ONNXRUNTIME", "1")
+        detector = mobilenet._inference_detector()  # cached on the model: analyze() reuses it
+    assert isinstance(detector, onnx_detector.OnnxDetector)
+    return detector
+
+
+def test_detector_level_outputs_match_torchvision(mobilenet, fast):
+    """OnnxDetector.features + detect (its ONNX backbone, RPN head and box head) == RegionDetector's, on a
+    batch of two shapes: the same detections (all 100, in order)."""
     det = mobilenet.detector
-    fast = onnx_detector.OnnxDetector(det)
     assert not any(m.training for m in det.modules())  # exporting left every module in eval mode
     images = [torch.rand(3, 100, 120), torch.rand(3, 120, 100)]  # a batch of two shapes
     with torch.inference_mode():
         il, feats, _ = det.features(images)
         il2, feats2, _ = fast.features(images)
+        assert feats2.rpn_head is not None  # the RPN head's outputs come from the ONNX graph
         for k in feats:
             assert torch.allclose(feats[k], feats2[k], atol=1e-5, rtol=1e-4)
         sizes = [tuple(im.shape[-2:]) for im in images]
-        eager, ours = det.detect(il, feats, sizes), fast.detect(il, feats, sizes)
+        eager, ours = det.detect(il, feats, sizes), fast.detect(il2, feats2, sizes)
     for e, o in zip(eager, ours):
+        assert len(e["boxes"]) == len(o["boxes"]) == det.roi_heads.detections_per_img
         assert torch.equal(e["labels"], o["labels"])
         assert torch.allclose(e["boxes"], o["boxes"], atol=0.05)
+        assert torch.allclose(e["scores"], o["scores"], atol=1e-4)
 
 
-def test_weight_changes_rebuild_the_graphs(mobilenet, monkeypatch):
+def test_weight_changes_rebuild_the_graphs(mobilenet, fast, monkeypatch):
     monkeypatch.setenv("REGIONCAP_ONNXRUNTIME", "1")
-    mobilenet._inference_detector()
+    assert mobilenet._inference_detector() is fast
     model = copy.deepcopy(mobilenet)  # a model that holds ONNX Runtime sessions can still be copied
+    built = []  # the copy's exports, counted (an export takes seconds; what is built is tested above)
+    monkeypatch.setattr(onnx_detector, "OnnxDetector", lambda det: built.append(det) or object())
     first = model._inference_detector()
+    assert built == [model.detector]  # the copy exports its own
     assert model._inference_detector() is first  # cached while the weights stay
     with torch.no_grad():
         model.detector.roi_heads.box_predictor.cls_score.bias.add_(1.0)
-    assert model._inference_detector() is not first
+    assert model._inference_detector() is not first and len(built) == 2
+    assert mobilenet._inference_detector() is fast  # the original's weights did not change
+
+
+def test_a_failed_export_leaves_the_eager_detector_with_one_warning(mobilenet, monkeypatch, caplog):
+    """An export or session that fails (an operator the exporter does not know, no onnxscript, ...): analyze()
+    runs the eager detector and gives its result, with one warning in the log, not one per call."""
+    model = copy.deepcopy(mobilenet)
+
+    exporters = []
+
+    def broken(*args, **kwargs):
+        exporters.append(kwargs.get("dynamo"))
+        raise RuntimeError("unsupported operator aten::made_up\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    image = torch.rand(3, 90, 120)
+    monkeypatch.setenv("REGIONCAP_ONNXRUNTIME", "0")
+    eager = model.analyze(image, max_regions=5, score_threshold=0.0)
+    monkeypatch.setenv("REGIONCAP_ONNXRUNTIME", "1")
+    with caplog.at_level(logging.WARNING):
+        results = [model.analyze(image, max_regions=5, score_threshold=0.0) for _ in range(2)]
+    assert model._inference_detector() is model.detector
+    assert exporters == [True]  # torch.export's exporter (the TorchScript one is deprecated); tried once
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "aten::made_up" in warnings[0].getMessage()
+    assert "eager detector" in warnings[0].getMessage() and "more detail" not in warnings[0].getMessage()
+    for r in results:
+        assert [x.box for x in r.regions] == [x.box for x in eager.regions] and len(r.regions) == 5
+    assert not any(m.training for m in model.detector.modules())
 
 
 def test_small_arch_stays_eager(tiny_model, monkeypatch):
@@ -194,6 +240,27 @@ def test_batched_nms_top_looks_further_when_the_best_boxes_suppress_each_other()
     assert torch.equal(onnx_detector.batched_nms_top(boxes, scores, idxs, 0.5, 100), expected)
 
 
+@pytest.mark.parametrize("where", ["at", "above", "below"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_nms_top_is_batched_nms_with_tied_scores(where, seed, monkeypatch):
+    """20 boxes share one score (a saturated softmax gives many boxes 1.0): the tie at the 10th kept box,
+    above it or below it. torchvision's sorts are not stable, so ties at or above the cut take its own
+    call; ties below the cut change nothing and keep the short way."""
+    from torchvision.ops import batched_nms
+
+    boxes, scores, idxs = _clustered_boxes(3000, 8, seed=seed)
+    cut = scores[batched_nms(boxes, scores, idxs, 0.5)[9]].item()
+    tied = torch.randperm(3000, generator=torch.Generator().manual_seed(seed))[:20]
+    scores[tied] = {"at": cut, "above": 1.5, "below": 0.01}[where]
+    expected = batched_nms(boxes, scores, idxs, 0.5)[:10]
+    calls = []
+    monkeypatch.setattr(onnx_detector, "batched_nms", lambda *a: calls.append(1) or batched_nms(*a))
+    assert torch.equal(onnx_detector.batched_nms_top(boxes, scores, idxs, 0.5, 10), expected)
+    assert calls == ([] if where == "below" else [1])
+    if where != "below":
+        assert (scores[expected] == scores[tied[0]]).any()  # the tie is among the boxes compared
+
+
 def test_proposals_and_detections_are_torchvisions(mobilenet):
     """propose() == RegionProposalNetwork.forward and postprocess_detections() == RoIHeads' own, exactly,
     on the same head outputs, with the detections cut at fewer than NMS keeps."""
@@ -217,9 +284,8 @@ def test_proposals_and_detections_are_torchvisions(mobilenet):
             assert torch.equal(x, y)
 
 
-def test_backbone_graph_carries_the_rpn_heads_outputs(mobilenet):
+def test_backbone_graph_carries_the_rpn_heads_outputs(mobilenet, fast):
     det = mobilenet.detector
-    fast = onnx_detector.OnnxDetector(det)
     with torch.inference_mode():
         il, feats, _ = fast.features([torch.rand(3, 100, 120), torch.rand(3, 120, 90)])  # a padded batch of two
         logits, deltas = det.rpn.head(list(feats.values()))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -26,12 +25,13 @@ from regioncap.data.vocab import UNK, Vocabulary, tokenize
 from regioncap.errors import ModelFileError, RegionCapError, TextError
 from regioncap.models.alignment import (image_sentence_scores, phrase_region_loss, region_phrase_similarity,
                                         sentence_ranking_loss)
-from regioncap.models import onnx_detector
+from regioncap.models import inference
 from regioncap.models.captioner import CaptionDecoder
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.detector import RegionDetector
+from regioncap.models.identity import model_identity
 from regioncap.models.region_encoder import RoIRegionEncoder, VGG19CropEncoder, VGG19RegionEncoder
-from regioncap.models.rerank import CaptionCandidate, group_members, group_vectors, rerank
+from regioncap.models.rerank import group_members
 from regioncap.models.results import MAX_TEXT_CHARS, AnalysisResult, Region
 from regioncap.models.text_encoder import TextEncoder, concept_loss, concept_targets
 
@@ -211,25 +211,13 @@ class RegionCaptioner(nn.Module):
                 module.training = mode
 
     def _inference_detector(self):
-        """The detector inference runs on: on the CPU, a COCO-size detector's backbone and box head run in
-        ONNX Runtime and RoIAlign reads the FPN channels-last (:class:`~regioncap.models.onnx_detector.OnnxDetector`,
-        same detections; ~2x torchvision's eager speed for mobilenet_v3_large_fpn on two quiet cores, 1.88-2.33x
-        across runs of ``benchmarks/bench_inference.py --photo``); otherwise, or with
-        ``REGIONCAP_ONNXRUNTIME=0``, the eager detector itself.
+        """The detector inference runs on (:func:`~regioncap.models.inference.inference_detector`): the CPU
+        fast path, or the eager detector."""
+        return inference.inference_detector(self)
 
-        The ONNX graphs are exported from the current weights on first use (a few seconds; the app does
-        it while loading) and again whenever a weight changes (training, ``load_state_dict``, ``to``).
-        """
-        if (self.device.type != "cpu" or self.config.detector.arch == "small"
-                or os.environ.get("REGIONCAP_ONNXRUNTIME", "1") == "0" or not onnx_detector.available()):
-            return self.detector
-        key = tuple((id(p), p._version) for p in self.detector.parameters())
-        cached_key, fast = getattr(self, "_onnx", (None, None))
-        if cached_key != key or fast is None:  # None: a deep copy (sessions are not copied)
-            with torch.inference_mode(False), torch.no_grad():
-                fast = onnx_detector.OnnxDetector(self.detector.eval())
-            self._onnx = (key, fast)  # one assignment: a concurrent request sees the old pair or the new one
-        return fast
+    def _detect(self, detector, images, image_list, features, max_regions, score_threshold, frames):
+        """Detections per image, at most ``max_regions`` (:func:`~regioncap.models.inference.detect`)."""
+        return inference.detect(self, detector, images, image_list, features, max_regions, score_threshold, frames)
 
     def prepare_inference(self) -> None:
         """Build the inference fast path now (see :meth:`_inference_detector`), e.g. while an app starts,
@@ -256,11 +244,14 @@ class RegionCaptioner(nn.Module):
 
         Raises:
             ImageError: unreadable image.  RegionCapError: bad ``boxes`` / ``max_regions`` / threshold /
-            ``objects`` (not a result of an image of this size).
+            ``objects`` (not a result of this model, or of an image of this size).
         """
         _check_settings(max_regions, score_threshold)
         if objects is not None and not isinstance(objects, AnalysisResult):
             raise RegionCapError(f"objects must be an AnalysisResult of the same image, got {type(objects).__name__}")
+        if objects is not None and objects.model is not self and model_identity(objects.model) != model_identity(self):
+            raise RegionCapError("objects is a result of another model (other config, vocabulary or weights): "
+                                 "pass a result of this model, e.g. analyze(image)")
         tensor, frame = prepare_image(image, self.config.detector.max_size, self.device)
         user = None if boxes is None else [user_boxes_in_frame(boxes, frame).to(tensor.device)]
         known = None
@@ -268,9 +259,6 @@ class RegionCaptioner(nn.Module):
             if (objects.width, objects.height) != tuple(frame[2:]):
                 raise RegionCapError(f"objects is a result of a {objects.width}x{objects.height} image, "
                                      f"this one is {frame[2]}x{frame[3]}")
-            if objects.vectors.shape[-1] != self.config.joint_dim:
-                raise RegionCapError(f"objects holds {objects.vectors.shape[-1]}-d region vectors, this model's "
-                                     f"are {self.config.joint_dim}-d: pass a result of this model")
             found = [i for i, r in enumerate(objects.regions) if r.label != "user"]
             obj_boxes = (user_boxes_in_frame([objects.regions[i].box for i in found], frame) if found
                          else torch.zeros(0, 4))
@@ -333,7 +321,7 @@ class RegionCaptioner(nn.Module):
                 if groups and user_boxes is None:  # a detection may be made up of other detections
                     objects = [(d[0], d[1], p[1:]) for d, p in zip(dets, per_image)]
                 members = group_members([d[0] for d in dets], objects) if groups and objects is not None else None
-                texts, logps, cands = self._caption(region_v, members)
+                texts, logps, cands = inference.caption(self, region_v, members)
             else:
                 texts, logps, cands = [""] * len(region_v), [0.0] * len(region_v), [[] for _ in region_v]
             t3 = time.perf_counter()
@@ -352,73 +340,6 @@ class RegionCaptioner(nn.Module):
                                           int(height), {n: round(t, 2) for n, t in timings.items()}, self,
                                           cands[k - len(regions):k]))
         return results
-
-    def _caption(self, v: Tensor, members: tuple[Tensor, Tensor] | None = None
-                 ) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
-        """Captions of region vectors v [R, D]: (texts, caption scores, candidates per region).
-
-        Plain beam search when the config does not rerank (no candidates); otherwise the decoder's
-        candidates, all encoded in one text-encoder call, chosen by :func:`~regioncap.models.rerank.rerank`.
-        Regions made up of several objects (``members``: their vectors and owner rows, see
-        :func:`~regioncap.models.rerank.group_members`) are captioned apart, with the objects' help
-        (``captioner.group_weight``).
-        """
-        cfg = self.config.captioner
-        if members is None or cfg.group_weight == 0:
-            return self._caption_regions(v)
-        grouped = torch.unique(members[1])  # sorted region rows
-        rest = torch.ones(len(v), dtype=torch.bool)
-        rest[grouped] = False
-        texts, scores, cands = [""] * len(v), [0.0] * len(v), [[] for _ in range(len(v))]
-        rows = rest.nonzero().flatten().tolist()
-        owner = torch.searchsorted(grouped, members[1])  # position among the grouped regions
-        vg = v[grouped.to(v.device)]
-        proposed = None
-        if not cfg.rerank:  # the others' beam search and the groups' candidates in one decoding loop
-            both = torch.cat([vg, group_vectors(vg, members[0], owner)])
-            (ids, logp), proposed = self.captioner.beam_search_and_candidates(v[rows], cfg.beam_size, both,
-                                                                              cfg.group_beam_size)
-            for k, i, lp in zip(rows, ids, logp.tolist()):
-                texts[k], scores[k] = self.vocab.decode(i), lp
-        elif rows:
-            for k, t, sc, c in zip(rows, *self._caption_regions(v[rows])):
-                texts[k], scores[k], cands[k] = t, sc, c
-        ids, sc, per_region = rerank(self.captioner, self.text_encoder, vg, cfg.rerank_weight,
-                                     cfg.rerank_length_alpha, cfg.group_beam_size,
-                                     members=(members[0], owner, self.singular_ids), member_weight=cfg.group_weight,
-                                     proposed=proposed)
-        for k, i, s, per in zip(grouped.tolist(), ids, sc.tolist(), per_region):
-            texts[k], scores[k] = self.vocab.decode(i), s
-            cands[k] = [CaptionCandidate(self.vocab.decode(c[0]), *c[1:]) for c in per]
-        return texts, scores, cands
-
-    def _caption_regions(self, v: Tensor) -> tuple[list[str], list[float], list[list[CaptionCandidate]]]:
-        """Captions of v [R, D] by the config's rule alone (plain beam search or reranking)."""
-        cfg = self.config.captioner
-        if not cfg.rerank:
-            ids, logp = self.captioner.beam_search(v, cfg.beam_size)
-            return [self.vocab.decode(i) for i in ids], logp.tolist(), [[] for _ in ids]
-        ids, scores, per_region = rerank(self.captioner, self.text_encoder, v, cfg.rerank_weight,
-                                         cfg.rerank_length_alpha, cfg.beam_size)
-        cands = [[CaptionCandidate(self.vocab.decode(c[0]), *c[1:]) for c in per] for per in per_region]
-        return [self.vocab.decode(i) for i in ids], scores.tolist(), cands
-
-    def _detect(self, detector, images, image_list, features, max_regions, score_threshold, frames):
-        """Detections per image (boxes [N, 4] work-tensor pixels, scores [N], labels), at most ``max_regions``.
-
-        Boxes are clipped to the image's content (``frames``), so a padded strip never holds a region.
-        """
-        detections = detector.detect(image_list, features, [tuple(im.shape[-2:]) for im in images],
-                                     max_detections=max_regions)
-        out = []
-        for d, (cw, ch, *_) in zip(detections, frames):
-            boxes = torch.min(d["boxes"], d["boxes"].new_tensor([cw, ch, cw, ch]))
-            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (d["scores"] >= score_threshold)
-            keep = torch.nonzero(ok).flatten()
-            keep = keep[d["scores"][keep].argsort(descending=True)][:max_regions]
-            labels = [self.config.entity_types[int(i) - 1] for i in d["labels"][keep]]
-            out.append((boxes[keep], d["scores"][keep], labels))
-        return out
 
     # -- text ------------------------------------------------------------------------------------------
     def phrase_ids(self, phrase: str) -> list[int]:

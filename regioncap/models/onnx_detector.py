@@ -21,7 +21,6 @@ on the CPU only; training, CUDA and a missing ``onnxruntime`` take the eager det
 
 from __future__ import annotations
 
-import io
 import logging
 import warnings
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.export import Dim
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
@@ -45,12 +45,16 @@ logger = logging.getLogger(__name__)
 # heap. Smaller blocks cost fc6 more than they save (256: 307 vs 278 ms per analyze() on the benchmark's
 # photos, interleaved medians).
 BOX_HEAD_BLOCK = 512
+# The smallest side the backbone graph takes (see OrtModule); smaller padded inputs run eagerly.
+MIN_SIDE = 65
 
 
 def available() -> bool:
-    """Whether ``onnxruntime`` can be imported (it is optional: without it inference stays eager)."""
+    """Whether ``onnxruntime`` and ``onnxscript`` (torch's ONNX exporter needs it) can be imported; they are
+    optional: without them inference stays eager."""
     try:
         import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError:
         return False
     return True
@@ -85,12 +89,16 @@ class OrtModule:
         self.keys = list(out) if isinstance(out, dict) else None
         n_out = len(out) if isinstance(out, (dict, tuple, list)) else 1
         names = [f"out{k}" for k in range(n_out)]
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+        # torch.export's exporter (dynamo=True; the TorchScript one is deprecated in torch 2.14). A dimension
+        # of size 1 would be specialised (mobilenet's coarsest FPN level is 1 cell below 65 px): ``dynamic``
+        # dimensions start at 2 and the sides at MIN_SIDE (:class:`OnnxDetector` runs smaller inputs eagerly)
+        shapes = ({axis: Dim(name, min=MIN_SIDE if axis >= 2 else 2) for axis, name in dynamic.items()},)
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # an eval-mode wrapper: the exporter restores the wrapper's mode (recursively) when it is done
-            torch.onnx.export(_Outputs(module).eval(), (example,), buffer, input_names=["x"], output_names=names,
-                              dynamic_axes={"x": dynamic}, opset_version=17, dynamo=False)
+            program = torch.onnx.export(_Outputs(module).eval(), (example,), None, input_names=["x"],
+                                        output_names=names, dynamic_shapes=shapes, opset_version=18, dynamo=True,
+                                        verbose=False)
+        module.eval()  # exporting may leave the wrapper's modules in another mode
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         # Worker threads spin between the graph's operators (no wake-up latency per operator) but stop when
@@ -98,7 +106,8 @@ class OrtModule:
         # between the two sessions (1.45x vs 1.71x eager end to end); never spinning cost 3-8 ms per photo.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(program.model_proto.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
 
     def __call__(self, x: Tensor):
         outputs = [torch.from_numpy(o) for o in self.session.run(None, {"x": x.detach().contiguous().numpy()})]
@@ -201,11 +210,16 @@ def batched_nms_top(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: 
     Greedy NMS keeps or drops a box by the higher-scoring boxes of its own class alone, so NMS over the
     m best boxes decides each of them as NMS over all would; once k of them are kept, those are the
     first k of the full answer. m starts at 2k and grows fourfold while fewer are kept (all boxes at
-    worst; equal scores at the cut stay together). The per-class loop is torchvision's own for inputs
-    this large (``_batched_nms_vanilla``); for small inputs (<= 1,000 boxes) torchvision's coordinate
-    offset trick runs on all of them, as it would in ``batched_nms``. Measured on the benchmark's photos:
-    6,384 class-box pairs over the score threshold, 20 ms of NMS per image in ``postprocess_detections``;
-    the first 100 kept are the 100 best pairs.
+    worst). The per-class loop is torchvision's own for inputs this large (``_batched_nms_vanilla``);
+    for small inputs (<= 1,000 boxes) torchvision's coordinate offset trick runs on all of them, as it
+    would in ``batched_nms``. Measured on the benchmark's photos (random heads): 6,384 class-box pairs
+    over the score threshold, 20 ms of NMS per image in ``postprocess_detections``; the first 100 kept
+    are the 100 best pairs.
+
+    Equal scores: torchvision orders them by its sorts, which are not stable (which of two tied boxes
+    is kept, and the order of tied boxes kept), so its answer depends on every box. When two of the
+    boxes scoring at least the k-th kept one tie, or that one ties with any other box, the answer is
+    torchvision's own call on all of them; ties below the cut change nothing and keep the short way.
     """
     n = len(scores)
     if boxes.numel() <= 4000:  # torchvision's own threshold between its two ways
@@ -213,13 +227,19 @@ def batched_nms_top(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: 
     order = scores.argsort(descending=True, stable=True)
     m = min(n, 2 * k)
     while True:
-        while m < n and scores[order[m]] == scores[order[m - 1]]:
-            m += 1
         top = order[:m]
         keep = _batched_nms_vanilla(boxes[top], scores[top], idxs[top], iou_threshold)
         if len(keep) >= k or m == n:
-            return top[keep[:k]]
+            break
         m = min(n, 4 * m)
+    kept = top[keep[:k]]
+    # the sorted scores down to the last kept one, and the next below it: a tie is two equal neighbours
+    # (a box beyond the first m scores lower than every box in them unless it ties with the m-th)
+    last = int(keep[:k].max())  # positions in score order
+    head = scores[order[:last + 2]]
+    if bool((head[1:] == head[:-1]).any()):
+        return batched_nms(boxes, scores, idxs, iou_threshold)[:k]
+    return kept
 
 
 def propose(rpn: nn.Module, image_list: ImageList, features: list[Tensor], logits: list[Tensor],
@@ -350,6 +370,8 @@ class OnnxDetector:
         """``RegionDetector.features`` for inference: transform (torchvision's), then backbone and RPN head
         (ONNX Runtime)."""
         image_list, _ = self.detector.transform(images)
+        if min(image_list.tensors.shape[-2:]) < MIN_SIDE:  # under what the graph takes: torchvision's modules
+            return image_list, FeatureMaps(self.detector.backbone(image_list.tensors)), None
         n = len(self.levels)
         # the padded batch, image by image; then each output concatenated over the images
         runs = [self.backbone(x[None]) for x in image_list.tensors]
@@ -378,7 +400,9 @@ class OnnxDetector:
         if self.box_net is None or not sum(len(p) for p in proposals):  # a 0-row input is not worth ONNX's edge cases
             return heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, image_sizes)))
         blocks, order = pool_rows(heads.box_roi_pool, features, proposals, image_sizes, block=BOX_HEAD_BLOCK)
-        outputs = [self.box_net(rows) for rows in blocks]
+        # a one-row block runs as two rows (the graph's proposals dimension starts at 2, see OrtModule)
+        outputs = [self.box_net(rows) if len(rows) > 1 else [o[:1] for o in self.box_net(rows.expand(2, -1, -1))]
+                   for rows in blocks]
         class_logits, box_regression = (torch.cat([o[i] for o in outputs]) for i in (0, 1))
         inverse = order.argsort()  # back to the proposals' own order
         return class_logits[inverse], box_regression[inverse]

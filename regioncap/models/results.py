@@ -80,6 +80,11 @@ class AnalysisResult:
         self.candidates = candidates if candidates is not None else [[] for _ in regions]
         self._model = model  # for its text side only
 
+    @property
+    def model(self):
+        """The model that made this result (``analyze(objects=)`` checks it is the one analysing)."""
+        return self._model
+
     def __repr__(self) -> str:
         return f"AnalysisResult({len(self.regions)} regions, {self.width}x{self.height})"
 
