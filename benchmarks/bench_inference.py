@@ -297,6 +297,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--photo-archs", type=lambda s: [a for a in s.split(",") if a],
                    default=["mobilenet_v3_large_fpn", "resnet50_fpn_v2"], help="--photo: detectors ('' for none)")
     p.add_argument("--no-vgg", action="store_true", help="--photo: skip the VGG-19 rows")
+    p.add_argument("--photo-model", default=None, metavar="DIR",
+                   help="--photo: also time this trained model folder's detector (benchmarks/train_bench_detector.sh)")
     p.add_argument("--json", default=None, metavar="OUT")
     p.add_argument("--_measure", default=None, help=argparse.SUPPRESS)
     return p

@@ -87,9 +87,33 @@ def test_photo_detector_agreement_is_measured(monkeypatch):
     monkeypatch.setattr(DetectorConfig, "for_arch",
                         staticmethod(lambda arch, **kw: real(arch, **{**kw, "min_size": 96, "max_size": 128})))
     images = [im.resize((120, 90)) for im in bench_photo.photos(1)]
-    runs, agreement = bench_photo.detector_runs("mobilenet_v3_large_fpn", images, max_regions=5)
-    assert agreement["regions"] == 5 and agreement["same_labels_in_order"]
-    assert agreement["box_max_diff_px"] < 0.05
+    model = bench_photo.detector_model("mobilenet_v3_large_fpn")
+    runs, agreement = bench_photo.detector_runs("mobilenet_v3_large_fpn", model, images, max_regions=5)
+    assert agreement["regions"] == agreement["matched"] == 5 and agreement["same_order"]
+    assert agreement["unmatched_ours"] == agreement["unmatched_eager"] == 0
+    # float rounding only (the order of additions): 0.074 px here, 0.084 px with the TorchScript exporter, one thread
+    assert agreement["box_max_diff_px"] < 0.15
     assert set(runs) == {f"mobilenet_v3_large_fpn: {k}" for k in (
         "torchvision eager detector", "ours, analyze()", "ours, analyze() without the fast path")}
     assert runs["mobilenet_v3_large_fpn: ours, analyze()"]()["regions"] == 5
+
+
+def test_detections_are_matched_box_to_box():
+    """A swap of two near-tied detections of one label reads as equal labels position by position while
+    the boxes at each position differ: matched box to box, both match (0 px) and the order is reported."""
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_photo
+
+    a, b, c = [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0], [50.0, 0.0, 60.0, 30.0]
+    swapped = bench_photo.match_detections([(a, "people"), (b, "people")], [(b, "people"), (a, "people")])
+    assert swapped == {"matched": 2, "unmatched_ours": [], "unmatched_ref": [], "box_max_diff_px": 0.0,
+                       "same_order": False}
+    moved = [0.0, 0.0, 10.0, 12.5]  # IoU 0.8 with a
+    m = bench_photo.match_detections([(moved, "people"), (c, "animals"), (b, "people")],
+                                     [(a, "people"), (c, "people"), (a, "people")])
+    assert (m["matched"], m["unmatched_ours"], m["unmatched_ref"]) == (1, [1, 2], [1, 2])  # label, then IoU 0
+    assert m["box_max_diff_px"] == 2.5 and not m["same_order"]
+    assert bench_photo.match_detections([(a, "people")], [(a, "people")])["same_order"]
+    assert bench_photo.match_detections([], [])["matched"] == 0
