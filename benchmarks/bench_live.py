@@ -131,64 +131,70 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
 
 
 # -- part 2: end to end ---------------------------------------------------------------------------
-def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: float) -> dict:
-    """Stream ``frames`` (looped) to the running app's Live tab; answers per second after ``warmup`` s."""
+def stream_answers(url: str, urls: list[str], seconds: float, every: float = EVERY) -> list[tuple[float, list]]:
+    """Stream JPEG data URLs (looped) to the running app's Live tab as a browser does: join the queue with
+    the ``live_frame`` event, post the next frame to ``/gradio_api/stream/{event_id}`` every ``every``
+    seconds, answered or not, close after ``seconds``. Returns (seconds since the stream started,
+    output data) for every answer."""
     import httpx
 
     config = httpx.get(url + "config", timeout=30).json()
     dep = next(d for d in config["dependencies"] if d.get("api_name") == "live_frame")
-    session, urls = uuid.uuid4().hex, [data_url(f) for f in frames]
+    session = uuid.uuid4().hex
 
     def body(i: int) -> dict:
         image = {"url": urls[i % len(urls)], "meta": {"_type": "gradio.FileData"}}
         return {"data": [image, 10, 0.5, "", None], "event_data": None, "fn_index": dep["id"],
                 "trigger_id": dep["targets"][0][0], "session_hash": session}
 
-    stop, started = threading.Event(), threading.Event()
-    event = {}
+    started, event = threading.Event(), {}
 
-    def post_frames():  # like the browser: a frame every EVERY seconds, answered or not
+    def post_frames():
         with httpx.Client(timeout=30) as c:
             started.wait()
-            i = 1
-            while not stop.wait(EVERY):
+            i, t0 = 1, time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                time.sleep(every)
                 c.post(f"{url}gradio_api/stream/{event['id']}", json=body(i))
                 i += 1
             c.post(f"{url}gradio_api/stream/{event['id']}/close")
 
-    poster = threading.Thread(target=post_frames, daemon=True)
-    answers, handler_ms, errors = [], [], []
+    poster, answers, t_start = threading.Thread(target=post_frames, daemon=True), [], None
     with httpx.Client(timeout=60) as c:
         event["id"] = c.post(url + "gradio_api/queue/join", json=body(0)).json()["event_id"]
         poster.start()
-        t_start = None
         with c.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}) as r:
             for line in r.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                msg = json.loads(line[5:])
+                msg = json.loads(line[5:]) if line.startswith("data:") else {}
                 if msg.get("msg") == "process_starts":
                     t_start = time.monotonic()
                     started.set()
                 elif msg.get("msg") == "process_streaming":
-                    now = time.monotonic()
-                    status = (msg.get("output") or {}).get("data", [None] * 4)[3]
-                    if now - t_start >= warmup:
-                        answers.append(now)
-                        found = re.search(r"(\d+) ms a frame", status if isinstance(status, str) else "")
-                        if found:
-                            handler_ms.append(float(found.group(1)))
-                        elif isinstance(status, str):
-                            errors.append(status)
-                    if now - t_start >= warmup + seconds:
-                        stop.set()
-                elif msg.get("msg") == "process_completed":
+                    answers.append((time.monotonic() - t_start, (msg.get("output") or {}).get("data") or []))
+                elif msg.get("msg") == "process_completed":  # the last answer, unless already streamed
+                    data = (msg.get("output") or {}).get("data") if msg.get("success") else None
+                    if data and (not answers or answers[-1][1] != data):
+                        answers.append((time.monotonic() - t_start, data))
                     break
-    stop.set()
     poster.join(timeout=10)
-    span = answers[-1] - answers[0] if len(answers) > 1 else float("nan")
-    gaps = [b - a for a, b in zip(answers, answers[1:])]
-    out = {"answers": len(answers), "frames_per_s": round((len(answers) - 1) / span, 2) if len(answers) > 1 else 0.0,
+    return answers
+
+
+def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: float) -> dict:
+    """Answers per second after ``warmup`` seconds of the stream, and the handler time they report."""
+    answers = [(t, data) for t, data in stream_answers(url, [data_url(f) for f in frames], warmup + seconds)
+               if t >= warmup]
+    times, handler_ms, errors = [t for t, _ in answers], [], []
+    for _, data in answers:
+        status = data[3] if len(data) > 3 and isinstance(data[3], str) else ""
+        found = re.search(r"(\d+) ms a frame", status)
+        if found:
+            handler_ms.append(float(found.group(1)))
+        elif status:
+            errors.append(status)
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    out = {"answers": len(times), "frames_per_s": round((len(times) - 1) / span, 2) if len(times) > 1 else 0.0,
            "handler_ms": round(median(handler_ms), 1), "gap_ms": round(median(gaps) * 1e3, 1)}
     out["transport_ms"] = round(out["gap_ms"] - out["handler_ms"], 1)
     if errors:

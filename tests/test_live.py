@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas calls
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,3 +125,38 @@ def test_work_size_and_the_live_twin(make_model):
     result = twin.analyze(torch.rand(3, 480, 640), score_threshold=0.0)
     assert (result.width, result.height) == (640, 480)
     assert all(0 <= r.box[0] < r.box[2] <= 640 and 0 <= r.box[1] < r.box[3] <= 480 for r in result.regions)
+
+
+def test_a_busy_server_drops_frames_never_queues_them(tmp_path, monkeypatch):
+    """Through the real app: frames posted every 0.05 s to a handler that takes 0.3 s. Each answer is for
+    the newest frame; the ones in between are dropped, and closing the stream leaves nothing to catch up."""
+    import time
+
+    from PIL import Image
+
+    import appui.live as live_module
+    from test_app import make_tiny_model, start_app
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_live
+
+    seen, frame = [], live_module.LiveApp._frame
+
+    def slow(self, image, *args):
+        seen.append(round(image.getpixel((0, 0))[0] / 6))  # frame i is a solid red of 6 * i
+        time.sleep(0.3)
+        return frame(self, image, *args)
+
+    monkeypatch.setattr(live_module.LiveApp, "_frame", slow)
+    demo, url = start_app(make_tiny_model(tmp_path / "model"))
+    try:
+        urls = [bench_live.data_url(Image.new("RGB", (64, 48), (6 * i, 0, 0))) for i in range(40)]
+        t0 = time.monotonic()
+        answers = bench_live.stream_answers(url, urls, seconds=1.5, every=0.05)  # ~30 frames posted
+        elapsed = time.monotonic() - t0
+    finally:
+        demo.close()
+    assert len(answers) == len(seen) and 3 <= len(seen) <= 1.5 / 0.3 + 2, seen
+    assert seen[0] == 0 and seen == sorted(set(seen)), seen  # in order, none twice
+    assert max(b - a for a, b in zip(seen, seen[1:])) >= 3, seen  # frames in between were dropped
+    assert seen[-1] >= 20 and elapsed < 1.5 + 3, (seen, elapsed)  # the last answer is a recent frame
