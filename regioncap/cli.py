@@ -96,6 +96,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     collection(index)
     batching(index)
     index.add_argument("--prune", action="store_true", help="also forget indexed files that no longer exist")
+    index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="analyse on a Ray cluster with Ray Data (ADDRESS: the cluster's; none: a local Ray); "
+                       "needs: pip install -r requirements-scale.txt")
     index.add_argument("--max-regions", type=_count(0), default=10, help="most regions per image (default 10)")
     index.add_argument("--threshold", type=_fraction, default=0.5, help="detector score threshold (default 0.5)")
     search = sub.add_parser("search", help="find images (by sentence) or regions (by phrase) in an index")
@@ -142,6 +145,10 @@ def run_collection(args) -> dict:
     if args.command == "search" and not args.qdrant_url and not Path(args.index).is_dir():
         raise RegionCapError(f"{args.index}: no index there (build one with `python -m regioncap index PHOTOS "
                              f"--index {args.index}`)")  # before the model loads: a typo fails fast
+    if getattr(args, "ray", None) is not None:
+        from regioncap.index.distributed import require_ray
+
+        require_ray()  # before the model loads: a missing Ray fails fast
     name, model = _load_model(args, text_only=args.command == "search")
     with _open_index(args, model, create=args.command == "index") as index:
         if args.command == "search":
@@ -150,7 +157,13 @@ def run_collection(args) -> dict:
         from tqdm import tqdm
 
         bar = functools.partial(tqdm, file=sys.stderr, unit="img", desc="indexing", dynamic_ncols=True)
-        counts = index.add(args.paths, progress=bar, batch_size=args.batch_size, workers=args.workers)
+        if args.ray is not None:
+            from regioncap.index.distributed import index_with_ray
+
+            counts = index_with_ray(index, args.paths, address=args.ray or None, progress=bar,
+                                    batch_size=args.batch_size, workers=args.workers, revision=args.revision)
+        else:
+            counts = index.add(args.paths, progress=bar, batch_size=args.batch_size, workers=args.workers)
         removed = index.prune() if args.prune else 0
         return {"index": str(args.index), "model": name, "images": len(index), "added": counts["added"],
                 "updated": counts["updated"], "unchanged": counts["unchanged"], "removed": removed,

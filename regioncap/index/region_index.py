@@ -210,16 +210,22 @@ class RegionIndex:
             self._drop_orphans(images)
             loaded = batch.load_files(files, workers, decode=lambda path, digest: not self._current(images.get(digest)))
             results = batch.analyze_loaded(self.model, loaded, batch_size, self.max_regions, self.score_threshold)
-            for item, result in progress(_Sized(results, len(files))) if progress else results:
-                if item.error is not None:
-                    counts["failed"].append({"path": str(item.path), "error": item.error})
-                    continue
-                key = str(item.path)
-                status = self._apply(key, item.digest, result, images, by_path.get(key, set()))
-                by_path[key] = {item.digest}
-                counts[status] += 1
+            records = ((str(item.path), item.digest, result, item.error) for item, result in results)
+            self._record(records, counts, images, by_path, progress, len(files))
             self.store.optimize()
         return counts
+
+    def _record(self, records, counts: dict, images: dict, by_path: dict, progress=None, total: int = 0) -> None:
+        """Record each ``(path, digest, AnalysisResult or None, error or None)`` of ``records`` (see
+        :meth:`_apply`) into the index and ``counts``; ``images``/``by_path``: :meth:`_state`, kept current.
+        Shared by :meth:`add` and the Ray driver (:mod:`regioncap.index.distributed`)."""
+        for key, digest, result, error in progress(_Sized(records, total)) if progress else records:
+            if error is not None:
+                counts["failed"].append({"path": key, "error": error})
+                continue
+            status = self._apply(key, digest, result, images, by_path.get(key, set()))
+            by_path[key] = {digest}
+            counts[status] += 1
 
     def _apply(self, key: str, digest: str, result: AnalysisResult | None, images: dict, old: set[str]) -> str:
         """Record file ``key`` with content ``digest`` (``result``: its analysis, None when it was not

@@ -1,0 +1,210 @@
+"""Indexing on a Ray cluster with Ray Data: ``python -m regioncap index PATHS --index DIR --ray [ADDRESS]``.
+
+    counts = index_with_ray(RegionIndex("photos.index", model), ["~/Pictures"], address="ray://head:10001")
+
+The driver (this process) holds the index and does everything that needs no model: it expands the
+paths, reads the index's state, hashes the files and records those whose bytes are stored already
+(unchanged, or the same bytes under a new path). Only the files that need an analysis, one per distinct
+content, go to Ray Data: ``from_items`` -> ``map_batches`` on a pool of actors, each of which loads the
+model once (one GPU each where the cluster has GPUs), reads and decodes its files and analyses them in
+batches. Results stream back as they are made and the driver records them with the very code of
+:meth:`RegionIndex.add <regioncap.index.region_index.RegionIndex.add>` (``_record`` / ``_apply`` /
+``write``), so an image's rows are written before its image point and a driver killed mid-run is
+completed by running the same command again (content-hash ids: no image twice, none missing).
+
+Every node must see the files at the paths the driver sees (a shared file system) and be able to load
+the model by its name (a folder at the same path, or a Hub repo id). Ray is optional:
+``pip install -r requirements-scale.txt``; this module imports it only when called.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from regioncap import batch
+from regioncap.errors import RegionCapError
+from regioncap.index.files import expand_paths
+from regioncap.models.identity import model_identity
+from regioncap.models.results import AnalysisResult, Region
+
+logger = logging.getLogger(__name__)
+INSTALL = "pip install -r requirements-scale.txt"
+CPUS_PER_ACTOR = 1  # a CPU actor runs torch on one thread: N actors on N cores beat one process on N threads
+BATCHES_PER_TASK = 4  # model batches per Ray Data batch (per call of an actor)
+
+
+def require_ray():
+    """The ``ray`` module (with Ray Data); RegionCapError saying how to install it when it is missing."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RegionCapError(f"--ray needs Ray Data, which is not installed: {INSTALL}") from None
+    return ray
+
+
+def index_with_ray(index, paths, address: str | None = None, progress=None, batch_size: int | None = None,
+                   workers: int | None = None, actors: int | None = None, revision: str | None = None) -> dict:
+    """:meth:`RegionIndex.add` with the analysis on a Ray cluster; returns the same counts.
+
+    Args:
+        index: the RegionIndex to add to (written from this process, which holds its lock).
+        address: the cluster's address (``ray.init(address=...)``); None: a local Ray (an already
+            connected one, one started with ``ray start`` on this machine, or a new one).
+        batch_size: images per model call in an actor (default: 8 with GPUs, 1 on CPUs).
+        workers: threads that read and hash files here and read and decode them in each actor.
+        actors: actors in the pool (default: one per GPU of the cluster, else one per CPU).
+        revision: the Hub revision the model was loaded at (the actors load the same).
+    """
+    ray = require_ray()
+    name = model_source(index.model)
+    files, missing = expand_paths(paths)
+    counts = {"added": 0, "updated": 0, "unchanged": 0,
+              "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
+    connected = not ray.is_initialized()
+    if connected:
+        ray.init(address=address or None, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        with index._lock:
+            images, by_path = index._state()
+            index._drop_orphans(images)
+            todo: dict[str, list[str]] = {}  # content hash -> the files with those bytes that need it analysed
+            analyse = _Pool(index, name, revision, batch_size, workers, actors)
+            records = _records(index, files, images, todo, workers, analyse)
+            index._record(records, counts, images, by_path, progress, len(files))
+            index.store.optimize()
+    finally:
+        if connected:
+            ray.shutdown()
+    return counts
+
+
+def model_source(model) -> str:
+    """What an actor loads the model from: its saved folder (absolute) or Hub repo id."""
+    name = getattr(model, "name_or_path", None)
+    if not name:
+        raise RegionCapError("--ray: each Ray actor loads the model by name, and this model was never saved: "
+                             "save it with save_pretrained(DIR) (or push it to the Hub) and load it from there")
+    return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
+
+
+def _records(index, files, images: dict, todo: dict, workers, analyse):
+    """``(path, digest, result, error)`` for RegionIndex._record: files that need no analysis as they are
+    hashed (recorded before the next is judged, so ``images`` is current), then the analysed ones as
+    the cluster returns them."""
+    for item in batch.load_files(files, workers, decode=lambda path, digest: False):
+        if item.error is not None:
+            yield str(item.path), None, None, item.error
+        elif index._current(images.get(item.digest)):
+            yield str(item.path), item.digest, None, None
+        else:
+            todo.setdefault(item.digest, []).append(str(item.path))
+    yield from analyse(todo)
+
+
+class _Pool:
+    """Runs the analysis of ``todo`` (hash -> paths) on Ray Data; yields records for each path."""
+
+    def __init__(self, index, name, revision, batch_size, workers, actors):
+        self.index, self.name, self.revision = index, name, revision
+        self.batch_size, self.workers, self.actors = batch_size, workers, actors
+
+    def __call__(self, todo: dict[str, list[str]]):
+        if not todo:
+            return
+        ray = require_ray()
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        per_actor = {"num_gpus": 1} if gpus else {"num_cpus": CPUS_PER_ACTOR}
+        size = min(len(todo), self.actors or gpus or max(1, int(resources.get("CPU", 1)) // CPUS_PER_ACTOR))
+        batch_size = self.batch_size or (8 if gpus else 1)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours is the bar; Ray Data's would interleave with it
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes on each execution, on stderr
+        settings = {"model": self.name, "revision": self.revision, "identity": self.index.model_id,
+                    "device": "cuda" if gpus else "cpu", "threads": None if gpus else CPUS_PER_ACTOR,
+                    "max_regions": self.index.max_regions, "threshold": self.index.score_threshold,
+                    "batch_size": batch_size, "workers": self.workers}
+        logger.info("analysing %d images on %d Ray actors (%s)", len(todo), size, per_actor)
+        ds = ray.data.from_items([{"digest": d, "path": paths[0]} for d, paths in todo.items()])
+        # the settings ride in the class (no constructor arguments: those Ray keeps in its object store,
+        # and it warns that a restarted actor may not find them)
+        actor = type("Analyzer", (Analyzer,), {"settings": settings})
+        ds = ds.map_batches(actor, batch_size=batch_size * BATCHES_PER_TASK,
+                            compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for i, digest in enumerate(out["digest"]):
+                    yield from self._file_records(todo, str(digest), str(out["path"][i]), out["vectors"][i],
+                                                  str(out["regions"][i]), int(out["width"][i]),
+                                                  int(out["height"][i]), str(out["error"][i]))
+        except ray.exceptions.RayError as e:
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            raise RegionCapError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}") from None
+
+    def _file_records(self, todo, digest, path, vectors, regions, width, height, error):
+        keys = todo[digest]
+        if error:  # the same bytes fail the same way under every path
+            for key in keys:
+                yield key, digest, None, error.replace(path, key)
+            return
+        vectors = torch.from_numpy(np.array(vectors, dtype=np.float32))  # [1 + N, D]; a copy: Ray's is read-only
+        result = AnalysisResult([Region(**r) for r in json.loads(regions)], vectors[1:], vectors[0], width, height,
+                                {}, self.index.model)
+        for key in keys:
+            yield key, digest, result, None
+
+
+class Analyzer:
+    """A Ray Data actor: loads the model once, then analyses batches of ``{"digest", "path"}`` rows.
+    ``settings``: the keyword arguments of :meth:`setup` (a subclass sets them; see ``_Pool``).
+
+    Returns per file ``digest``, ``path``, ``vectors`` (FloatArray[1 + N, D]: the whole image, then its N
+    regions), ``regions`` (JSON: the N regions' fields), ``width``, ``height`` and ``error`` ("" when
+    analysed; else the reason, naming the file, and no vectors).
+    """
+
+    settings: dict = {}
+
+    def __init__(self):
+        self.setup(**self.settings)
+
+    def setup(self, model: str, revision: str | None, identity: str, device: str, threads: int | None,
+              max_regions: int, threshold: float, batch_size: int, workers: int | None) -> None:
+        from regioncap.models.model import RegionCaptioner
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = RegionCaptioner.from_pretrained(model, revision=revision, device=device)
+        if model_identity(self.model) != identity:  # the folder changed, or the driver's model was modified
+            raise RegionCapError(f"{model} on this node is not the model the index is built with "
+                                 f"(id {model_identity(self.model)[:12]}, not {identity[:12]})")
+        self.max_regions, self.threshold = max_regions, threshold
+        self.batch_size, self.workers = batch_size, workers
+        self.dim = self.model.config.joint_dim
+
+    def __call__(self, rows: dict) -> dict:
+        digests = [str(d) for d in rows["digest"]]
+        loaded = batch.load_files([Path(p) for p in rows["path"]], self.workers)
+        out = {key: [] for key in ("digest", "path", "vectors", "regions", "width", "height", "error")}
+        for digest, (item, result) in zip(digests, batch.analyze_loaded(self.model, loaded, self.batch_size,
+                                                                         self.max_regions, self.threshold)):
+            error = item.error
+            if error is None and item.digest != digest:
+                error = f"{item.path}: the file changed while it was being indexed; index it again"
+            ok = error is None and result is not None
+            out["digest"].append(digest)
+            out["path"].append(str(item.path))
+            out["vectors"].append(torch.cat([result.image_vector[None], result.vectors]).numpy().astype(np.float32)
+                                  if ok else np.zeros((0, self.dim), np.float32))
+            out["regions"].append(json.dumps([asdict(r) for r in result.regions]) if ok else "[]")
+            out["width"].append(result.width if ok else 0)
+            out["height"].append(result.height if ok else 0)
+            out["error"].append("" if ok else error or f"{item.path}: not analysed")
+        return out
