@@ -133,10 +133,7 @@ class _Pool:
                     "batch_size": batch_size, "workers": self.workers}
         logger.info("analysing %d images on %d Ray actors (%s)", len(todo), size, per_actor)
         ds = ray.data.from_items([{"digest": d, "path": paths[0]} for d, paths in todo.items()])
-        # the settings ride in the class (no constructor arguments: those Ray keeps in its object store,
-        # and it warns that a restarted actor may not find them)
-        actor = type("Analyzer", (Analyzer,), {"settings": settings})
-        ds = ds.map_batches(actor, batch_size=batch_size * BATCHES_PER_TASK,
+        ds = ds.map_batches(Analyzer, fn_constructor_kwargs=settings, batch_size=batch_size * BATCHES_PER_TASK,
                             compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -163,20 +160,14 @@ class _Pool:
 
 class Analyzer:
     """A Ray Data actor: loads the model once, then analyses batches of ``{"digest", "path"}`` rows.
-    ``settings``: the keyword arguments of :meth:`setup` (a subclass sets them; see ``_Pool``).
 
     Returns per file ``digest``, ``path``, ``vectors`` (FloatArray[1 + N, D]: the whole image, then its N
     regions), ``regions`` (JSON: the N regions' fields), ``width``, ``height`` and ``error`` ("" when
     analysed; else the reason, naming the file, and no vectors).
     """
 
-    settings: dict = {}
-
-    def __init__(self):
-        self.setup(**self.settings)
-
-    def setup(self, model: str, revision: str | None, identity: str, device: str, threads: int | None,
-              max_regions: int, threshold: float, batch_size: int, workers: int | None) -> None:
+    def __init__(self, model: str, revision: str | None, identity: str, device: str, threads: int | None,
+                 max_regions: int, threshold: float, batch_size: int, workers: int | None):
         from regioncap.models.model import RegionCaptioner
 
         if threads:
