@@ -83,11 +83,12 @@ def bench_indexing(model, images: list[Path], repeats: int, work: Path, batch_si
 
 # -- 2. search at collection size ----------------------------------------------------------------
 def base_vectors(model, data: Path, count: int) -> list[tuple[np.ndarray, list[dict]]]:
-    """(multivector [1 + N, D], stored regions) of ``count`` analysed scenes."""
+    """(multivector [1 + N, D], stored regions) of ``count`` analysed scenes, up to 10 regions each (score
+    threshold 0.05: a real photo has about ten, a synthetic scene three or four above 0.5)."""
     images = sorted((data / "Images").glob("*.jpg"))[:count]
     out = []
     for path in images:
-        r = model.analyze(path)
+        r = model.analyze(path, max_regions=10, score_threshold=0.05)
         regions = [x.to_dict() | {"score": x.score, "caption_score": x.caption_score} for x in r.regions]
         out.append((np.concatenate([r.image_vector[None].numpy(), r.vectors.numpy()]), regions))
     return out
@@ -163,6 +164,7 @@ def search_child(location: str, model_path: str, spec: str) -> None:
     from regioncap.models.text_model import TextModel
 
     torch.set_grad_enabled(False)
+    torch.set_num_threads(1)  # as `python -m regioncap search` does
     sentences, phrases = json.loads(Path(spec).read_text())
     model = TextModel.from_pretrained(model_path)
     t = time.perf_counter()

@@ -145,6 +145,12 @@ def run_collection(args) -> dict:
     if args.command == "search" and not args.qdrant_url and not Path(args.index).is_dir():
         raise RegionCapError(f"{args.index}: no index there (build one with `python -m regioncap index PHOTOS "
                              f"--index {args.index}`)")  # before the model loads: a typo fails fast
+    if args.command == "search":
+        import torch
+
+        # a search is a few tiny matrix products: on a busy CPU each one can wait tens of milliseconds for
+        # torch's thread team (measured: 15 ms for an [11, 256] x [256, 3] product at load average 7)
+        torch.set_num_threads(1)
     if getattr(args, "ray", None) is not None:
         from regioncap.index.distributed import require_ray
 
