@@ -49,17 +49,11 @@ SIZE = (640, 480)
 EVERY = 0.1  # seconds between posted frames, as appui.live.LIVE_EVERY tells the browser
 
 
-def video(n: int, scenes: int = 4, pan: int = 16) -> list[Image.Image]:
-    """``n`` 640x480 frames: shapes-preset scenes, each panned ``pan`` px right and back."""
-    from regioncap.data.synthetic import shapes
+def video(n: int, scenes: int = 4) -> list[Image.Image]:
+    """``n`` 640x480 frames: shapes-preset scenes, each panned 16 px right and back (``regioncap.testing``)."""
+    from regioncap.testing import scene_frames
 
-    frames = []
-    for k in range(scenes):
-        image = shapes.make_example(2026, 81 + k, "live")[0]
-        scale = max((SIZE[0] + pan) / image.width, SIZE[1] / image.height)
-        big = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-        top = (big.height - SIZE[1]) // 2
-        frames += [big.crop((x, top, x + SIZE[0], top + SIZE[1])) for x in list(range(pan)) + list(range(pan, 0, -1))]
+    frames = [f for k in range(scenes) for f in scene_frames(2026, 81 + k, SIZE)[0]]
     return [frames[i % len(frames)] for i in range(n)]
 
 

@@ -37,3 +37,41 @@ def make_tiny_model(directory: Path, data: str = "none (random weights)") -> Pat
                               "a green star next to a yellow triangle on a grey background"])
     tiny_model(vocab).save_pretrained(directory, training={"data": data})
     return directory
+
+
+def scene_frames(seed: int = 2026, index: int = 81, size: tuple[int, int] = (640, 480), pan: int = 16):
+    """A camera's view of shapes-preset scene ``index`` of set ``seed`` (one the demo model knows): frames of
+    ``size`` panning ``pan`` px right and back again (so a looped video never jumps), and the shapes the
+    scene holds (from its sentences). Returns (list of PIL images, set of shape names)."""
+    import re
+
+    from PIL import Image
+
+    from regioncap.data.synthetic import shapes
+    from regioncap.data.synthetic.world import PLURAL, SHAPE_SYNONYMS, SHAPE_TYPES
+
+    image, _, sentences = shapes.make_example(seed, index, "live")
+    words = {w: s for s in SHAPE_TYPES for w in [s, PLURAL[s], *SHAPE_SYNONYMS.get(s, [])]}
+    shown = {words[w] for w in re.findall(r"[a-z]+", sentences) if w in words}
+    width, height = size
+    scale = max((width + pan) / image.width, height / image.height)
+    big = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    top = (big.height - height) // 2
+    return [big.crop((x, top, x + width, top + height)) for x in list(range(pan)) + list(range(pan, 0, -1))], shown
+
+
+def write_y4m(frames, path, fps: int = 10) -> Path:
+    """PIL frames (one size, even sides) as a y4m video Chromium can play as its camera
+    (``--use-file-for-fake-video-capture``): a text header, then per frame the Y plane and the half-size
+    Cb and Cr planes (YUV 4:2:0, JPEG-range YCbCr). Returns ``path``."""
+    from PIL import Image
+
+    width, height = frames[0].size
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = frame.convert("RGB").convert("YCbCr").split()
+            f.write(b"FRAME\n" + y.tobytes())
+            for plane in (cb, cr):
+                f.write(plane.resize((width // 2, height // 2), Image.Resampling.BOX).tobytes())
+    return Path(path)

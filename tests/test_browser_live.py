@@ -23,6 +23,8 @@ from PIL import Image  # noqa: E402
 from test_app import ROOT, start_app  # noqa: E402
 from test_browser import ARGS, CHROMIUM, TIMEOUT_MS, shoot  # noqa: E402
 
+from regioncap import testing  # noqa: E402
+
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
 CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 SCENE = (2026, 81)  # seed, index: a blue hexagon, a blue cross, a red triangle, a white star (the decoder
@@ -30,43 +32,18 @@ SCENE = (2026, 81)  # seed, index: a blue hexagon, a blue cross, a red triangle,
 FPS, PAN = 10, 16  # video frames per second; pixels the view pans right and back again
 
 
-def write_y4m(frames: list[Image.Image], path: Path, fps: int = FPS) -> Path:
-    """Frames (same size, even sides) as a YUV 4:2:0 y4m video (JPEG-range YCbCr, chroma at half size)."""
-    width, height = frames[0].size
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in frames:
-            y, cb, cr = frame.convert("RGB").convert("YCbCr").split()
-            f.write(b"FRAME\n" + y.tobytes())
-            for plane in (cb, cr):
-                f.write(plane.resize((width // 2, height // 2), Image.Resampling.BOX).tobytes())
-    return path
-
-
-def scene_frames(scene=SCENE) -> tuple[list[Image.Image], set[str]]:
-    """640x480 frames panning over a shapes-preset scene (scaled to cover 640 + PAN x 480), and the shapes
-    in it (from its sentences)."""
-    from regioncap.data.synthetic import shapes
-    from regioncap.data.synthetic.world import PLURAL, SHAPE_SYNONYMS, SHAPE_TYPES
-
-    image, _, sentences = shapes.make_example(*scene, "live")
-    words = {w: s for s in SHAPE_TYPES for w in [s, PLURAL[s], *SHAPE_SYNONYMS.get(s, [])]}
-    shown = {words[w] for w in re.findall(r"[a-z]+", sentences) if w in words}
-    scale = max((640 + PAN) / image.width, 480 / image.height)
-    big = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-    top = (big.height - 480) // 2
-    offsets = list(range(PAN)) + list(range(PAN, 0, -1))  # right and back: no jump when the video loops
-    return [big.crop((x, top, x + 640, top + 480)) for x in offsets], shown
+def scene_frames(scene=SCENE):
+    return testing.scene_frames(*scene, pan=PAN)
 
 
 def scene_video(path: Path) -> tuple[Path, set[str]]:
     frames, shown = scene_frames()
-    return write_y4m(frames, path), shown
+    return testing.write_y4m(frames, path, FPS), shown
 
 
 def test_y4m_header_and_planes(tmp_path):
     frame = Image.new("RGB", (4, 2), (255, 0, 0))
-    data = write_y4m([frame, frame], tmp_path / "red.y4m").read_bytes()
+    data = testing.write_y4m([frame, frame], tmp_path / "red.y4m").read_bytes()
     header, rest = data.split(b"\n", 1)
     assert header == b"YUV4MPEG2 W4 H2 F10:1 Ip A1:1 C420jpeg"
     assert len(rest) == 2 * (len(b"FRAME\n") + 4 * 2 + 2 * 2 * 1)
