@@ -62,7 +62,10 @@ class RegionTracker:
         change_iou: the kept caption is replaced when the box overlaps the box the caption was taken
             on less than this.
         change_similarity: with vectors, the kept caption is also replaced when the region's vector is
-            less similar than this to the one the caption was taken on.
+            less similar than this to the one the caption was taken on. Measured with the demo model on
+            six slowly panned scenes (674 matches): a region's vector stayed above 0.909 of its first
+            frame's in 99 % of frames (median 0.995), while two different regions of one scene had a
+            median similarity of 0.23 (46 pairs, the highest 0.955: a part of a checkered cross).
         max_missed: a track not seen for more frames than this is dropped and its number freed; until
             then a detection matching it gets its number back (a shape the detector missed once).
     """
