@@ -12,6 +12,9 @@ image last analysed in the same client session is used):
 * ``/search(text, top_k=6) -> (gallery of the best images, results JSON)``: the session's own collection
   (photos uploaded in the Collection tab) or else the shared one (``$REGIONCAP_INDEX``, or the examples)
 
+The Live tab (``appui/live.py``) streams the visitor's camera through the model (a private ``stream`` event,
+``live_frame``), numbering regions stably across frames (``regioncap.track``).
+
 Pictures are returned as paths of unique files the app wrote, never as PIL images: Gradio 6.31 can
 serve a truncated file when two requests return the same PIL image at once (DESIGN.md section 6).
 """
