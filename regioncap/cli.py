@@ -154,7 +154,7 @@ def run_collection(args) -> dict:
     if getattr(args, "ray", None) is not None:
         from regioncap.index.distributed import require_ray
 
-        require_ray()  # before the model loads: a missing Ray fails fast
+        require_ray(args.ray)  # before the model loads: a missing Ray or a cluster not there fails fast
     name, model = _load_model(args, text_only=args.command == "search")
     with _open_index(args, model, create=args.command == "index") as index:
         if args.command == "search":

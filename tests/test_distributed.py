@@ -69,6 +69,21 @@ def points(index) -> dict:
                                             "threshold"])
 
 
+def assert_same_points(index, expected_index) -> dict:
+    """The same images (ids, payloads; floats within 1e-5) with the same vectors (within 1e-5) and rows."""
+    expected, got = points(expected_index), points(index)
+    assert sorted(got) == sorted(expected)
+    for digest, (payload, vectors) in expected.items():
+        (shape, numbers), (shape_got, numbers_got) = split(payload), split(got[digest][0])
+        assert shape_got == shape  # paths, size, captions, labels, settings
+        np.testing.assert_allclose(numbers_got, numbers, rtol=0, atol=1e-5)  # boxes, scores: 1 thread or 2
+        assert got[digest][1].shape == vectors.shape and vectors.shape[0] >= 1
+        np.testing.assert_allclose(got[digest][1], vectors, rtol=0, atol=1e-5)
+    assert index.store.count_regions() == expected_index.store.count_regions() == sum(
+        len(v) for _, v in expected.values())
+    return got
+
+
 def split(data):
     """(data with every float replaced by None, the floats in order)."""
     numbers = []
@@ -97,17 +112,8 @@ def test_ray_gives_the_points_and_search_results_of_one_process(cluster, model_d
         assert [f["path"] for f in counts_ray["failed"]] == [str((photos / "notes.jpg").resolve())]
         assert "not an image" in counts_ray["failed"][0]["error"]
 
-        expected, got = points(one), points(ray_index)
-        assert sorted(got) == sorted(expected) and len(got) == 40
-        for digest, (payload, vectors) in expected.items():
-            (shape, numbers), (shape_ray, numbers_ray) = split(payload), split(got[digest][0])
-            assert shape_ray == shape  # paths, size, captions, labels, settings
-            np.testing.assert_allclose(numbers_ray, numbers, rtol=0, atol=1e-5)  # boxes, scores: one thread or two
-            assert got[digest][1].shape == vectors.shape and vectors.shape[0] >= 1
-            np.testing.assert_allclose(got[digest][1], vectors, rtol=0, atol=1e-5)
-        assert ray_index.store.count_regions() == one.store.count_regions() == sum(
-            len(v) for _, v in expected.values())
-        assert any(len(p["paths"]) == 2 for p, _ in got.values())
+        got = assert_same_points(ray_index, one)
+        assert len(got) == 40 and any(len(p["paths"]) == 2 for p, _ in got.values())
 
         for text, by in [("a large red circle next to the small blue square", "images"),
                          ("a green striped triangle", "images"), ("a red circle", "regions"),
@@ -119,6 +125,21 @@ def test_ray_gives_the_points_and_search_results_of_one_process(cluster, model_d
 
         again = index_with_ray(ray_index, [photos])  # nothing to analyse: no Ray job at all
         assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 41)
+
+
+def test_ray_writes_a_server_index_as_one_process_does(cluster, model_dir, tmp_path):
+    from qdrant_client import QdrantClient
+
+    files = scene_files(tmp_path / "photos", 6)
+    model = RegionCaptioner.from_pretrained(model_dir)
+    server = QdrantClient(":memory:")  # qdrant-client's in-process mode plays the server, as in test_index
+    try:
+        with RegionIndex(server, model, prefix="one", **SETTINGS) as one, RegionIndex(server, model, prefix="ray",
+                                                                                      **SETTINGS) as ray_index:
+            assert index_with_ray(ray_index, [tmp_path / "photos"]) == one.add([tmp_path / "photos"])
+            assert len(assert_same_points(ray_index, one)) == len(files)
+    finally:
+        server.close()
 
 
 def test_driver_killed_mid_run_then_rerun_completes(cluster, model_dir, tmp_path):
@@ -177,6 +198,15 @@ def test_ray_flag_without_ray_installed_says_how_to_install(model_dir, tmp_path,
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "pip install -r requirements-scale.txt" in err and "Traceback" not in err
     assert not (tmp_path / "index").exists()  # refused before anything was opened
+
+
+def test_ray_address_where_nothing_answers_exits_2_at_once(model_dir, tmp_path, capsys):
+    pytest.importorskip("ray")  # ray.init itself would retry such an address for minutes
+    scene_files(tmp_path / "photos", 1)
+    code, out, err = run_main(capsys, "index", tmp_path / "photos", "--index", tmp_path / "index", "--model",
+                              model_dir, "--ray", "127.0.0.1:9")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--ray 127.0.0.1:9: no Ray cluster answers there" in err and not (tmp_path / "index").exists()
 
 
 def test_index_and_search_without_ray_do_not_import_it(model_dir, tmp_path):

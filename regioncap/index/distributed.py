@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,13 +41,16 @@ CPUS_PER_ACTOR = 1  # a CPU actor runs torch on one thread: N actors on N cores 
 BATCHES_PER_TASK = 4  # model batches per Ray Data batch (per call of an actor)
 
 
-def require_ray():
-    """The ``ray`` module (with Ray Data); RegionCapError saying how to install it when it is missing."""
+def require_ray(address: str | None = None):
+    """The ``ray`` module (with Ray Data); RegionCapError saying how to install it when it is missing,
+    or when ``address`` is given and nothing answers there (see :func:`check_reachable`)."""
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
         raise RegionCapError(f"--ray needs Ray Data, which is not installed: {INSTALL}") from None
+    if address:
+        check_reachable(address)
     return ray
 
 
@@ -69,6 +74,8 @@ def index_with_ray(index, paths, address: str | None = None, progress=None, batc
               "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
     connected = not ray.is_initialized()
     if connected:
+        if address:
+            check_reachable(address)
         ray.init(address=address or None, log_to_driver=False, logging_level=logging.WARNING)
     try:
         with index._lock:
@@ -83,6 +90,19 @@ def index_with_ray(index, paths, address: str | None = None, progress=None, batc
         if connected:
             ray.shutdown()
     return counts
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """RegionCapError unless ``host:port`` (or ``ray://host:port``) accepts a connection: ``ray.init``
+    would retry an address that does not answer for minutes. ``auto`` and other forms are Ray's to judge."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if match is None:
+        return
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout).close()
+    except OSError as e:
+        raise RegionCapError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+                             "`ray start --head` or give the address it printed") from None
 
 
 def model_source(model) -> str:
