@@ -43,15 +43,20 @@ def photos(n: int, seed: int = 7) -> list:
 
 def detector_model(arch: str, path: str | None = None) -> RegionCaptioner:
     """A RegionCaptioner with ``arch`` at torchvision's defaults, random weights calibrated on other photos;
-    or the trained model folder ``path`` (its own detector settings)."""
-    if path:
-        return RegionCaptioner.from_pretrained(path).eval()
-    torch.manual_seed(0)
+    or, with ``path``, the same model around the detector of that trained model folder (its settings and
+    weights; the rest as in the random rows, so that the rows differ in the detector alone: a folder's
+    untrained caption decoder would write 20-word captions and time those)."""
+    trained = RegionCaptioner.from_pretrained(path) if path else None
+    torch.manual_seed(0)  # after loading (which draws random numbers): the random rows' other weights
     vocab = synthetic_vocab()
-    config = RegionCaptionerConfig(vocab_size=len(vocab), entity_types=list(ENTITY_TYPES),
-                                   detector=DetectorConfig.for_arch(arch))
+    config = RegionCaptionerConfig(vocab_size=len(vocab),
+                                   entity_types=list(trained.config.entity_types if trained else ENTITY_TYPES),
+                                   detector=trained.config.detector if trained else DetectorConfig.for_arch(arch))
     model = RegionCaptioner(config, vocab, download=False).eval()
-    calibrate_detector(model.detector, [to_tensor(im) for im in photos(2, seed=3)], logit_std=0.5)
+    if trained:
+        model.detector.load_state_dict(trained.detector.state_dict())
+    else:
+        calibrate_detector(model.detector, [to_tensor(im) for im in photos(2, seed=3)], logit_std=0.5)
     return model
 
 

@@ -117,3 +117,31 @@ def test_detections_are_matched_box_to_box():
     assert m["box_max_diff_px"] == 2.5 and not m["same_order"]
     assert bench_photo.match_detections([(a, "people")], [(a, "people")])["same_order"]
     assert bench_photo.match_detections([], [])["matched"] == 0
+
+
+def test_box_head_precision_rows(monkeypatch, capsys):
+    """bench_box_head_precision: bf16 and int8 box heads against fp32, matched box to box (tiny input)."""
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_box_head_precision
+    from regioncap.models.config import DetectorConfig
+
+    real = DetectorConfig.for_arch
+    monkeypatch.setattr(DetectorConfig, "for_arch",
+                        staticmethod(lambda arch, **kw: real(arch, **{**kw, "min_size": 96, "max_size": 128})))
+    monkeypatch.setattr(bench_box_head_precision, "photos",
+                        lambda n: [im.resize((120, 90)) for im in bench_photo_module().photos(n)])
+    report = bench_box_head_precision.main(["--images", "1", "--top", "5"])
+    (row,) = report["rows"]
+    assert row["reference_detections"] == 5 and len(row["pairs_over_threshold_per_photo"]) == 1
+    for kind in ("bf16", "int8"):
+        v = row["variants"][kind]
+        assert v["detections"] == 5 and v["matched"] + v["unmatched"] == 5 and v["box_max_diff_px"] >= 0
+    assert "bf16: " in capsys.readouterr().out
+
+
+def bench_photo_module():
+    import bench_photo
+
+    return bench_photo

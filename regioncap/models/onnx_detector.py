@@ -1,22 +1,23 @@
 """CPU inference fast path: the detector's two heavy networks in ONNX Runtime, RoIAlign channels-last.
 
-On a two-core CPU a COCO-size Faster R-CNN spends its time in the backbone + FPN (once per image),
-RoIAlign over 1,000 proposals (torchvision's CPU kernel: one thread, one scattered read per channel)
-and the box head + predictor (TwoMLPHead over the 1,000 proposals). :class:`OnnxDetector` exports the
-backbone with the RPN head, and the box head + predictor, with the model's own weights, to ONNX once
-per process and runs them in ONNX Runtime (fused convolutions, its own thread pool); RoIAlign reads
-the FPN maps channels-last (:func:`roi_align_rows`: the kernel's sample positions and weights, the
-sums done by ``embedding_bag`` on every core) and feeds the box head rows in that layout (fc6's
-columns reordered once). The RPN (:func:`propose`) and ``postprocess_detections`` are torchvision's
-steps, in its order, with two savings that change no result: only the anchors that survive the
-per-level top-n are decoded, and NMS stops once it has kept as many boxes as are returned
-(:func:`batched_nms_top`). The transform, anchors, box coders and the mapping back to image pixels
-are torchvision's code on the :class:`~regioncap.models.detector.RegionDetector`'s modules. It is
-fp32 throughout; only the order of additions differs, so the detections are the eager model's
-(``tests/test_onnx_detector.py``; measured in ``benchmarks/bench_inference.py --photo``).
+On a two-core CPU a COCO-size Faster R-CNN spends its time in the backbone + FPN (once per image), RoIAlign
+over 1,000 proposals (torchvision's CPU kernel: one thread, one scattered read per channel) and the box head
++ predictor (TwoMLPHead over the 1,000 proposals). :class:`OnnxDetector` exports the backbone with the RPN
+head, and the box head + predictor, with the model's own weights, to ONNX once per process (torch.export's
+exporter, ``dynamo=True``) and runs them in ONNX Runtime (fused convolutions, its own thread pool); RoIAlign
+reads the FPN maps channels-last (:func:`roi_align_rows`: the kernel's sample positions and weights, the
+sums done by ``embedding_bag`` on every core) and feeds the box head rows in that layout (fc6's columns
+reordered once). The RPN (:func:`propose`) and ``postprocess_detections`` are torchvision's steps, in its
+order, with two savings that change no result: only the anchors that survive the per-level top-n are
+decoded, and NMS stops once it has kept as many boxes as are returned (:func:`batched_nms_top`). The
+transform, anchors, box coders and the mapping back to image pixels are torchvision's code on the
+:class:`~regioncap.models.detector.RegionDetector`'s modules. It is fp32 throughout; only the order of
+additions differs, so the detections are the eager model's (``tests/test_onnx_detector.py``; measured in
+``benchmarks/bench_inference.py --photo``).
 
 It has the same ``features`` / ``detect`` calls as ``RegionDetector``, and is used for inference
-on the CPU only; training, CUDA and a missing ``onnxruntime`` take the eager detector.
+on the CPU only; training, CUDA, a missing ``onnxruntime`` / ``onnxscript`` and a failed export take the
+eager detector (``regioncap.models.inference.inference_detector``).
 """
 
 from __future__ import annotations
