@@ -48,7 +48,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", type=int, default=1000, help="analysed scenes whose vectors make up the collections")
     p.add_argument("--noise", type=float, default=0.02, help="per-component noise of the perturbed copies")
     p.add_argument("--vectors", choices=("real", "random"), default="real")
+    p.add_argument("--base-cache", default=None, help="keep the analysed base scenes' vectors in this .npz "
+                   "(read when it exists: the analysis of a thousand scenes takes minutes)")
     p.add_argument("--queries", type=int, default=60, help="sentences and phrases searched per size")
+    p.add_argument("--sweep", default="", help="also search with these engine settings, e.g. "
+                   "'100:128,400:256' (rows per phrase : HNSW ef; two-stage even for small collections; 0 rows "
+                   "per phrase: brute-force MaxSim over every image)")
     p.add_argument("--cli", action="store_true", help="also time one `search` call against `import torch`")
     p.add_argument("--cli-repeats", type=int, default=7)
     p.add_argument("--work", default=None, help="working folder (default: a temporary one, removed after)")
@@ -92,6 +97,18 @@ def base_vectors(model, data: Path, count: int) -> list[tuple[np.ndarray, list[d
         regions = [x.to_dict() | {"score": x.score, "caption_score": x.caption_score} for x in r.regions]
         out.append((np.concatenate([r.image_vector[None].numpy(), r.vectors.numpy()]), regions))
     return out
+
+
+def cached_base(model, data: Path, count: int, cache: str | None):
+    """:func:`base_vectors`, kept in ``cache`` (an .npz of the multivectors and their regions as JSON)."""
+    if cache and Path(cache).is_file():
+        stored = np.load(cache)
+        regions = json.loads(str(stored["regions"]))
+        return [(stored[f"v{i}"], regions[i]) for i in range(len(regions))][:count]
+    base = base_vectors(model, data, count)
+    if cache:
+        np.savez(cache, regions=json.dumps([r for _, r in base]), **{f"v{i}": v for i, (v, _) in enumerate(base)})
+    return base
 
 
 def queries(data: Path, count: int) -> tuple[list[str], list[str]]:
@@ -160,25 +177,33 @@ def search_child(location: str, model_path: str, spec: str) -> None:
     """The searching process: open the index with the text side only, run the queries, print JSON."""
     import torch
 
-    from regioncap.index import RegionIndex
+    from regioncap.index import RegionIndex, edge
     from regioncap.models.text_model import TextModel
 
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)  # as `python -m regioncap search` does
-    sentences, phrases = json.loads(Path(spec).read_text())
+    sentences, phrases, sweep = json.loads(Path(spec).read_text())
     model = TextModel.from_pretrained(model_path)
     t = time.perf_counter()
     index = RegionIndex(location, model, create=False)
-    out = {"open_s": time.perf_counter() - t, "images": len(index)}
-    for by, texts in (("images", sentences), ("regions", phrases)):
-        index.search(texts[0], by=by)  # warm-up
-        times, found = [], []
-        for text in texts:
-            t = time.perf_counter()
-            hits = index.search(text, by=by, top_k=10)
-            times.append((time.perf_counter() - t) * 1e3)
-            found.append([int(h.hash, 16) if by == "images" else [int(h.hash, 16), h.region_index] for h in hits])
-        out[by] = {"p50": percentile(times, 50), "p95": percentile(times, 95), "found": found}
+    out = {"open_s": time.perf_counter() - t, "images": len(index), "settings": []}
+    defaults = (edge.PER_PHRASE, edge.HNSW_EF, edge.DIRECT_IMAGES)
+    for setting in [None, *sweep]:
+        if setting is None:
+            edge.PER_PHRASE, edge.HNSW_EF, edge.DIRECT_IMAGES = defaults
+        else:  # 0 rows per phrase: brute-force MaxSim over every image
+            edge.PER_PHRASE, edge.HNSW_EF, edge.DIRECT_IMAGES = *setting, 0 if setting[0] else 10**12
+        row = {"setting": setting}
+        for by, texts in (("images", sentences), ("regions", phrases)):
+            index.search(texts[0], by=by)  # warm-up
+            times, found = [], []
+            for text in texts:
+                t = time.perf_counter()
+                hits = index.search(text, by=by, top_k=10)
+                times.append((time.perf_counter() - t) * 1e3)
+                found.append([int(h.hash, 16) if by == "images" else [int(h.hash, 16), h.region_index] for h in hits])
+            row[by] = {"p50": percentile(times, 50), "p95": percentile(times, 95), "found": found}
+        out["settings"].append(row)
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     index.close()
     print(json.dumps(out))
@@ -190,16 +215,19 @@ def bench_size(model, base, size, args, work, sentences, phrases) -> dict:
     print(f"built {size:,} images ({len(rows):,} rows) in {built:.1f} s, optimised in {optimised:.1f} s",
           file=sys.stderr)
     spec = work / "queries.json"
-    spec.write_text(json.dumps([sentences, phrases]))
+    sweep = [[int(x) for x in item.split(":")] for item in args.sweep.split(",") if item]
+    spec.write_text(json.dumps([sentences, phrases, sweep]))
     child = subprocess.run([sys.executable, __file__, "--search-child", str(location), "--model", args.model,
                             "--work", str(spec)], capture_output=True, text=True, check=False)
     if child.returncode:
         raise SystemExit(f"the searching process failed:\n{child.stderr[-3000:]}")
     out = json.loads(child.stdout.strip().splitlines()[-1])
     by_sentence, by_phrase = true_top10(rows, owners, kinds, size, model, sentences, phrases)
-    out["recall_images"] = float(np.mean([len(t & set(f)) / 10 for t, f in zip(by_sentence, out["images"]["found"])]))
-    out["recall_regions"] = float(np.mean([len(t & {tuple(x) for x in f}) / 10
-                                           for t, f in zip(by_phrase, out["regions"]["found"])]))
+    for row in out["settings"]:
+        row["recall_images"] = float(np.mean([len(t & set(f)) / 10 for t, f in zip(by_sentence,
+                                                                                    row["images"]["found"])]))
+        row["recall_regions"] = float(np.mean([len(t & {tuple(x) for x in f}) / 10
+                                               for t, f in zip(by_phrase, row["regions"]["found"])]))
     out.update(rows=len(rows), build_s=built, optimise_s=optimised,
                size_mb=sum(f.stat().st_size for f in location.rglob("*") if f.is_file()) / 2**20)
     shutil.rmtree(location)
@@ -252,8 +280,8 @@ def main(args) -> int:
             data = work / "scenes"
             synthetic.main([str(data), "--images", str(args.base), "--seed", "21", "--splits", "0.9,0,0.1"])
             t = time.perf_counter()
-            base = base_vectors(model, data, args.base)
-            print(f"analysed {len(base)} base scenes in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            base = cached_base(model, data, args.base, args.base_cache)
+            print(f"base scenes ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
             sentences, phrases = queries(data, args.queries)
         rows = [(size, bench_size(model, base, size, args, work, sentences, phrases)) for size in sizes]
         if rows:
@@ -265,10 +293,17 @@ def main(args) -> int:
                   "| recall images | recall regions | peak RSS MB | on disk MB |")
             print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for size, r in rows:
-                i, g = r["images"], r["regions"]
-                print(f"| {size:,} | {r['rows']:,} | {r['build_s']:.0f} | {r['optimise_s']:.0f} | {r['open_s']:.2f} "
-                      f"| {i['p50']:.1f} / {i['p95']:.1f} | {g['p50']:.1f} / {g['p95']:.1f} | {r['recall_images']:.3f} "
-                      f"| {r['recall_regions']:.3f} | {r['rss_mb']:.0f} | {r['size_mb']:.0f} |")
+                for row in r["settings"]:
+                    i, g = row["images"], row["regions"]
+                    what = f"{size:,}"
+                    if row["setting"] is not None and row["setting"][0]:
+                        what += f" (two-stage, {row['setting'][0]} rows/phrase, ef {row['setting'][1]})"
+                    elif row["setting"] is not None:
+                        what += f" (brute-force MaxSim; phrases ef {row['setting'][1]})"
+                    print(f"| {what} | {r['rows']:,} | {r['build_s']:.0f} | {r['optimise_s']:.0f} | {r['open_s']:.2f} "
+                          f"| {i['p50']:.1f} / {i['p95']:.1f} | {g['p50']:.1f} / {g['p95']:.1f} "
+                          f"| {row['recall_images']:.3f} | {row['recall_regions']:.3f} | {r['rss_mb']:.0f} "
+                          f"| {r['size_mb']:.0f} |")
         if args.cli:
             torch_s, search_s = bench_cli(model, base, work, args.cli_repeats, args.model)
             print(f"\none `python -m regioncap search` on a 1,000-image index: {search_s:.2f} s; `python -c "

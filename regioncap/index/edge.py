@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT, SCHEMA = "regioncap-edge", 2
 META_FILE = "regioncap-index.json"
-DIRECT_IMAGES = 2_000  # up to this many images a sentence is ranked by brute-force MaxSim over all of them
-PER_PHRASE = 100  # rows each phrase fetches from the regions shard (HNSW) in the two-stage search
-HNSW_EF = 128
+DIRECT_IMAGES = 20_000  # up to this many images a sentence is ranked by brute-force MaxSim over all of them
+PER_PHRASE = 1000  # rows each phrase fetches from the regions shard (HNSW) in the two-stage search
+HNSW_EF = 256
 INDEXING_KB = 20_000  # a segment of more vector data than this gets an HNSW graph: ~20,000 rows at 256-d
 OLD_FORMAT_MARKERS = ("meta.json", "collection", ".lock")  # qdrant-client's local mode (schema 1)
 
@@ -214,10 +214,12 @@ class EdgeStore:
         return [(p.payload, _multivector(p.vector)) for p in points]
 
     def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
-        """(hash, region index) of the ``limit`` regions nearest to the phrase vector ``s`` [D].
+        """(hash, region index) of at least the ``limit`` regions nearest to the phrase vector ``s`` [D]
+        (the caller re-scores them exactly).
 
         Whole-image rows (one in about eleven) are dropped from twice ``limit`` unfiltered neighbours, which
-        is several times faster than a filtered search; only when too many of them were whole images is
+        is several times faster than a filtered search, and the rest are all returned (more candidates for
+        the exact re-scoring, at no cost to the engine); only when too many of them were whole images is
         the search repeated with the filter."""
         q = _edge()
         request = dict(query=q.Query.Nearest(s.tolist()), with_payload=["hash", "index"], params=_params())
@@ -227,7 +229,7 @@ class EdgeStore:
             regions_only = q.Filter(must=[q.FieldCondition("index", range=q.RangeFloat(gte=0))])
             points = self.regions.query(q.QueryRequest(limit=limit, filter=regions_only, **request))
             found = [(p.payload["hash"], int(p.payload["index"])) for p in points]
-        return found[:limit]
+        return found
 
     # -- writing ------------------------------------------------------------------------------------
     def put_rows(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
