@@ -113,6 +113,27 @@ def collection(page, shot: Shot):
     return page.locator("#collection-gallery")
 
 
+def live(page, shot: Shot):
+    """The Live tab, chromium's fake camera playing a panning shapes scene (``live_camera``): numbered
+    regions drawn on the frame and listed beside it, with the frames per second."""
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#live-camera").get_by_text("Click to Access Webcam").click(timeout=TIMEOUT_MS)
+    page.locator("#live-camera [aria-label='capture photo']").click(timeout=TIMEOUT_MS)
+    page.locator("#live-captions li").first.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(3000)  # a few seconds of frames: the frames/s figure settles
+    return page.locator("#live-frame")
+
+
+def live_camera(shot: Shot) -> list[str]:
+    """Chromium flags: a fake camera playing ``regioncap.testing.scene_frames`` (written into shot.work)."""
+    sys.path.insert(0, str(ROOT))
+    from regioncap.testing import scene_frames, write_y4m
+
+    video = write_y4m(scene_frames()[0], shot.work / "live.y4m")
+    return ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"]
+
+
 @dataclass
 class Picture:
     file: str  # written into --out
@@ -120,11 +141,9 @@ class Picture:
     browser_args: Callable = lambda shot: []  # (Shot) -> extra chromium flags, e.g. a fake camera for a Live tab
 
 
-# A new tab gets its own function and entry here. A Live (webcam) picture would pass chromium
-# --use-fake-device-for-media-stream --use-fake-ui-for-media-stream --use-file-for-fake-video-capture=VIDEO.y4m
-# through browser_args (writing the video into shot.work), as tests/test_browser_live.py launches it.
+# A new tab gets its own function and entry here (the Live picture starts chromium with a fake camera).
 PICTURES = {"caption": Picture("caption.png", caption), "search": Picture("search.png", search),
-            "collection": Picture("collection.png", collection)}
+            "collection": Picture("collection.png", collection), "live": Picture("live.png", live, live_camera)}
 
 
 def save(page, end, path: Path) -> None:
