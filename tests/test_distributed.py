@@ -181,11 +181,18 @@ def test_driver_killed_mid_run_then_rerun_completes(cluster, model_dir, tmp_path
         assert ix.store.count_regions() == sum(1 + len(i["regions"]) for i in ix.images())
 
 
-def test_ray_refuses_an_unsaved_model(make_model, tmp_path):
+@pytest.mark.parametrize("case", ["unsaved", "modified"])
+def test_ray_refuses_a_model_the_actors_cannot_load(case, make_model, model_dir, tmp_path):
     pytest.importorskip("ray")
     scene_files(tmp_path / "photos", 1)
-    with RegionIndex(tmp_path / "index", make_model(), **SETTINGS) as index:
-        with pytest.raises(RegionCapError, match="never saved: save it with save_pretrained"):
+    model = make_model() if case == "unsaved" else RegionCaptioner.from_pretrained(model_dir)
+    if case == "modified":
+        with torch.no_grad():
+            next(model.parameters()).add_(0.01)  # the folder's files are not this model any more
+    message = {"unsaved": "never saved: save it with save_pretrained",
+               "modified": f"the files of {model_dir} are not this model"}[case]
+    with RegionIndex(tmp_path / "index", model, **SETTINGS) as index:
+        with pytest.raises(RegionCapError, match=message):
             index_with_ray(index, [tmp_path / "photos"])
         assert len(index) == 0
 

@@ -68,27 +68,23 @@ def index_with_ray(index, paths, address: str | None = None, progress=None, batc
         revision: the Hub revision the model was loaded at (the actors load the same).
     """
     ray = require_ray()
-    name = model_source(index.model)
+    name = model_source(index.model, revision)
+    if address and not ray.is_initialized():
+        check_reachable(address)
     files, missing = expand_paths(paths)
     counts = {"added": 0, "updated": 0, "unchanged": 0,
               "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
-    connected = not ray.is_initialized()
-    if connected:
-        if address:
-            check_reachable(address)
-        ray.init(address=address or None, log_to_driver=False, logging_level=logging.WARNING)
+    analyse = _Pool(index, name, address, revision, batch_size, workers, actors)
     try:
         with index._lock:
             images, by_path = index._state()
             index._drop_orphans(images)
             todo: dict[str, list[str]] = {}  # content hash -> the files with those bytes that need it analysed
-            analyse = _Pool(index, name, revision, batch_size, workers, actors)
             records = _records(index, files, images, todo, workers, analyse)
             index._record(records, counts, images, by_path, progress, len(files))
             index.store.optimize()
     finally:
-        if connected:
-            ray.shutdown()
+        analyse.close()
     return counts
 
 
@@ -105,13 +101,20 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
                              "`ray start --head` or give the address it printed") from None
 
 
-def model_source(model) -> str:
-    """What an actor loads the model from: its saved folder (absolute) or Hub repo id."""
+def model_source(model, revision: str | None = None) -> str:
+    """What an actor loads the model from: its saved folder (absolute) or Hub repo id, checked to hold
+    this very model (the files' identity, see :mod:`regioncap.models.identity`)."""
+    from regioncap.models.text_model import TextModel
+
     name = getattr(model, "name_or_path", None)
     if not name:
         raise RegionCapError("--ray: each Ray actor loads the model by name, and this model was never saved: "
                              "save it with save_pretrained(DIR) (or push it to the Hub) and load it from there")
-    return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
+    name = str(Path(name).resolve()) if Path(name).is_dir() else str(name)
+    if TextModel.from_pretrained(name, revision=revision).identity != model_identity(model):
+        raise RegionCapError(f"--ray: the files of {name} are not this model (changed since it was loaded, or "
+                             "the model was modified in memory): save it again and load it from there")
+    return name
 
 
 def _records(index, files, images: dict, todo: dict, workers, analyse):
@@ -129,16 +132,26 @@ def _records(index, files, images: dict, todo: dict, workers, analyse):
 
 
 class _Pool:
-    """Runs the analysis of ``todo`` (hash -> paths) on Ray Data; yields records for each path."""
+    """Runs the analysis of ``todo`` (hash -> paths) on Ray Data; yields records for each path. Joins
+    (or starts) Ray only when there is something to analyse, and leaves what it joined on :meth:`close`."""
 
-    def __init__(self, index, name, revision, batch_size, workers, actors):
-        self.index, self.name, self.revision = index, name, revision
+    def __init__(self, index, name, address, revision, batch_size, workers, actors):
+        self.index, self.name, self.address, self.revision = index, name, address, revision
         self.batch_size, self.workers, self.actors = batch_size, workers, actors
+        self.connected = False
+
+    def close(self) -> None:
+        if self.connected:
+            require_ray().shutdown()
+            self.connected = False
 
     def __call__(self, todo: dict[str, list[str]]):
         if not todo:
             return
         ray = require_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address or None, log_to_driver=False, logging_level=logging.WARNING)
+            self.connected = True
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         per_actor = {"num_gpus": 1} if gpus else {"num_cpus": CPUS_PER_ACTOR}
@@ -146,7 +159,9 @@ class _Pool:
         batch_size = self.batch_size or (8 if gpus else 1)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours is the bar; Ray Data's would interleave with it
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes on each execution, on stderr
+        # its notes on each execution, and on a failure a traceback (the message ends ours): with -v only
+        logging.getLogger("ray.data").setLevel(logging.INFO if logger.isEnabledFor(logging.INFO) else
+                                               logging.CRITICAL)
         settings = {"model": self.name, "revision": self.revision, "identity": self.index.model_id,
                     "device": "cuda" if gpus else "cpu", "threads": None if gpus else CPUS_PER_ACTOR,
                     "max_regions": self.index.max_regions, "threshold": self.index.score_threshold,
@@ -163,7 +178,8 @@ class _Pool:
                                                   int(out["height"][i]), str(out["error"][i]))
         except ray.exceptions.RayError as e:
             lines = [line for line in str(e).splitlines() if line.strip()]
-            raise RegionCapError(f"the Ray job failed: {lines[-1] if lines else type(e).__name__}") from None
+            last = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1]) if lines else type(e).__name__
+            raise RegionCapError(f"the Ray job failed: {last}") from None
 
     def _file_records(self, todo, digest, path, vectors, regions, width, height, error):
         keys = todo[digest]
