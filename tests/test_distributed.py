@@ -142,6 +142,39 @@ def test_ray_writes_a_server_index_as_one_process_does(cluster, model_dir, tmp_p
         server.close()
 
 
+def descendants() -> list[tuple[int, str]]:
+    """(pid, command line) of every process below this one (the local Ray's raylet and its workers)."""
+    rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True,
+                                                           text=True, check=True).stdout.splitlines()]
+    mine, found = {os.getpid()}, []
+    while True:
+        new = [(int(r[0]), r[2] if len(r) > 2 else "") for r in rows if int(r[1]) in mine and int(r[0]) not in mine]
+        if not new:
+            return found
+        mine.update(pid for pid, _ in new)
+        found += new
+
+
+def test_actor_killed_mid_run_is_replaced_and_the_index_completes(cluster, model_dir, tmp_path):
+    files = scene_files(tmp_path / "photos", 40)
+    killed = []
+
+    def progress(records):  # when the first analysed image is written, SIGKILL an actor of the pool
+        for record in records:
+            if record[2] is not None and not killed:
+                actors = [pid for pid, command in descendants() if "MapWorker(MapBatches(Analyzer))" in command]
+                os.kill(actors[0], signal.SIGKILL)
+                killed.append(actors[0])
+            yield record
+
+    with RegionIndex(tmp_path / "index", RegionCaptioner.from_pretrained(model_dir), **SETTINGS) as index:
+        counts = index_with_ray(index, [tmp_path / "photos"], progress=progress)
+        assert killed and (counts["added"], counts["failed"], len(index)) == (40, [], 40)
+        listed = sorted(p for image in index.images() for p in image["paths"])
+        assert listed == sorted(str(p.resolve()) for p in files)
+        assert index.store.count_regions() == sum(1 + len(i["regions"]) for i in index.images())
+
+
 def test_driver_killed_mid_run_then_rerun_completes(cluster, model_dir, tmp_path):
     files = scene_files(tmp_path / "photos", 40)
     index = tmp_path / "index"
