@@ -101,14 +101,14 @@ def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_
 
     named = {w for listed in samples for caption in listed.values() for w in caption.split()}
     assert shown <= named, (shown, samples)  # every shape of the scene is named
-    # Each number keeps its caption while the scene stays in view (the decoder's wording varies from
-    # frame to frame; the list does not).
-    for number in {n for listed in samples for n in listed}:
-        assert len({listed[number] for listed in samples if number in listed}) == 1, (number, samples)
-    # The scene's shapes are numbered 1..4 from the first frame on and keep those numbers in nearly every
-    # sample (a spurious detection, e.g. one square of the checkered cross, may come and go as 5, 6…).
+    # The scene's shapes are numbered 1..4 from the first frame on; each keeps its number and its caption
+    # in nearly every sample (the decoder's wording varies from frame to frame; the list does not). A
+    # spurious detection (one square of the checkered cross) may come and go as 5, 6…: once gone for a few
+    # frames its number is free again, so a later one may take it with another caption.
     first = range(1, len(shown) + 1)
     assert all(sum(n in listed for listed in samples) >= 0.8 * len(samples) for n in first), samples
+    for number in first:
+        assert len({listed[number] for listed in samples if number in listed}) == 1, (number, samples)
     captions = {n: next(listed[n] for listed in samples if n in listed) for n in first}
     assert {w for n in first for w in captions[n].split()} >= shown, captions  # between them, every shape
 
