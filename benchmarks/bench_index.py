@@ -6,7 +6,7 @@
 2. Search at collection size (``--sizes``): the demo model's vectors of ``--base`` analysed synthetic scenes
    are multiplied to each size by perturbed copies (Gaussian noise of ``--noise`` per component,
    renormalised; ``--vectors random``: random unit vectors, the worst case for any approximate index),
-   written into an embedded index exactly as ``add`` lays them out, then optimised (HNSW, int8 copies).
+   written into an embedded index exactly as ``add`` lays them out, then optimised (the regions shard's HNSW graph).
    A separate process (the searching process: text side only, as ``python -m regioncap search``) opens
    it, runs the held-out scenes' sentences (by images) and phrases (by regions), and reports open time,
    p50/p95 and its peak RSS; this process computes the exact top 10 by brute force over every stored
