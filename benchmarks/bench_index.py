@@ -6,7 +6,7 @@
 2. Search at collection size (``--sizes``): the demo model's vectors of ``--base`` analysed synthetic scenes
    are multiplied to each size by perturbed copies (Gaussian noise of ``--noise`` per component,
    renormalised; ``--vectors random``: random unit vectors, the worst case for any approximate index),
-   written into an embedded index exactly as ``add`` lays them out, then optimised (the regions shard's HNSW graph).
+   written into an embedded index exactly as ``add`` lays them out, then optimised (HNSW, int8 copies).
    A separate process (the searching process: text side only, as ``python -m regioncap search``) opens
    it, runs the held-out scenes' sentences (by images) and phrases (by regions) twice with the engine's
    defaults (the first pass faults the index's pages in) and once per ``--sweep`` setting, and reports open
@@ -53,8 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "(read when it exists: the analysis of a thousand scenes takes minutes)")
     p.add_argument("--queries", type=int, default=60, help="sentences and phrases searched per size")
     p.add_argument("--sweep", default="", help="also search with these engine settings, e.g. "
-                   "'100:128,400:256' (rows per phrase : HNSW ef; two-stage even for small collections; 0 rows "
-                   "per phrase: brute-force MaxSim over every image)")
+                   "'0:256,2:512' (sentences: 0 = MaxSim over the float32 vectors, N = over the int8 copies "
+                   "with N x limit re-scored, whatever the size; phrases: HNSW ef)")
     p.add_argument("--cli", action="store_true", help="also time one `search` call against `import torch`")
     p.add_argument("--cli-repeats", type=int, default=7)
     p.add_argument("--work", default=None, help="working folder (default: a temporary one, removed after)")
@@ -188,12 +188,12 @@ def search_child(location: str, model_path: str, spec: str) -> None:
     t = time.perf_counter()
     index = RegionIndex(location, model, create=False)
     out = {"open_s": time.perf_counter() - t, "images": len(index), "settings": []}
-    defaults = (edge.PER_PHRASE, edge.HNSW_EF, edge.DIRECT_IMAGES)
+    defaults = (edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES)
     for setting in [None, None, *sweep]:  # the defaults twice: the first pass faults the index's pages in
         if setting is None:
-            edge.PER_PHRASE, edge.HNSW_EF, edge.DIRECT_IMAGES = defaults
-        else:  # 0 rows per phrase: brute-force MaxSim over every image
-            edge.PER_PHRASE, edge.HNSW_EF, edge.DIRECT_IMAGES = *setting, 0 if setting[0] else 10**12
+            edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES = defaults
+        else:  # oversampling 0: the float32 vectors whatever the size; else the int8 copies whatever the size
+            edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES = *setting, 0 if setting[0] else 10**12
         row = {"setting": setting}
         for by, texts in (("images", sentences), ("regions", phrases)):
             index.search(texts[0], by=by)  # warm-up
@@ -298,9 +298,9 @@ def main(args) -> int:
                     i, g = row["images"], row["regions"]
                     what = f"{size:,}" + (" (defaults, first pass after opening)", " (defaults, again)", "")[min(n, 2)]
                     if row["setting"] is not None and row["setting"][0]:
-                        what += f" (two-stage, {row['setting'][0]} rows/phrase, ef {row['setting'][1]})"
+                        what += f" (int8, {row['setting'][0]}x re-scored; phrases ef {row['setting'][1]})"
                     elif row["setting"] is not None:
-                        what += f" (brute-force MaxSim; phrases ef {row['setting'][1]})"
+                        what += f" (float32 MaxSim; phrases ef {row['setting'][1]})"
                     print(f"| {what} | {r['rows']:,} | {r['build_s']:.0f} | {r['optimise_s']:.0f} | {r['open_s']:.2f} "
                           f"| {i['p50']:.1f} / {i['p95']:.1f} | {g['p50']:.1f} / {g['p95']:.1f} "
                           f"| {row['recall_images']:.3f} | {row['recall_regions']:.3f} | {r['rss_mb']:.0f} "

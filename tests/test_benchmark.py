@@ -149,19 +149,19 @@ def bench_photo_module():
 
 def test_bench_index_reports_every_row_and_exact_recall_where_the_search_is_exact(tmp_path):
     """bench_index.py end to end on a small collection: the indexing comparison, both default passes and
-    the sweep rows; brute-force MaxSim (the default below 20,000 images) finds the exact top 10."""
+    the sweep rows; MaxSim over the float32 vectors (the default below 20,000 images) finds the exact top 10."""
     import subprocess
     import sys
 
     script = SCRIPT.parent / "bench_index.py"
     run = subprocess.run([sys.executable, str(script), "--images", "2", "--repeats", "1", "--sizes", "300",
-                          "--base", "20", "--queries", "4", "--sweep", "0:64,50:64", "--work", str(tmp_path)],
+                          "--base", "20", "--queries", "4", "--sweep", "0:64,4:64", "--work", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, check=True)
     lines = run.stdout.splitlines()
     assert any(line.startswith("index overhead: ") for line in lines)
     rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in lines if line.startswith("| 300")}
     assert list(rows) == ["300 (defaults, first pass after opening)", "300 (defaults, again)",
-                          "300 (brute-force MaxSim; phrases ef 64)", "300 (two-stage, 50 rows/phrase, ef 64)"]
+                          "300 (float32 MaxSim; phrases ef 64)", "300 (int8, 4x re-scored; phrases ef 64)"]
     for name in list(rows)[:3]:
         recall_images, recall_regions = (float(rows[name][i]) for i in (6, 7))
         assert recall_images == 1.0, (name, run.stdout)
