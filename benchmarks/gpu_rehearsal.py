@@ -6,13 +6,14 @@
 It generates a synthetic data set (the photo preset, ~500x375, when this checkout has it), trains each
 stage (detector, alignment, captioner) for a bounded number of steps with AMP (bf16 autocast on CUDA;
 the model keeps box arithmetic in fp32), and reports images/s per stage, peak GPU memory, ``analyze()``
-images/s at batch 1 and 8, and the largest difference between the device's and the CPU's outputs on
-the same batch (detections, region vectors, caption log-probs), and the bundled demo model's captions of
+images/s at batch 1 and 8, images/s into an embedded collection index at batch 8, and the largest
+difference between the device's and the CPU's outputs on the same batch (detections, region vectors,
+caption log-probs), and the bundled demo model's captions of
 boxes made up of two detected objects on both (group captions). Every section is time-boxed and a
 failure is reported, not fatal. ``report.json`` and ``report.md`` go to ``--out`` (default ``$OUT``).
 
-Only regioncap's core and train modules are imported (no Gradio, no Qdrant); the APIs used exist in
-torch 2.11 / torchvision 0.26.
+Only regioncap's core and train modules are imported (no Gradio; qdrant-edge-py only by the index
+section); the APIs used exist in torch 2.11 / torchvision 0.26.
 """
 
 from __future__ import annotations
@@ -176,6 +177,23 @@ class Rehearsal:
             out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         return out
 
+    def index_speed(self) -> dict:
+        """Images/s into an embedded collection index (Qdrant Edge) at batch 8, the files read and decoded
+        by worker threads: what ``python -m regioncap index --batch-size 8`` does on this device."""
+        import tempfile
+
+        from regioncap.index import RegionIndex
+
+        model = self._eval_model()
+        files = sorted((self.data_root / "Images").glob("*.jpg"))[:self.args.index_images]
+        with tempfile.TemporaryDirectory() as folder, RegionIndex(Path(folder) / "index", model) as index:
+            index.add(files[:8], batch_size=8)  # warm-up, and the index's creation
+            t0 = time.perf_counter()
+            counts = index.add(files[8:], batch_size=8)
+            seconds = time.perf_counter() - t0
+        return {"images": counts["added"], "failed": len(counts["failed"]), "batch_size": 8,
+                "images_per_s": round(counts["added"] / seconds, 2)}
+
     def device_vs_cpu(self) -> dict:
         model = self._eval_model()
         cpu_model = copy.deepcopy(model).cpu()
@@ -255,6 +273,7 @@ class Rehearsal:
         for stage in STAGES:
             self.section(f"train_{stage}", a.stage_seconds + 60, lambda stage=stage: self.train(stage))
         self.section("analyze", a.analyze_seconds, self.analyze_speed)
+        self.section("index", a.analyze_seconds, self.index_speed)
         self.section("device_vs_cpu", a.analyze_seconds, self.device_vs_cpu)
         self.section("group_captions", a.analyze_seconds, self.group_captions)
         self.report["setup"]["total_seconds"] = round(time.perf_counter() - T0, 1)
@@ -362,6 +381,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector-batch", type=int, default=8)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="data loader / generator processes")
     p.add_argument("--analyze-images", type=int, default=48, help="images per analyze() timing")
+    p.add_argument("--index-images", type=int, default=200, help="files indexed by the index section")
     p.add_argument("--data-seconds", type=float, default=90)
     p.add_argument("--stage-seconds", type=float, default=60, help="each training stage stops after this")
     p.add_argument("--analyze-seconds", type=float, default=60)
@@ -373,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     if args.smoke:
         args.images, args.steps, args.warmup_steps, args.batch, args.detector_batch = 10, 2, 1, 4, 2
-        args.workers, args.analyze_images, args.log_every = 0, 2, 1
+        args.workers, args.analyze_images, args.log_every, args.index_images = 0, 2, 1, 10
     args.arch = args.arch or ("small" if args.smoke else "mobilenet_v3_large_fpn")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no GPU (use --device cpu --smoke to check the script)")

@@ -14,13 +14,15 @@ def test_smoke_run_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     sections = report["sections"]
-    assert list(sections) == ["data", "train_detector", "train_alignment", "train_captioner", "analyze",
+    assert list(sections) == ["data", "train_detector", "train_alignment", "train_captioner", "analyze", "index",
                               "device_vs_cpu", "group_captions"]
     assert all(s["ok"] for s in sections.values()), {k: s.get("error") for k, s in sections.items()}
     assert sections["data"]["preset"] == "photo"
     for stage in ("detector", "alignment", "captioner"):
         assert sections[f"train_{stage}"]["steps"] == 2 and sections[f"train_{stage}"]["images_per_s"] > 0
     assert sections["analyze"]["batch_1_images_per_s"] > 0 and sections["analyze"]["batch_8_images_per_s"] > 0
+    assert sections["index"]["images"] == 2 and sections["index"]["failed"] == 0  # 10 files, 8 of them the warm-up
+    assert sections["index"]["images_per_s"] > 0
     assert sections["device_vs_cpu"]["region_vector_max_diff"] == 0.0  # the "device" is the CPU itself
     groups = sections["group_captions"]
     assert groups["group_boxes"] >= 1 and groups["same_captions"] and groups["member_similarity_max_diff"] == 0.0
