@@ -14,11 +14,12 @@ Each shard has a write-ahead log and an exclusive lock (a second process is refu
 A sentence is ranked by MaxSim over every image, which reads every stored vector: up to
 ``DIRECT_IMAGES`` images from the float32 vectors (exact), above from the int8 copies, a quarter of
 the bytes, with the best ``OVERSAMPLING`` × limit images re-scored from the float32 vectors. At 100,000
-images (766,624 vectors) the float32 scan took 77 ms (p50), the int8 one with re-scoring 41 ms, and it
-found the exact top 10 of all 60 test sentences. Phrase-first candidates (each phrase's nearest rows
-through HNSW, then MaxSim over their images) were tried and found 0.74 of the exact top 10 at 1,000 rows
-per phrase: near-duplicate photos crowd one phrase's nearest rows. ``benchmarks/bench_index.py`` measures
-the recall against an exhaustive S_kl over every stored vector.
+images (766,624 vectors) Edge's float32 scan took 77 ms (p50), its int8 one with re-scoring 41 ms, and
+that found the exact top 10 of all 60 test sentences (whole searches: 88 and 53 ms,
+docs/collection-search.md). Phrase-first candidates (each phrase's nearest rows through HNSW, then
+MaxSim over their images) were tried and found 0.74 of the exact top 10 at 1,000 rows per phrase:
+near-duplicate photos crowd one phrase's nearest rows. ``benchmarks/bench_index.py`` measures the
+recall against an exhaustive S_kl over every stored vector.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ FORMAT, SCHEMA = "regioncap-edge", 2
 META_FILE = "regioncap-index.json"
 DIRECT_IMAGES = 20_000  # up to this many images a sentence is ranked from the float32 vectors, above from int8
 OVERSAMPLING = 4.0  # above DIRECT_IMAGES: the int8 scan's best 4 x limit images are re-scored in float32
-HNSW_EF = 512  # phrase search: at 100,000 images, top-10 recall 0.960 with ef 256, 0.998 with 512 (+0.3 ms)
+HNSW_EF = 512  # phrase search at 100,000 images: top-10 recall 0.960 at ef 256, 0.987-0.998 at 512 (+0.3 ms)
 INDEXING_KB = 20_000  # a segment of more vector data than this gets an HNSW graph: ~20,000 rows at 256-d
 OLD_FORMAT_MARKERS = ("meta.json", "collection", ".lock")  # qdrant-client's local mode (schema 1)
 
