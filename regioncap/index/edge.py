@@ -207,8 +207,9 @@ class EdgeStore:
         multivector)]. Over every image, from the float32 vectors up to ``DIRECT_IMAGES`` images, above from
         the int8 copies with the best ``OVERSAMPLING`` x ``limit`` re-scored in float32."""
         q = _edge()
-        quantization = (q.QuantizationSearchParams(ignore=True) if self.count_images() <= DIRECT_IMAGES else
-                        q.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
+        large = self.images.count(q.CountRequest(exact=False)) > DIRECT_IMAGES  # exact: 5.4 ms at 100,000 images
+        quantization = (q.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING) if large else
+                        q.QuantizationSearchParams(ignore=True))
         points = self.images.query(q.QueryRequest(limit=limit, query=q.Query.Nearest(s.tolist()),
                                                   params=q.SearchParams(quantization=quantization),
                                                   with_payload=fields, with_vector=True))
