@@ -15,7 +15,7 @@ A sentence is ranked by MaxSim over every image, which reads every stored vector
 ``DIRECT_IMAGES`` images from the float32 vectors (exact), above from the int8 copies, a quarter of
 the bytes, with the best ``OVERSAMPLING`` × limit images re-scored from the float32 vectors. At 100,000
 images (766,624 vectors) Edge's float32 scan took 77 ms (p50), its int8 one with re-scoring 41 ms, and
-that found the exact top 10 of all 60 test sentences (whole searches: 88 and 53 ms,
+that found the exact top 10 of all 60 test sentences (whole searches: 76 and 48 ms,
 docs/collection-search.md). Phrase-first candidates (each phrase's nearest rows through HNSW, then
 MaxSim over their images) were tried and found 0.74 of the exact top 10 at 1,000 rows per phrase:
 near-duplicate photos crowd one phrase's nearest rows. ``benchmarks/bench_index.py`` measures the
