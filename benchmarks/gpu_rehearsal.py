@@ -179,20 +179,27 @@ class Rehearsal:
 
     def index_speed(self) -> dict:
         """Images/s into an embedded collection index (Qdrant Edge) at batch 8, the files read and decoded
-        by worker threads: what ``python -m regioncap index --batch-size 8`` does on this device."""
+        by worker threads: what ``python -m regioncap index --batch-size 8`` does on this device; beside it
+        the same files read, decoded and analysed with nothing written (``regioncap.batch.analyze_files``)."""
         import tempfile
 
+        from regioncap import batch
         from regioncap.index import RegionIndex
 
         model = self._eval_model()
         files = sorted((self.data_root / "Images").glob("*.jpg"))[:self.args.index_images]
+        t0 = time.perf_counter()
+        analysed = sum(result is not None for _, result in batch.analyze_files(model, files[8:], 8))
+        sync(self.device)
+        alone = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as folder, RegionIndex(Path(folder) / "index", model) as index:
             index.add(files[:8], batch_size=8)  # warm-up, and the index's creation
             t0 = time.perf_counter()
             counts = index.add(files[8:], batch_size=8)
             seconds = time.perf_counter() - t0
         return {"images": counts["added"], "failed": len(counts["failed"]), "batch_size": 8,
-                "images_per_s": round(counts["added"] / seconds, 2)}
+                "images_per_s": round(counts["added"] / seconds, 2),
+                "analysis_only_images_per_s": round(analysed / alone, 2), "workers": batch.default_workers()}
 
     def device_vs_cpu(self) -> dict:
         model = self._eval_model()

@@ -22,7 +22,7 @@ def test_smoke_run_on_cpu(tmp_path):
         assert sections[f"train_{stage}"]["steps"] == 2 and sections[f"train_{stage}"]["images_per_s"] > 0
     assert sections["analyze"]["batch_1_images_per_s"] > 0 and sections["analyze"]["batch_8_images_per_s"] > 0
     assert sections["index"]["images"] == 2 and sections["index"]["failed"] == 0  # 10 files, 8 of them the warm-up
-    assert sections["index"]["images_per_s"] > 0
+    assert sections["index"]["images_per_s"] > 0 and sections["index"]["analysis_only_images_per_s"] > 0
     assert sections["device_vs_cpu"]["region_vector_max_diff"] == 0.0  # the "device" is the CPU itself
     groups = sections["group_captions"]
     assert groups["group_boxes"] >= 1 and groups["same_captions"] and groups["member_similarity_max_diff"] == 0.0
