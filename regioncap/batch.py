@@ -87,7 +87,6 @@ def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_
     arrival order, ran at the speed of batch 1 on a GPU.)"""
     window = max(window or 4 * batch_size, batch_size)
     waiting: collections.deque[LoadedFile] = collections.deque()  # every item in order, until yielded
-    sizes: dict[int, tuple[int, int]] = {}  # id(item) -> its image's size, while it waits for analysis
     groups: dict[tuple[int, int], list[LoadedFile]] = {}  # size -> items waiting for analysis
     done: dict[int, object] = {}  # id(item) -> its result (None: nothing to analyse)
 
@@ -97,7 +96,6 @@ def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_
         for item, result in zip(group, results):
             item.image = None  # the decoded picture is not needed any more: free it
             done[id(item)] = result
-            del sizes[id(item)]
 
     def ready():
         while waiting and id(waiting[0]) in done:
@@ -109,16 +107,15 @@ def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_
         if item.image is None:
             done[id(item)] = None
         else:
-            size = sizes[id(item)] = item.image.size
-            groups.setdefault(size, []).append(item)
-            if len(groups[size]) >= batch_size:
-                run(size)
+            groups.setdefault(item.image.size, []).append(item)
+            if len(groups[item.image.size]) >= batch_size:
+                run(item.image.size)
         if len(waiting) >= window and id(waiting[0]) not in done:
-            run(sizes[id(waiting[0])])
+            run(waiting[0].image.size)  # an item not yet analysed still holds its image
         yield from ready()
     while waiting:
         if id(waiting[0]) not in done:
-            run(sizes[id(waiting[0])])
+            run(waiting[0].image.size)
         yield from ready()
 
 
