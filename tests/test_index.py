@@ -104,6 +104,33 @@ def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data(engine, tmp_
     store.close()
 
 
+def test_edge_images_shard_grows_in_segments_and_a_search_spans_them(tmp_path, monkeypatch):
+    """Everything written between two optimisations becomes one segment, which Edge scans in one thread:
+    the images shard is optimised every SEGMENT_IMAGES images and keeps up to SEGMENTS segments."""
+    monkeypatch.setattr(edge, "SEGMENT_IMAGES", 4)
+    monkeypatch.setattr(edge, "SEGMENTS", 3)
+    monkeypatch.setattr(edge, "INDEXING_KB", 1)  # a segment of 4 small images is sealed too
+    g = torch.Generator().manual_seed(1)
+    dim, n = 16, 30
+    rows = [torch.nn.functional.normalize(torch.randn(1 + k % 5, dim, generator=g), dim=1) for k in range(n)]
+    q = torch.nn.functional.normalize(torch.randn(3, dim, generator=g), dim=1)
+    skl = torch.stack([(r @ q.T).max(dim=0).values.sum() for r in rows])
+    store = EdgeStore(tmp_path / "index")
+    store.create(dim, {"model_id": "random"})
+    for start in range(0, n, 2):  # as ``add`` writes: a few images at a time
+        items = [(f"{k:064x}", rows[k].numpy(), {"hash": f"{k:064x}", "k": k}) for k in range(start, start + 2)]
+        store.put_rows(items)
+        store.put_images(items)
+    segments = store.images.info().segments_count
+    assert 2 <= segments <= 3 + 1  # sealed segments (merged down to SEGMENTS), and the one being written
+    assert store.count_images() == n
+    for direct in (10**6, 0):  # float32, then int8 re-scored
+        monkeypatch.setattr(edge, "DIRECT_IMAGES", direct)
+        found = store.sentence_candidates(q.numpy(), n, ["k"])
+        assert [p["k"] for p, _ in found] == skl.argsort(descending=True).tolist()
+    store.close()
+
+
 def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, photos, where):
     folder, paths = photos
     with open_index(where(), tiny_model) as index:

@@ -5,7 +5,8 @@ An index folder holds two Edge shards and a record of the model that built it::
     DIR/regioncap-index.json   {"format": "regioncap-edge", "schema": 2, "model", "model_id", "dim"}; written last
     DIR/images/                one point per image: the multivector [whole-image vector, region vectors...]
                                (MaxSim over dot products = S_kl), payload = paths, size, regions, settings;
-                               float32 on disk, an int8 copy in RAM (built by ``optimize``)
+                               float32 on disk, an int8 copy in RAM (built by ``optimize``), in up to
+                               ``SEGMENTS`` segments that a search scans in parallel threads
     DIR/regions/               one point per row of that multivector (``index`` -1 = the whole image):
                                brute force up to ~20,000 rows, HNSW beyond (built by ``optimize``)
 
@@ -15,11 +16,16 @@ A sentence is ranked by MaxSim over every image, which reads every stored vector
 ``DIRECT_IMAGES`` images from the float32 vectors (exact), above from the int8 copies, a quarter of
 the bytes, with the best ``OVERSAMPLING`` × limit images re-scored from the float32 vectors. At 100,000
 images (766,624 vectors) Edge's float32 scan took 77 ms (p50), its int8 one with re-scoring 41 ms, and
-that found the exact top 10 of all 60 test sentences (whole searches: 76 and 48 ms,
-docs/collection-search.md). Phrase-first candidates (each phrase's nearest rows through HNSW, then
-MaxSim over their images) were tried and found 0.74 of the exact top 10 at 1,000 rows per phrase:
-near-duplicate photos crowd one phrase's nearest rows. ``benchmarks/bench_index.py`` measures the
-recall against an exhaustive S_kl over every stored vector.
+that found the exact top 10 of all 60 test sentences. Edge scans a shard's segments in parallel (one
+thread per core), one segment in one thread, and turns what was written between two optimisations into
+one segment: so the images shard is optimised every ``SEGMENT_IMAGES`` images written and keeps up to
+``SEGMENTS`` segments (Edge's merge optimiser), and its scan runs on every core: at 100,000 images 39 ms
+in one segment, 22 ms in seven on this machine's two cores (docs/collection-search.md).
+
+Phrase-first candidates (each phrase's nearest rows through HNSW, then MaxSim over their images) were
+tried and found 0.74 of the exact top 10 at 1,000 rows per phrase: near-duplicate photos crowd one
+phrase's nearest rows. ``benchmarks/bench_index.py`` measures the recall against an exhaustive S_kl over
+every stored vector.
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ FORMAT, SCHEMA = "regioncap-edge", 2
 META_FILE = "regioncap-index.json"
 DIRECT_IMAGES = 20_000  # up to this many images a sentence is ranked from the float32 vectors, above from int8
 OVERSAMPLING = 4.0  # above DIRECT_IMAGES: the int8 scan's best 4 x limit images are re-scored in float32
-HNSW_EF = 512  # phrase search at 100,000 images: top-10 recall 0.960 at ef 256, 0.987-0.998 at 512 (+0.3 ms)
-INDEXING_KB = 20_000  # a segment of more vector data than this gets an HNSW graph: ~20,000 rows at 256-d
+HNSW_EF = 1024  # phrases at 100,000 images, top-10 recall: 0.960 at ef 256, 0.987-0.998 at 512, 0.998 at 768-2048
+SEGMENTS = 8  # the images shard's segments (Edge merges the smallest beyond): searched in parallel threads
+SEGMENT_IMAGES = 5_000  # the images shard is optimised (a new segment) every this many images written
+INDEXING_KB = 20_000  # a segment of more vector data gets its HNSW graph / int8 copies: ~20,000 rows at 256-d
 OLD_FORMAT_MARKERS = ("meta.json", "collection", ".lock")  # qdrant-client's local mode (schema 1)
 
 
@@ -99,6 +107,7 @@ class EdgeStore:
         self.folder = Path(tempfile.mkdtemp(prefix="regioncap-index-")) if folder is None else Path(folder)
         self.meta = check_folder(self.folder, create)
         self.images = self.regions = None
+        self.unoptimised = 0  # images written since the images shard was last optimised
         if self.meta is not None:
             self._open(create=False)
 
@@ -111,6 +120,7 @@ class EdgeStore:
                                        quantization_config=q.ScalarQuantizationConfig(q.ScalarType.Int8,
                                                                                      always_ram=True),
                                        hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1)),
+            optimizers=q.EdgeOptimizersConfig(default_segment_number=SEGMENTS, indexing_threshold=INDEXING_KB),
             payload_memory=q.Memory.Cold)  # 100,000 images: opened in 0.33 s
         # no int8 copies of the rows: with them and HNSW, a shard of 60,000 rows took 12 s to open (0.2 s without)
         regions = q.EdgeConfig(
@@ -169,6 +179,7 @@ class EdgeStore:
         segments): after adding many images; a no-op for small collections."""
         for shard in (self.images, self.regions):
             shard.optimize()
+        self.unoptimised = 0
 
     # -- reading ------------------------------------------------------------------------------------
     def count_images(self) -> int:
@@ -244,10 +255,16 @@ class EdgeStore:
             self.regions.update(q.UpdateOperation.upsert_points(rows[start:start + 4096]))
 
     def put_images(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
+        """Write image points; every ``SEGMENT_IMAGES`` of them the images shard is optimised, which makes
+        them a segment of their own (a search scans segments in parallel)."""
         if items:
             q = _edge()
             self.images.update(q.UpdateOperation.upsert_points(
                 [q.Point(point_id(digest), vector, payload) for digest, vector, payload in items]))
+            self.unoptimised += len(items)
+            if self.unoptimised >= SEGMENT_IMAGES:
+                self.images.optimize()
+                self.unoptimised = 0
 
     def set_paths(self, digest: str, paths: list[str]) -> None:
         self.images.update(_edge().UpdateOperation.set_payload([point_id(digest)], {"paths": paths}))
