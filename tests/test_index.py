@@ -123,6 +123,8 @@ def test_edge_images_shard_grows_in_segments_and_a_search_spans_them(tmp_path, m
         store.put_images(items)
     segments = store.images.info().segments_count
     assert 2 <= segments <= 3 + 1  # sealed segments (merged down to SEGMENTS), and the one being written
+    folders = list((tmp_path / "index" / "images" / "segments").iterdir())
+    assert len(folders) == segments  # those merged away are deleted as it goes (Edge deletes them on flush)
     assert store.count_images() == n
     for direct in (10**6, 0):  # float32, then int8 re-scored
         monkeypatch.setattr(edge, "DIRECT_IMAGES", direct)

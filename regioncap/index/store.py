@@ -150,8 +150,11 @@ class ServerStore:
     def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
         from qdrant_client import models
 
+        from regioncap.index.edge import HNSW_EF
+
         regions_only = models.Filter(must=[models.FieldCondition(key="index", range=models.Range(gte=0))])
         points = self.client.query_points(self.regions, query=s.tolist(), limit=limit, query_filter=regions_only,
+                                          search_params=models.SearchParams(hnsw_ef=HNSW_EF),
                                           with_payload=["hash", "index"]).points
         return [(p.payload["hash"], int(p.payload["index"])) for p in points]
 
