@@ -17,6 +17,7 @@
    alternated ``--cli-repeats`` times in one run; the ratio of medians. Goal: <= 1.5.
 
     python benchmarks/bench_index.py [--sizes 10000,100000] [--base 1000] [--vectors real|random] [--cli]
+        [--sentences-only]
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cli-repeats", type=int, default=7)
     p.add_argument("--work", default=None, help="working folder (default: a temporary one, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the built indexes in --work (search-SIZE)")
+    p.add_argument("--sentences-only", action="store_true", help="build and search the images shard only "
+                   "(a million images' regions graph, 7.7 M rows, would take over an hour on 2 cores)")
     p.add_argument("--search-child", default=None, help=argparse.SUPPRESS)  # internal: the searching process
     return p
 
@@ -152,15 +155,16 @@ def collection(base, size: int, noise: float, random_vectors: bool, seed: int = 
         yield items
 
 
-def build(location: Path, model, chunks) -> tuple[int, float, float]:
-    """Write the collection into an embedded index as ``add`` lays it out, then optimise it; returns (rows,
-    build seconds, optimise seconds)."""
+def build(location: Path, model, chunks, regions: bool = True) -> tuple[int, float, float]:
+    """Write the collection into an embedded index as ``add`` lays it out (``regions`` False: the images
+    shard only), then optimise it; returns (rows, build seconds, optimise seconds)."""
     from regioncap.index import RegionIndex
 
     rows, t0 = 0, time.perf_counter()
     with RegionIndex(location, model) as index:
         for items in chunks:
-            index.store.put_rows(items)
+            if regions:
+                index.store.put_rows(items)
             index.store.put_images(items)
             rows += sum(len(v) for _, v, _ in items)
         built = time.perf_counter() - t0
@@ -176,7 +180,7 @@ def true_top10(chunks, model, sentences, phrases):
     from regioncap.models.results import sentence_phrases
 
     s = [model.encode_text(sentence_phrases(text, model)).numpy() for text in sentences]  # [P, D] each
-    p = np.stack([model.encode_text([text])[0].numpy() for text in phrases])  # [Q, D]
+    p = np.stack([model.encode_text([text])[0].numpy() for text in phrases] or [s[0][0]])[:len(phrases)]  # [Q, D]
     sentence_of = np.repeat(np.arange(len(s)), [len(x) for x in s])
     first_phrase = np.flatnonzero(np.r_[True, sentence_of[1:] != sentence_of[:-1]])
     s = np.concatenate(s)
@@ -228,6 +232,8 @@ def search_child(location: str, model_path: str, spec: str) -> None:
             edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES = *setting, 0 if setting[0] else 10**12
         row = {"setting": setting}
         for by, texts in (("images", sentences), ("regions", phrases)):
+            if not texts:
+                continue
             index.search(texts[0], by=by)  # warm-up
             times, found = [], []
             for text in texts:
@@ -246,7 +252,9 @@ def search_child(location: str, model_path: str, spec: str) -> None:
 def bench_size(model, base, size, args, work, sentences, phrases) -> dict:
     location = work / f"search-{size}"
     chunks = functools.partial(collection, base, size, args.noise, args.vectors == "random")
-    rows, built, optimised = build(location, model, chunks())
+    if args.sentences_only:
+        phrases = []
+    rows, built, optimised = build(location, model, chunks(), regions=not args.sentences_only)
     print(f"built {size:,} images ({rows:,} rows) in {built:.1f} s, optimised in {optimised:.1f} s",
           file=sys.stderr)
     spec = work / "queries.json"
@@ -261,8 +269,8 @@ def bench_size(model, base, size, args, work, sentences, phrases) -> dict:
     for row in out["settings"]:
         row["recall_images"] = float(np.mean([len(t & set(f)) / 10 for t, f in zip(by_sentence,
                                                                                     row["images"]["found"])]))
-        row["recall_regions"] = float(np.mean([len(t & {tuple(x) for x in f}) / 10
-                                               for t, f in zip(by_phrase, row["regions"]["found"])]))
+        row["recall_regions"] = float(np.mean([len(t & {tuple(x) for x in f}) / 10 for t, f in
+                                               zip(by_phrase, row["regions"]["found"])])) if phrases else None
     out.update(rows=rows, build_s=built, optimise_s=optimised,
                size_mb=sum(f.stat().st_size for f in location.rglob("*") if f.is_file()) / 2**20)
     if not args.keep:
@@ -330,16 +338,17 @@ def main(args) -> int:
             print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for size, r in rows:
                 for n, row in enumerate(r["settings"]):
-                    i, g = row["images"], row["regions"]
+                    i, g = row["images"], row.get("regions")
                     what = f"{size:,}" + (" (defaults, first pass after opening)", " (defaults, again)", "")[min(n, 2)]
                     if row["setting"] is not None and row["setting"][0]:
                         what += f" (int8, {row['setting'][0]}x re-scored; phrases ef {row['setting'][1]})"
                     elif row["setting"] is not None:
                         what += f" (float32 MaxSim; phrases ef {row['setting'][1]})"
+                    phrase, recall = ((f"{g['p50']:.1f} / {g['p95']:.1f}", f"{row['recall_regions']:.3f}") if g
+                                      else ("-", "-"))
                     print(f"| {what} | {r['rows']:,} | {r['build_s']:.0f} | {r['optimise_s']:.0f} | {r['open_s']:.2f} "
-                          f"| {i['p50']:.1f} / {i['p95']:.1f} | {g['p50']:.1f} / {g['p95']:.1f} "
-                          f"| {row['recall_images']:.3f} | {row['recall_regions']:.3f} | {r['rss_mb']:.0f} "
-                          f"| {r['size_mb']:.0f} |")
+                          f"| {i['p50']:.1f} / {i['p95']:.1f} | {phrase} | {row['recall_images']:.3f} | {recall} "
+                          f"| {r['rss_mb']:.0f} | {r['size_mb']:.0f} |")
         if args.cli:
             torch_s, search_s = bench_cli(model, base, work, args.cli_repeats, args.model)
             print(f"\none `python -m regioncap search` on a 1,000-image index: {search_s:.2f} s; `python -c "

@@ -166,3 +166,23 @@ def test_bench_index_reports_every_row_and_exact_recall_where_the_search_is_exac
         recall_images, recall_regions = (float(rows[name][i]) for i in (6, 7))
         assert recall_images == 1.0, (name, run.stdout)
         assert recall_regions > 0.9, (name, run.stdout)
+
+
+def test_bench_index_sentences_only_builds_and_searches_the_images_shard_alone(tmp_path):
+    """--sentences-only (the million-image run): no regions written or searched, sentences exact."""
+    import subprocess
+    import sys
+
+    script = SCRIPT.parent / "bench_index.py"
+    run = subprocess.run([sys.executable, str(script), "--images", "0", "--sizes", "300", "--base", "20",
+                          "--queries", "4", "--sentences-only", "--keep", "--work", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    rows = [line.split("|")[2:] for line in run.stdout.splitlines() if line.startswith("| 300")]
+    assert len(rows) == 2, run.stdout
+    for row in rows:
+        assert (row[6].strip(), float(row[7]), row[8].strip()) == ("-", 1.0, "-"), run.stdout
+    from regioncap.index.edge import EdgeStore
+
+    store = EdgeStore(tmp_path / "search-300", create=False)
+    assert (store.count_images(), store.count_regions()) == (300, 0)
+    store.close()
