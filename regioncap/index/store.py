@@ -72,17 +72,18 @@ class ServerStore:
         which is written last: an index without it is treated as not yet created."""
         from qdrant_client import models
 
+        int8 = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8,
+                                                                               always_ram=True))
         if not self.client.collection_exists(self.images):
             # as the embedded engine: every image is scanned (no HNSW over multivectors: built here in 671 s
             # for 100,000 images, it found 5 % of the true top 10), from int8 copies in RAM, re-scored
             self.client.create_collection(self.images, vectors_config=models.VectorParams(
                 size=dim, distance=models.Distance.DOT, hnsw_config=models.HnswConfigDiff(m=0),
                 multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
-                quantization_config=models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-                    type=models.ScalarType.INT8, always_ram=True))))
-        if not self.client.collection_exists(self.regions):
+                quantization_config=int8))
+        if not self.client.collection_exists(self.regions):  # HNSW over int8 copies in RAM, re-scored
             self.client.create_collection(self.regions, vectors_config=models.VectorParams(
-                size=dim, distance=models.Distance.DOT))
+                size=dim, distance=models.Distance.DOT, quantization_config=int8))
         for name, field, schema in ((self.regions, "hash", models.PayloadSchemaType.KEYWORD),
                                     (self.regions, "index", models.PayloadSchemaType.INTEGER),
                                     (self.images, "paths", models.PayloadSchemaType.KEYWORD)):
@@ -150,12 +151,13 @@ class ServerStore:
     def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
         from qdrant_client import models
 
-        from regioncap.index.edge import HNSW_EF
+        from regioncap.index.edge import HNSW_EF, OVERSAMPLING
 
         regions_only = models.Filter(must=[models.FieldCondition(key="index", range=models.Range(gte=0))])
+        params = models.SearchParams(hnsw_ef=HNSW_EF, quantization=models.QuantizationSearchParams(
+            rescore=True, oversampling=OVERSAMPLING))
         points = self.client.query_points(self.regions, query=s.tolist(), limit=limit, query_filter=regions_only,
-                                          search_params=models.SearchParams(hnsw_ef=HNSW_EF),
-                                          with_payload=["hash", "index"]).points
+                                          search_params=params, with_payload=["hash", "index"]).points
         return [(p.payload["hash"], int(p.payload["index"])) for p in points]
 
     # -- writing ------------------------------------------------------------------------------------
