@@ -180,7 +180,7 @@ def test_bench_index_sentences_only_builds_and_searches_the_images_shard_alone(t
     rows = [line.split("|")[2:] for line in run.stdout.splitlines() if line.startswith("| 300")]
     assert len(rows) == 2, run.stdout
     for row in rows:
-        assert (row[6].strip(), float(row[7]), row[8].strip()) == ("-", 1.0, "-"), run.stdout
+        assert (row[5].strip(), float(row[6]), row[7].strip()) == ("-", 1.0, "-"), run.stdout
     from regioncap.index.edge import EdgeStore
 
     store = EdgeStore(tmp_path / "search-300", create=False)
