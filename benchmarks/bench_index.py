@@ -180,7 +180,8 @@ def true_top10(chunks, model, sentences, phrases):
     from regioncap.models.results import sentence_phrases
 
     s = [model.encode_text(sentence_phrases(text, model)).numpy() for text in sentences]  # [P, D] each
-    p = np.stack([model.encode_text([text])[0].numpy() for text in phrases] or [s[0][0]])[:len(phrases)]  # [Q, D]
+    p = np.array([model.encode_text([text])[0].numpy() for text in phrases],
+                 dtype=np.float32).reshape(len(phrases), s[0].shape[1])  # [Q, D]
     sentence_of = np.repeat(np.arange(len(s)), [len(x) for x in s])
     first_phrase = np.flatnonzero(np.r_[True, sentence_of[1:] != sentence_of[:-1]])
     s = np.concatenate(s)
