@@ -133,6 +133,26 @@ def test_edge_images_shard_grows_in_segments_and_a_search_spans_them(tmp_path, m
     store.close()
 
 
+def test_server_searches_pass_engine_settings_without_warning_in_process():
+    """The server path sends ef and re-scoring settings; qdrant-client's in-process mode (the app's tests,
+    ``:memory:``) ignores them, and its warning that it does is not passed on to the user."""
+    import warnings
+
+    from qdrant_client import QdrantClient
+
+    store = ServerStore(QdrantClient(":memory:"))
+    store.create(8, {"model_id": "random"})
+    v = torch.nn.functional.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    items = [(f"{k:064x}", v.numpy(), {"hash": f"{k:064x}"}) for k in range(3)]
+    store.put_rows(items)
+    store.put_images(items)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(store.phrase_candidates(v[0].numpy(), 2)) == 2
+        assert len(store.sentence_candidates(v.numpy(), 2, ["hash"])) == 2
+    store.close()
+
+
 def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, photos, where):
     folder, paths = photos
     with open_index(where(), tiny_model) as index:

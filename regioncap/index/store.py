@@ -135,29 +135,31 @@ class ServerStore:
         points = self.client.retrieve(self.images, ids, with_payload=fields, with_vectors=True) if ids else []
         return {p.payload["hash"]: (p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points}
 
-    def sentence_candidates(self, s: np.ndarray, limit: int, fields: list[str]) -> list[tuple[dict, np.ndarray]]:
+    def _query(self, collection: str, query: np.ndarray, hnsw_ef: int | None = None, **kw) -> list:
+        """``query_points`` with int8 candidates re-scored in float32 (``OVERSAMPLING`` x limit) and
+        ``hnsw_ef`` where the collection has a graph."""
         from qdrant_client import models
 
         from regioncap.index.edge import OVERSAMPLING
 
-        params = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True,
-                                                                                  oversampling=OVERSAMPLING))
+        params = models.SearchParams(hnsw_ef=hnsw_ef, quantization=models.QuantizationSearchParams(
+            rescore=True, oversampling=OVERSAMPLING))
         with warnings.catch_warnings():  # qdrant-client's in-process mode searches exactly and says so
             warnings.simplefilter("ignore", UserWarning)
-            points = self.client.query_points(self.images, query=s.tolist(), limit=limit, with_payload=fields,
-                                              with_vectors=True, search_params=params).points
+            return self.client.query_points(collection, query=query.tolist(), search_params=params, **kw).points
+
+    def sentence_candidates(self, s: np.ndarray, limit: int, fields: list[str]) -> list[tuple[dict, np.ndarray]]:
+        points = self._query(self.images, s, limit=limit, with_payload=fields, with_vectors=True)
         return [(p.payload, np.asarray(p.vector, dtype=np.float32)) for p in points]
 
     def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
         from qdrant_client import models
 
-        from regioncap.index.edge import HNSW_EF, OVERSAMPLING
+        from regioncap.index.edge import HNSW_EF
 
         regions_only = models.Filter(must=[models.FieldCondition(key="index", range=models.Range(gte=0))])
-        params = models.SearchParams(hnsw_ef=HNSW_EF, quantization=models.QuantizationSearchParams(
-            rescore=True, oversampling=OVERSAMPLING))
-        points = self.client.query_points(self.regions, query=s.tolist(), limit=limit, query_filter=regions_only,
-                                          search_params=params, with_payload=["hash", "index"]).points
+        points = self._query(self.regions, s, hnsw_ef=HNSW_EF, limit=limit, query_filter=regions_only,
+                             with_payload=["hash", "index"])
         return [(p.payload["hash"], int(p.payload["index"])) for p in points]
 
     # -- writing ------------------------------------------------------------------------------------
