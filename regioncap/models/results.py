@@ -14,6 +14,7 @@ from regioncap.data.vocab import tokenize
 from regioncap.errors import RegionCapError, TextError
 from regioncap.data.text import STOP_WORDS, split_phrases
 from regioncap.models.alignment import region_phrase_similarity
+from regioncap.narrate import describe
 
 MAX_TEXT_CHARS = 2000  # longer input is cut before tokenizing (the encoder keeps max_len tokens anyway)
 MAX_SENTENCE_TOKENS = 256  # align() reads at most this many tokens of a sentence
@@ -122,6 +123,11 @@ class AnalysisResult:
             region = self.regions[region_index] if region_index is not None else None
             items.append(PhraseAlignment(phrase, region_index, region, float(sim)))
         return Alignment(items, float(best.values.sum()))
+
+    def describe(self) -> str:
+        """The scene narration (:func:`regioncap.narrate.describe`): a summary, then each region in
+        reading order with where it is — plain words for a screen reader or a speech voice."""
+        return describe(self.regions, self.width, self.height)
 
     def to_dict(self) -> dict:
         """``{"width", "height", "regions": [...], "timings_ms"}`` as in the CLI's caption JSON."""
