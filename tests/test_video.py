@@ -17,7 +17,7 @@ from regioncap.track import iou  # noqa: E402
 from regioncap.video.annotate import COMMENT, AnnotatedVideo, annotated_path, is_ours  # noqa: E402
 from regioncap.video.reader import (VideoDamagedError, VideoError, VideoReader, sampling_rate,  # noqa: E402
                                     video_time, work_size)
-from regioncap.video.run import TrackLog, VideoTracker, caption_video  # noqa: E402
+from regioncap.video.run import TrackLog, VideoTracker, caption_video, distinct  # noqa: E402
 from regioncap.video.synthetic import MovingScene, Mover, write_video  # noqa: E402
 from regioncap.video.vtt import HEADER, VttWriter, read_cues, timestamp  # noqa: E402
 
@@ -237,6 +237,23 @@ def test_finished_tracks_are_spooled_and_come_back_in_order():
     records = list(log.records())
     assert [(r["track"], r["first"], r["last"], len(r["boxes"])) for r in records] == [
         (1, 0.0, 0.0, 1), (2, 0.0, 0.5, 2), (3, 0.5, 1.0, 2)]
+
+
+def test_a_shape_detected_under_two_entity_types_is_one_region():
+    import torch
+
+    from regioncap.models.results import AnalysisResult, Region
+
+    regions = [Region([14, 2, 36, 24], "a small blue circle", 0.95, -1.0, "people"),
+               Region([150, 117, 173, 140], "a black square", 0.9, -1.0, "vehicles"),
+               # the same circle again under another type: IoU 22*22 / (22*22 + 23*24 - 22*22) = 0.88
+               Region([14, 1, 37, 25], "a small blue circle", 0.59, -1.0, "clothing"),
+               # overlapping the square less than 0.7 (IoU 0.53): another region, kept
+               Region([158, 117, 181, 140], "a red square", 0.5, -1.0, "vehicles")]
+    result = AnalysisResult(regions, torch.arange(8.0).reshape(4, 2), torch.zeros(2), 192, 144, {}, None)
+    out = distinct(result)
+    assert [r.caption for r in out.regions] == ["a small blue circle", "a black square", "a red square"]
+    assert out.vectors.tolist() == [[0.0, 1.0], [2.0, 3.0], [6.0, 7.0]] and len(out.candidates) == 3
 
 
 # -- the whole run against the scene's ground truth ------------------------------------------------------
