@@ -92,8 +92,8 @@ def run_captions(model, path: Path, every: float):
 
     kept = []
     t0 = time.perf_counter()
-    records = list(caption_video(model, path, every, on_frame=lambda t, r, tracks: kept.append(
-        (t, r, [tr.number for tr in tracks]))))
+    records = list(caption_video(model, path, every, on_frame=lambda frame, r, tracks: kept.append(
+        (frame.time, r, [tr.number for tr in tracks]))))
     took = time.perf_counter() - t0
     return took, [r for r in records if "time" in r], [r for r in records if "track" in r], kept
 

@@ -110,7 +110,7 @@ def caption_video(model, path, every: float = 0.5, max_regions: int = 10, score_
             frames (1: at once; 2 keeps a one-frame false detection out of the narration), at the time
             it was first seen.
         tracker: the tracker to use (default: a fresh :class:`VideoTracker`).
-        on_frame: called with (frame time, AnalysisResult with boxes in the video's pixels, the frame's
+        on_frame: called with (SampledFrame, AnalysisResult with boxes in the video's pixels, the frame's
             tracks) for each sampled frame, e.g. to keep the region vectors for a search.
 
     Raises:
@@ -140,7 +140,7 @@ def caption_video(model, path, every: float = 0.5, max_regions: int = 10, score_
                     break
                 record, result, tracks = _frame(model, frame, info, tracker, max_regions, score_threshold)
                 if on_frame is not None:
-                    on_frame(frame.time, result, tracks)
+                    on_frame(frame, result, tracks)
                 entries = [log.see(t, frame.time) for t in tracks]
                 log.finish([n for n in log.open if n not in {t.number for t in tracker.tracks}])
                 if vtt_writer is not None:
