@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEMO = ROOT / "assets" / "demo-model"
+DEFAULT_THREADS = None  # torch's own default, read in main()
 
 
 def loadavg() -> str:
@@ -86,23 +87,31 @@ def decode_only(path: Path, every: float, work_side) -> float:
     return time.perf_counter() - t0
 
 
-def run_captions(model, path: Path, every: float):
+def run_captions(model, path: Path, every: float, workers: int = 1):
     """(seconds taken, frame records, track records, [(time, result, track numbers)])."""
     from regioncap.video.run import caption_video
 
     kept = []
     t0 = time.perf_counter()
-    records = list(caption_video(model, path, every, on_frame=lambda frame, r, tracks: kept.append(
+    records = list(caption_video(model, path, every, workers=workers, on_frame=lambda frame, r, tracks: kept.append(
         (frame.time, r, [tr.number for tr in tracks]))))
     took = time.perf_counter() - t0
     return took, [r for r in records if "time" in r], [r for r in records if "track" in r], kept
 
 
-def speed_row(name: str, model, path: Path, seconds: float, every: float) -> tuple[dict, tuple]:
+def speed_row(name: str, model, path: Path, seconds: float, every: float, setting: str) -> tuple[dict, tuple]:
+    """One run at ``setting`` "THREADS:WORKERS" (torch threads, 0: torch's default; frames analysed at once)."""
+    import torch
+
+    threads, workers = (int(x) for x in setting.split(":"))
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or DEFAULT_THREADS)
     config = model.config.detector
     decode = decode_only(path, every, (config.min_size, config.max_size))
-    took, frames, tracks, kept = run_captions(model, path, every)
-    row = {"model": name, "video_s": seconds, "frames": len(frames), "wall_s": round(took, 1),
+    took, frames, tracks, kept = run_captions(model, path, every, workers)
+    torch.set_num_threads(default)
+    row = {"model": name, "torch_threads": threads or DEFAULT_THREADS, "workers": workers, "video_s": seconds,
+           "frames": len(frames), "wall_s": round(took, 1),
            "x_real_time": round(seconds / took, 2), "ms_per_frame": round(1000 * took / max(1, len(frames)), 1),
            "decode_s": round(decode, 2), "decode_x_real_time": round(seconds / decode, 1), "load": loadavg()}
     print(json.dumps(row), flush=True)
@@ -226,7 +235,10 @@ def memory_rows(folder: Path, minutes: list[float], every: float, fps: float) ->
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="speed,tracking,search,coco,memory")
-    p.add_argument("--seconds", type=float, default=180, help="length of the demo model's video (default 180)")
+    p.add_argument("--seconds", type=float, default=120, help="length of the demo model's video (default 120)")
+    p.add_argument("--settings", default="0:1,1:1,1:2",
+                   help="speed runs as THREADS:WORKERS (torch threads, 0: its default; frames analysed at once); "
+                   "tracking and search use the first run (default 0:1,1:1,1:2)")
     p.add_argument("--coco-seconds", type=float, default=30, help="length of the COCO model's video (default 30)")
     p.add_argument("--every", type=float, default=0.5)
     p.add_argument("--memory-minutes", default="10,60")
@@ -241,6 +253,8 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    global DEFAULT_THREADS
+    DEFAULT_THREADS = torch.get_num_threads()
     only = set(args.only.split(","))
     report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "threads": torch.get_num_threads(),
               "cpus": os.cpu_count()}
@@ -253,7 +267,13 @@ def main(argv=None) -> int:
             print(f"video: {args.seconds:g} s 256x192 10 fps, {len(scene.movers)} shapes, made in {made:.1f} s",
                   flush=True)
             model = RegionCaptioner.from_pretrained(DEMO)
-            report["demo"], (frames, tracks, kept) = speed_row("demo model", model, path, args.seconds, args.every)
+            settings = args.settings.split(",")
+            report["demo"], runs = [], []
+            for setting in settings:
+                row, run = speed_row("demo model", model, path, args.seconds, args.every, setting)
+                report["demo"].append(row)
+                runs.append(run)
+            frames, tracks, kept = runs[0]
             if "tracking" in only:
                 report["tracking"] = identity_switches(scene, kept, args.seconds)
                 print(json.dumps(report["tracking"]), flush=True)
@@ -262,8 +282,9 @@ def main(argv=None) -> int:
                 print(json.dumps(report["search"]), flush=True)
         if "coco" in only:
             _, path, _ = make_video(folder, "scene640.mp4", args.coco_seconds, seed=8, size=(640, 480))
-            report["coco"], _ = speed_row("mobilenet_v3_large_fpn (800 px)", coco_model(), path, args.coco_seconds,
-                                          args.every)
+            coco = coco_model()
+            report["coco"] = [speed_row("mobilenet_v3_large_fpn (800 px)", coco, path, args.coco_seconds, args.every,
+                                        setting)[0] for setting in args.settings.split(",")]
         if "memory" in only:
             minutes = [float(m) for m in args.memory_minutes.split(",")]
             report["memory"] = memory_rows(folder, minutes, args.memory_every, args.memory_fps)

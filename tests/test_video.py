@@ -342,3 +342,14 @@ def _regions(dicts):
     from regioncap.models.results import Region
 
     return [Region(d["box"], d["caption"], d["score"], d["caption_score"], d["label"]) for d in dicts]
+
+
+def test_two_workers_give_the_records_of_one(demo_model, scene_video):
+    def summary(records):
+        return [(r.get("time"), r.get("track"), r.get("caption"),
+                 [(x["caption"], x["track"], [round(c) for c in x["box"]]) for x in r.get("regions", [])])
+                for r in records]
+
+    one = list(caption_video(demo_model, scene_video, every=1.0))
+    two = list(caption_video(demo_model, scene_video, every=1.0, workers=2))
+    assert summary(two) == summary(one) and len(one) == 8 + 3
