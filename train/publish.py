@@ -206,8 +206,7 @@ def publish_model(args, api=None) -> int:
     hub.write_model_card(directory, config, metrics=metrics, training=training, datasets=datasets)
     print(f"wrote {directory / hub.CARD_FILE}; datasets: {', '.join(datasets)}"
           + ("" if args.dataset else " (guessed; set with --dataset)")
-          + ("" if metrics else f"; no metrics (run train.evaluate --json {directory / EVAL_FILE} to add them)"),
-          file=sys.stderr)
+          + ("" if metrics else f"; no metrics (run train.evaluate --json {directory / EVAL_FILE} to add them)"))
     files = model_uploads(directory)
     if args.dry_run:
         print(f"would upload to model repo {args.repo_id}, in one commit:", file=sys.stderr)
