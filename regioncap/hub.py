@@ -383,6 +383,11 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     else:
         lines.append("Not measured.")
+    threshold = read_threshold(directory)
+    if threshold is not None:
+        lines += ["", "## Match threshold", "",
+                  f"A phrase matches a region when their similarity reaches **{threshold:g}** (`{CALIBRATION_FILE}`, "
+                  "chosen on held-out data by `regioncap.calibrate`); the app lists only such regions."]
     lines += [
         "",
         "## Usage",

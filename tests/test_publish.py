@@ -134,6 +134,7 @@ def test_uploads_the_model_folders_files_in_one_commit_with_a_card_from_eval_jso
     assert "**data**: synthetic scenes, seed 3" in card  # training facts of the previous card survive
     assert "## Intended use" in card and "## Limitations" in card
     assert "seconds" not in card
+    assert "similarity reaches **0.3125** (`calibration.json`" in card  # the threshold that travels with it
 
 
 def test_metrics_option_dataset_option_and_rewrite_is_stable(model_dir, tmp_path):
