@@ -288,7 +288,9 @@ class RegionApp:
                     "`assets/demo-model/`) and restart the app.")
             return gr.Markdown(text, visible=True), text, gr.Image(visible=False)
         text, note = describe_model(self.holder)
-        curves = Path(self.holder.directory or "") / "loss_curves.png"
+        from regioncap.hub import PLOT_FILE
+
+        curves = Path(self.holder.directory or "") / PLOT_FILE
         return (gr.Markdown(f"ℹ️ {note} More in the *Model* tab.", visible=bool(note)), text,
                 gr.Image(str(curves), visible=True) if self.holder.directory and curves.is_file()
                 else gr.Image(visible=False))
