@@ -307,17 +307,23 @@ def test_an_output_folder_equal_to_an_input_folder_is_refused(spelling, saved_mo
     assert tree_bytes(photos) == before  # nothing written, nothing replaced
 
 
-def test_an_output_folder_inside_the_inputs_is_never_captioned(saved_model, tmp_path, capsys, caplog):
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_output_folder_inside_the_inputs_is_never_captioned(existing, saved_model, tmp_path, capsys, caplog):
     photos = tmp_path / "photos"
     scene_files(photos, 2)
     out_dir = photos / "annotated"
+    if existing:  # the user's own folder: regioncap puts no marker there, the walk leaves it out by name
+        out_dir.mkdir()
+        (out_dir / "readme.txt").write_text("annotated copies go here")
     for _ in range(2):  # the second run must not caption the first run's pictures
         code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", out_dir)
         assert code == 0, err
         assert sorted(Path(d["path"]).name for d in lines) == ["photo-000.png", "photo-001.png"]
     assert sorted(p.name for p in out_dir.rglob("*.jpg")) == ["photo-000.png.regions.jpg", "photo-001.png.regions.jpg"]
-    code, lines, err = caption_folder(capsys, saved_model[1], photos)  # nor a run without --output-dir (marker)
-    assert code == 0 and len(lines) == 2 and "skipped 1 regioncap index or output folder(s)" in caplog.text, err
+    assert (out_dir / "regioncap-output.json").exists() is not existing
+    if not existing:  # nor is a folder regioncap made, in a run without --output-dir (its marker)
+        code, lines, err = caption_folder(capsys, saved_model[1], photos)
+        assert code == 0 and len(lines) == 2 and "skipped 1 regioncap index or output folder(s)" in caplog.text, err
 
 
 def test_output_equal_to_the_input_or_a_strangers_file_is_refused(saved_model, image_file, tmp_path, capsys):
@@ -409,7 +415,8 @@ def test_a_full_disk_writing_one_picture_is_its_error_line_and_the_run_goes_on(s
     code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", tmp_path / "out")
     assert code == 0, err
     assert [("error" in d) for d in lines] == [False, True, False]
-    assert lines[1]["path"] == str(photos.resolve() / "photo-001.png") and "No space left on device" in lines[1]["error"]
+    assert lines[1]["path"] == str(photos.resolve() / "photo-001.png")
+    assert "No space left on device" in lines[1]["error"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "photo-000.png.regions.jpg", "photo-002.png.regions.jpg", "regioncap-output.json"]  # no half picture
 
@@ -461,6 +468,12 @@ def test_output_dir_draws_at_display_size_without_decoding_again(saved_model, tm
     assert len(decoded_in) == 1 and decoded_in[0] != threading.main_thread().name
     with Image.open(tmp_path / "out" / "big.jpg.regions.jpg") as im:
         assert (im.format, im.size) == ("JPEG", (1600, 1200))
+    for option, written, kind in [("--output-dir", tmp_path / "one" / "big.jpg.regions.jpg", "JPEG"),
+                                  ("--output", tmp_path / "big.png", "PNG")]:  # one image: the same size
+        target = written.parent if option == "--output-dir" else written
+        assert run_main(capsys, "caption", photos / "big.jpg", option, target, "--model", saved_model[1])[0] == 0
+        with Image.open(written) as im:
+            assert (im.format, im.size) == (kind, (1600, 1200))
 
 
 # -- --device auto (issue 30) -------------------------------------------------------------------------------
@@ -489,10 +502,12 @@ def test_every_model_command_defaults_to_device_auto():
     from regioncap.cli import get_args_parser
 
     parser = get_args_parser()
-    for argv in (["caption", "x"], ["query", "x", "y"], ["index", "x", "--index", "i"], ["search", "t", "--index", "i"]):
+    for argv in (["caption", "x"], ["query", "x", "y"], ["index", "x", "--index", "i"],
+                 ["search", "t", "--index", "i"]):
         assert parser.parse_args(argv).device == "auto", argv
         assert "--device {auto,cpu,cuda}" in parser._subparsers._group_actions[0].choices[argv[0]].format_usage()
-    for page, commands in [("README.md", ("caption", "query", "index", "search")), ("docs/usage.md", ("caption", "query"))]:
+    for page, commands in [("README.md", ("caption", "query", "index", "search")),
+                           ("docs/usage.md", ("caption", "query"))]:
         lines = (ROOT / page).read_text().splitlines()
         for command in commands:  # the first synopsis of each command shows it
             synopsis = next(line for line in lines if line.startswith(f"python -m regioncap {command} "))

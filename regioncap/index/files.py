@@ -80,7 +80,8 @@ class Walk:
         """One line on what was left out (None: nothing)."""
         parts = []
         if self.skipped:
-            kinds = ", ".join(f"{suffix or '(no suffix)'} {n}" for suffix, n in self.skipped.most_common(5))
+            top = sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+            kinds = ", ".join(f"{suffix or '(no suffix)'} {n}" for suffix, n in top)
             more = ", ..." if len(self.skipped) > 5 else ""
             parts.append(f"skipped {sum(self.skipped.values())} file(s) whose suffix no reader knows "
                          f"({kinds}{more})")
@@ -136,8 +137,7 @@ def _walk(folder: Path, kinds: dict[str, str], excluded: set[str], result: Walk)
         if os.path.realpath(root) in excluded:
             dirs[:] = []
             continue
-        dirs[:] = [d for d in dirs if not d.startswith(".")
-                   and os.path.realpath(os.path.join(root, d)) not in excluded]
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
             if name.startswith("."):
                 continue
