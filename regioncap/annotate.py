@@ -63,14 +63,18 @@ def check_target(target: Path, inputs: set[Path]) -> None:
 
 
 def save(picture: Image.Image, target: Path) -> None:
-    """Write ``picture`` to ``target`` atomically with :data:`TAG`: JPEG for a JPEG suffix, else PNG."""
-    with atomic_path(target) as tmp:
-        if target.suffix.lower() in _JPEG_SUFFIXES:
-            picture.save(tmp, format="JPEG", quality=90, subsampling=0, comment=TAG)
-        else:
-            info = PngImagePlugin.PngInfo()
-            info.add_text("Software", TAG)
-            picture.save(tmp, format="PNG", pnginfo=info)
+    """Write ``picture`` to ``target`` atomically with :data:`TAG`: JPEG for a JPEG suffix, else PNG.
+    RegionCapError naming ``target`` when it cannot be written (a full disk, no permission)."""
+    try:
+        with atomic_path(target) as tmp:
+            if target.suffix.lower() in _JPEG_SUFFIXES:
+                picture.save(tmp, format="JPEG", quality=90, subsampling=0, comment=TAG)
+            else:
+                info = PngImagePlugin.PngInfo()
+                info.add_text("Software", TAG)
+                picture.save(tmp, format="PNG", pnginfo=info)
+    except OSError as e:
+        raise RegionCapError(f"{target}: cannot write the annotated copy ({e.strerror or e})") from None
 
 
 def write_one(image: Image.Image, result, target: Path, source: Path) -> None:

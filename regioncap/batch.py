@@ -81,17 +81,22 @@ def load_files(paths: Iterable, workers: int | None = None, decode: Callable[[Pa
     """Read, hash and decode files in ``workers`` threads, yielding them in order with at most ``window``
     (default 4 x workers) in flight. ``decode(path, digest)`` False skips decoding a file (e.g. one an
     index already holds). ``preview``: also a copy of each decoded image whose longest side is at most
-    this many pixels (made in the thread, so drawing on it costs the caller no second decoding)."""
+    this many pixels (made in the thread, so drawing on it costs the caller no second decoding).
+    Closing the generator early (a reader gone) cancels the files not yet started."""
     workers = workers or default_workers()
     window = window or 4 * workers
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="regioncap-load") as pool:
         pending: collections.deque = collections.deque()
-        for path in paths:
-            pending.append(pool.submit(_load, path, decode, preview))
-            if len(pending) >= window:
+        try:
+            for path in paths:
+                pending.append(pool.submit(_load, path, decode, preview))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_regions: int = 10,

@@ -8,6 +8,7 @@ model, empty phrase) exits with code 2 and one line on stderr, never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -262,21 +263,23 @@ def caption_many(args) -> None:
                                   args.workers, args.max_regions, args.threshold,
                                   preview=annotate.DISPLAY_SIZE if folder is not None else None)
     done = 0
-    for item, result in tqdm(results, total=len(files), file=sys.stderr, unit="img", desc="captioning",
-                             dynamic_ncols=True):
-        if result is not None and folder is not None:
-            try:
-                folder.write(item.path, item.preview, result)
-            except (RegionCapError, OSError) as e:
-                item.error, result = _one_line(e), None
-            item.preview = None
-        if result is None:
-            _line({"path": str(item.path), "error": item.error})
-            continue
-        done += 1
-        _line(caption_json(str(item.path), name, result, path=str(item.path)))
+    with contextlib.closing(results):  # a closed pipe ends the run: the files not yet read are not read
+        for item, result in tqdm(results, total=len(files), file=sys.stderr, unit="img", desc="captioning",
+                                 dynamic_ncols=True):
+            if result is not None and folder is not None:
+                try:
+                    folder.write(item.path, item.preview, result)
+                except (RegionCapError, OSError) as e:
+                    item.error, result = _one_line(e), None
+                item.preview = None
+            if result is None:
+                _line({"path": str(item.path), "error": item.error})
+                continue
+            done += 1
+            _line(caption_json(str(item.path), name, result, path=str(item.path)))
     if not done:
-        raise RegionCapError(f"no image could be read among {len(files) + len(found.missing)} paths")
+        what = f"among {len(files) + len(found.missing)} paths" if files or found.missing else "(no image file found)"
+        raise RegionCapError(f"no image could be read {what}")
 
 
 def _line(record: dict) -> None:

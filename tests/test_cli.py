@@ -416,7 +416,8 @@ def test_a_full_disk_writing_one_picture_is_its_error_line_and_the_run_goes_on(s
     assert code == 0, err
     assert [("error" in d) for d in lines] == [False, True, False]
     assert lines[1]["path"] == str(photos.resolve() / "photo-001.png")
-    assert "No space left on device" in lines[1]["error"]
+    assert lines[1]["error"] == (f"{tmp_path / 'out' / 'photo-001.png.regions.jpg'}: cannot write the annotated "
+                                 "copy (No space left on device)")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "photo-000.png.regions.jpg", "photo-002.png.regions.jpg", "regioncap-output.json"]  # no half picture
 
