@@ -24,7 +24,7 @@ from PIL import Image, PngImagePlugin
 from regioncap.batch import shrink
 from regioncap.errors import RegionCapError
 from regioncap.fileio import atomic_path, write_text_atomic
-from regioncap.index.files import OUTPUT_MARKER, Walk
+from regioncap.index.files import OUTPUT_MARKER, Walk, input_roots
 
 DISPLAY_SIZE = 1600  # longest side of an annotated copy, in pixels
 OUTPUT_SUFFIX = ".regions.jpg"
@@ -86,22 +86,29 @@ def write_one(image: Image.Image, result, target: Path, source: Path) -> None:
 class OutputFolder:
     """``--output-dir``: where each found file's annotated copy goes, and writing it.
 
-    Raises RegionCapError (before anything is written) when ``folder`` is a folder the inputs were named
-    in or walked from."""
+    ``inputs``: the command's file and folder arguments. Raises RegionCapError (before anything is walked
+    or written) when ``folder`` is a folder the inputs are named in or walked from. :meth:`add` then tells
+    it what the walk found."""
 
-    def __init__(self, folder: Path, found: Walk):
+    def __init__(self, folder: Path, inputs):
         self.folder = Path(os.path.abspath(Path(folder).expanduser()))
+        roots = input_roots(inputs)
         real = os.path.realpath(self.folder)
-        for root in found.roots:
+        for root in roots:
             if os.path.realpath(root) == real:
                 raise RegionCapError(f"--output-dir {folder}: is an input folder; the annotated copies would be "
                                      "mixed with the pictures: choose another folder (one inside it is fine)")
         if self.folder.exists() and not self.folder.is_dir():
             raise RegionCapError(f"--output-dir {folder}: is a file, not a folder")
-        self.base = Path(os.path.commonpath([str(r) for r in found.roots])) if found.roots else self.folder
-        self.names = {f.path: f.name for f in found.found}
-        self.inputs = set(self.names)
+        self.base = Path(os.path.commonpath([str(r) for r in roots])) if roots else self.folder
+        self.names: dict[Path, Path] = {}
+        self.inputs: set[Path] = set()
         self._ready = False
+
+    def add(self, found: Walk) -> None:
+        """The files found: each one's name as found places its copy; none is ever written over."""
+        self.names.update((f.path, f.name) for f in found.found)
+        self.inputs.update(self.names)
 
     @staticmethod
     def preview(image: Image.Image) -> Image.Image:

@@ -234,7 +234,9 @@ def _single_outputs(args):
         return None
     from regioncap.index.files import walk
 
-    return annotate.OutputFolder(args.output_dir, walk([args.image]))
+    folder = annotate.OutputFolder(args.output_dir, [args.image])
+    folder.add(walk([args.image]))
+    return folder
 
 
 def caption_json(image: str, model: str, result, path: str | None = None) -> dict:
@@ -253,8 +255,10 @@ def caption_many(args) -> None:
     from regioncap import annotate, batch
     from regioncap.index.files import walk
 
-    found = walk(args.image, exclude=[args.output_dir] if args.output_dir is not None else ())
-    folder = annotate.OutputFolder(args.output_dir, found) if args.output_dir is not None else None
+    folder = annotate.OutputFolder(args.output_dir, args.image) if args.output_dir is not None else None
+    found = walk(args.image, exclude=[args.output_dir] if folder is not None else ())
+    if folder is not None:
+        folder.add(found)
     files = found.files
     for path, why in found.missing:
         _line({"path": path, "error": f"{path}: {why}"})

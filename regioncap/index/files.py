@@ -51,23 +51,21 @@ def suffix_kinds() -> dict[str, str]:
 @dataclass
 class Found:
     """One file to read: ``path`` resolved (links followed: the key and what is read), ``name`` where it
-    was found (absolute, links kept: the layout of outputs), ``root`` the folder argument it was found
-    under (a named file's own folder) and ``kind`` its reader (a named file of unknown suffix: "image")."""
+    was found (absolute, links kept: the layout of outputs) and ``kind`` its reader (a named file of
+    unknown suffix: "image")."""
 
     path: Path
     name: Path
-    root: Path
     kind: str = "image"
 
 
 @dataclass
 class Walk:
-    """What :func:`walk` found: ``found`` files in order, ``roots`` the folders named (a named file's own
-    folder), ``missing`` ``(argument, reason)`` for arguments that do not exist, ``skipped`` files not
-    taken by suffix (suffix -> count) and ``own_folders`` (regioncap's index and output folders, not walked)."""
+    """What :func:`walk` found: ``found`` files in order, ``missing`` ``(argument, reason)`` for arguments
+    that do not exist, ``skipped`` files not taken by suffix (suffix -> count) and ``own_folders``
+    (regioncap's index and output folders, not walked)."""
 
     found: list[Found] = field(default_factory=list)
-    roots: list[Path] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     skipped: collections.Counter = field(default_factory=collections.Counter)
     own_folders: list[Path] = field(default_factory=list)
@@ -91,6 +89,21 @@ class Walk:
         return "; ".join(parts) or None
 
 
+def _argument(arg) -> Path:
+    return Path(os.path.abspath(Path(arg).expanduser()))  # absolute, links kept
+
+
+def input_roots(paths) -> list[Path]:
+    """The folders inputs are walked from or named in: each folder argument, a named file's folder."""
+    roots = []
+    for arg in paths:
+        path = _argument(arg)
+        root = path if path.is_dir() else path.parent if path.is_file() else None
+        if root is not None and root not in roots:
+            roots.append(root)
+    return roots
+
+
 def walk(paths, exclude=()) -> Walk:
     """Every file named or under a named folder (see the module docstring), absolute, without duplicates
     (by resolved path: the first name wins). ``exclude``: folders not to walk into. Logs the summary."""
@@ -98,23 +111,19 @@ def walk(paths, exclude=()) -> Walk:
     excluded = {os.path.realpath(p) for p in exclude}
     result, seen = Walk(), set()
     for arg in paths:
-        path = Path(os.path.abspath(Path(arg).expanduser()))
+        path = _argument(arg)
         if path.is_file():
             candidates = [(path, kinds.get(path.suffix.lower(), "image"))]
-            root = path.parent
         elif path.is_dir():
             candidates = sorted(_walk(path, kinds, excluded, result))
-            root = path
         else:
             result.missing.append((str(arg), "no such file or folder"))
             continue
-        if root not in result.roots:
-            result.roots.append(root)
         for name, kind in candidates:
             key = name.resolve()
             if key not in seen:
                 seen.add(key)
-                result.found.append(Found(key, name, root, kind))
+                result.found.append(Found(key, name, kind))
     if (summary := result.summary()) is not None:
         logger.warning("%s", summary)
     return result
@@ -130,11 +139,11 @@ def expand_paths(paths, exclude=()) -> tuple[list[Path], list[tuple[str, str]]]:
 def _walk(folder: Path, kinds: dict[str, str], excluded: set[str], result: Walk):
     """(path, kind) of each file taken under ``folder``; counts what is left out in ``result``."""
     for root, dirs, names in os.walk(folder):
-        if OWN_FOLDER_MARKERS.intersection(names):
-            result.own_folders.append(Path(root))
+        if os.path.realpath(root) in excluded:
             dirs[:] = []
             continue
-        if os.path.realpath(root) in excluded:
+        if OWN_FOLDER_MARKERS.intersection(names):
+            result.own_folders.append(Path(root))
             dirs[:] = []
             continue
         dirs[:] = [d for d in dirs if not d.startswith(".")]
