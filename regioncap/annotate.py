@@ -45,7 +45,7 @@ def draw(preview: Image.Image, result) -> Image.Image:
 def is_ours(path: Path) -> bool:
     """True when ``path`` is a picture this module wrote (it carries :data:`TAG`)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=["JPEG", "PNG"]) as im:  # what save() writes; no other decoder
             info = im.info
     except Exception:  # not a picture, unreadable: not ours
         return False

@@ -5,8 +5,9 @@ A folder is walked recursively, in sorted order. A file in it is taken when a re
 regard to case); any other file (an ``.xmp``/``.txt`` sidecar, a video) is counted in ``Walk.skipped``,
 never opened. Also left out: hidden files and folders (names starting with "."), folders the caller
 excludes (``caption``'s output folder) and regioncap's own folders — an index (its record or its creation
-marker, :data:`INDEX_MARKERS`) or a ``caption --output-dir`` folder (:data:`OUTPUT_MARKER`). A file named
-explicitly is always taken, whatever its suffix: the reader decides.
+marker, :data:`INDEX_MARKERS`) or a ``caption --output-dir`` folder (:data:`OUTPUT_MARKER`). Links to
+files are followed (the file is keyed by its target), links to folders are not (no loop can trap a walk).
+A file named explicitly is always taken, whatever its suffix: the reader decides.
 """
 
 from __future__ import annotations
