@@ -211,7 +211,7 @@ def test_other_settings_reanalyse(tiny_model, photos, where):
 def test_files_are_recognised_by_content(tiny_model, photos, tmp_path, where):
     folder, _ = photos
     (folder / "notes.jpg").write_text("not a picture")
-    scene(folder / "picture.txt", 6)  # a PNG whatever its name says
+    scene(folder / "picture.txt", 6)  # a PNG whatever its name says: in a folder, skipped by its suffix
     scene(folder / "no-extension", 5)
     (folder / ".hidden.png").write_bytes(b"junk")  # hidden files in a folder are skipped
     with open_index(where(), tiny_model) as index:
@@ -219,7 +219,8 @@ def test_files_are_recognised_by_content(tiny_model, photos, tmp_path, where):
         failed = {f["path"]: f["error"] for f in counts["failed"]}
         assert set(failed) == {str((folder / "notes.jpg").resolve()), str(tmp_path / "missing")}
         assert "not an image" in failed[str((folder / "notes.jpg").resolve())]
-        assert counts["added"] == 5 and len(index) == 5
+        assert counts["added"] == 3 and len(index) == 3
+        assert index.add([folder / "picture.txt", folder / "no-extension"])["added"] == 2  # named: content decides
 
 
 def test_another_model_is_refused_by_name(tiny_model, make_model, photos, where):
