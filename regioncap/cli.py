@@ -240,10 +240,12 @@ def _single_outputs(args):
 
 
 def caption_json(image: str, model: str, result, path: str | None = None) -> dict:
-    """The ``caption`` command's JSON for one image (``path`` first when given: a folder's JSON Lines)."""
+    """The ``caption`` command's JSON for one image (``path`` first when given: a folder's JSON Lines);
+    ``description`` is the scene narration (:meth:`AnalysisResult.describe`)."""
     d = result.to_dict()
     return {**({"path": path} if path is not None else {}), "image": image, "width": d["width"],
-            "height": d["height"], "model": model, "regions": d["regions"], "timings_ms": d["timings_ms"]}
+            "height": d["height"], "model": model, "description": result.describe(), "regions": d["regions"],
+            "timings_ms": d["timings_ms"]}
 
 
 def caption_many(args) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from PIL import Image
 
 from regioncap import hub
 from regioncap.cli import main
+from regioncap.models.results import Region
+from regioncap.narrate import count_word, describe, plural
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,10 +33,16 @@ def test_caption_prints_the_documented_json(saved_model, image_file, capsys, tmp
                               "--max-regions", "3", "--output", png)
     assert code == 0, err
     d = json.loads(out)
-    assert list(d) == ["image", "width", "height", "model", "regions", "timings_ms"]
+    assert list(d) == ["image", "width", "height", "model", "description", "regions", "timings_ms"]
     assert (d["image"], d["width"], d["height"], d["model"]) == (str(image_file), 96, 72, str(folder))
     assert 1 <= len(d["regions"]) <= 3
     assert set(d["regions"][0]) == {"box", "caption", "score", "caption_score", "label"}
+    # The narration is the regions' own, in words: every caption, no pixel numbers.
+    regions = [Region(**r) for r in d["regions"]]
+    assert d["description"] == describe(regions, 96, 72) and d["description"].startswith(
+        f"{count_word(len(regions)).capitalize()} region")
+    assert all(r.caption in d["description"] or plural(r.caption, 2).split(" ", 1)[1] in d["description"]
+               for r in regions) and not re.search(r"\d", d["description"])
     assert Image.open(png).size == (96, 72)
 
 
@@ -250,7 +259,8 @@ def test_caption_folders_print_json_lines_and_go_past_bad_files(saved_model, tmp
     lines = [json.loads(line) for line in out.splitlines()]
     good = [d for d in lines if "error" not in d]
     bad = {d["path"]: d["error"] for d in lines if "error" in d}
-    assert len(good) == 4 and all(list(d) == ["path", "image", "width", "height", "model", "regions", "timings_ms"]
+    assert len(good) == 4 and all(list(d) == ["path", "image", "width", "height", "model", "description", "regions",
+                                                "timings_ms"]
                                   for d in good)
     assert set(bad) == {str(tmp_path / "missing.png"), str((tmp_path / "photos" / "notes.jpg").resolve())}
     assert "not an image" in bad[str((tmp_path / "photos" / "notes.jpg").resolve())]
