@@ -1,0 +1,107 @@
+"""The Caption tab by keyboard alone, in Debian's chromium (playwright): from the top of the page, Tab
+and Enter only (the test answers the file chooser that Enter opens), upload a picture, reach every
+region by Tab, hear each one's name (its accessible name, :func:`regioncap.narrate.region_label`) with its
+box outlined on the picture, and read the narration in the Description block (a polite live region);
+"Read aloud" hands the same words to the browser's speech synthesis.
+
+The demo model (assets/demo-model) runs here: at the default threshold it finds the example's shapes.
+"""
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+from test_app import EXAMPLE, ROOT, start_app  # noqa: E402
+from test_browser import TIMEOUT_MS, browser_context  # noqa: E402,F401  (a fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
+LOAD_MS = 300_000  # the demo model loading on a busy machine
+MAX_TABS = 120
+
+# speechSynthesis.speak recorded instead of spoken (headless chromium has no voice)
+RECORD_SPEECH = """
+window.__spoken = [];
+if (window.speechSynthesis) {
+  window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);
+}
+"""
+
+FOCUSED = """() => { const e = document.activeElement;
+  return {tag: e.tagName, text: (e.innerText || '').trim(), label: e.getAttribute('aria-label') || '',
+          inImage: !!e.closest('#input-image'), region: e.matches('#region-explorer button[data-box]'),
+          id: e.id, box: e.dataset ? e.dataset.box || null : null}; }"""
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    demo, url = start_app(ROOT / "assets" / "demo-model")
+    yield url
+    demo.close()
+
+
+def tab_until(page, done, what: str) -> dict:
+    """Press Tab until ``done(focused)``; the focused element's description."""
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+        if done(focused):
+            return focused
+    raise AssertionError(f"{MAX_TABS} presses of Tab never reached {what}")
+
+
+def test_upload_explore_and_hear_the_narration_by_keyboard_alone(demo_server, browser_context):  # noqa: F811
+    page = browser_context.new_page()
+    page.add_init_script(RECORD_SPEECH)
+    page.goto(demo_server, timeout=TIMEOUT_MS)
+    page.locator("#model-banner").get_by_text("synthetic scenes").wait_for(timeout=LOAD_MS)
+    live = page.locator("#description [aria-live=polite]")
+    assert live.count() == 1  # in the page before any picture, so a screen reader hears it change
+    live_node = live.element_handle()
+
+    # From the top: Tab to the upload area, Enter opens the file chooser.
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    tab_until(page, lambda f: f["inImage"], "the upload area")
+    with page.expect_file_chooser(timeout=TIMEOUT_MS) as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(EXAMPLE))
+    page.locator("#region-explorer button[data-box]").first.wait_for(timeout=LOAD_MS)
+    page.wait_for_function("() => { const i = document.querySelector('#annotated img');"
+                           " return i && i.complete && i.naturalWidth > 0 && i.alt.length > 0; }", timeout=TIMEOUT_MS)
+    narration = live.inner_text().strip()
+    assert live_node.evaluate("n => n.isConnected")  # the same live region, its words changed
+    assert narration == page.locator("#annotated img").first.get_attribute("alt")  # the picture's alternative
+    count = page.locator("#region-explorer button[data-box]").count()
+    assert count >= 2 and narration.split(":")[0].lower().endswith("regions")
+
+    # Every region by Tab, in reading order: "Region k of n, at the …: caption", outlined on the picture.
+    names = []
+    picture = page.locator("#annotated img").first.bounding_box()
+    focused = tab_until(page, lambda f: f["region"], "a region")
+    while focused["region"]:
+        names.append(focused["text"])
+        ring = page.locator("#region-outline").bounding_box()
+        assert ring is not None, f"no outline while {focused['text']!r} has focus"
+        left, top, width, height = map(float, focused["box"].split(","))
+        assert ring["x"] >= picture["x"] - 2 and ring["y"] >= picture["y"] - 2
+        assert ring["x"] + ring["width"] <= picture["x"] + picture["width"] + 2
+        assert ring["y"] + ring["height"] <= picture["y"] + picture["height"] + 2
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+    assert page.locator("#region-outline").is_hidden()  # focus left the regions: no outline
+    assert len(names) == count
+    assert [n.split(",")[0] for n in names] == [f"Region {k} of {count}" for k in range(1, count + 1)]
+    captions = [n.split(": ", 1)[1] for n in names]
+    for caption in captions:
+        assert caption.lower() in narration.lower() or caption.split()[-1][:-1] in narration  # one or a group
+
+    # Read aloud: Shift+Tab back to the button, Enter speaks the Description.
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Shift+Tab")
+        if page.evaluate(FOCUSED)["text"] == "Read aloud":
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.__spoken.length > 0", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.__spoken") == [narration]
+    page.close()
