@@ -74,13 +74,13 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
             with gr.Column(scale=3), gr.Tabs() as tabs:
                 with gr.Tab("Caption", id="caption"):
                     annotated = gr.Image(label="Annotated image", elem_id="annotated", **picture)
-                    gr.Markdown("### Description", elem_id="description-heading")
-                    description = gr.HTML(description_html(None), elem_id="description", js_on_load=DESCRIPTION_JS)
-                    speak = gr.Button("Read aloud", size="sm", elem_id="read-aloud")
                     gr.Markdown("### Explore the picture\nEach region is a button, in reading order: Tab (or the "
                                 "arrow keys) moves between them and the picture outlines the one in focus.",
                                 elem_id="explore-heading")
                     explorer = gr.HTML("", elem_id="region-explorer", js_on_load=EXPLORER_JS)
+                    gr.Markdown("### Description", elem_id="description-heading")
+                    description = gr.HTML(description_html(None), elem_id="description", js_on_load=DESCRIPTION_JS)
+                    speak = gr.Button("Read aloud", size="sm", elem_id="read-aloud")
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Regions", interactive=False, wrap=True,
                                          datatype=["number", "str", "str", "number", "number", "str"],
                                          column_widths=["6%", "34%", "13%", "12%", "12%", "23%"],

@@ -35,6 +35,7 @@ from appui.settings import DEFAULTS, MAX_COLLECTION, MAX_SENTENCE, MAX_USER_BOXE
 from appui.view import View, canvas  # noqa: E402
 
 logger = logging.getLogger("regioncap.app")
+CURVES_ALT = "The model's training loss curves: each loss against the training step, one panel per stage."
 BOX_INFO = ("x1, y1, x2, y2 in pixels of the picture; or choose a part of the picture below; or click two "
             "opposite corners on the picture.")
 
@@ -322,5 +323,5 @@ class RegionApp:
         text, note = describe_model(self.holder)
         curves = Path(self.holder.directory or "") / "loss_curves.png"
         return (gr.Markdown(f"ℹ️ {note} More in the *Model* tab.", visible=bool(note)), text,
-                gr.Image(str(curves), visible=True) if self.holder.directory and curves.is_file()
+                gr.Image(str(curves), visible=True, alt_text=CURVES_ALT) if self.holder.directory and curves.is_file()
                 else gr.Image(visible=False))

@@ -86,7 +86,12 @@ let current = null;
 function place() {
   const img = document.querySelector('#annotated img');
   if (!current || !img || !img.naturalWidth) { ring.style.display = 'none'; return; }
-  const r = img.getBoundingClientRect();
+  let r = img.getBoundingClientRect();
+  const b = current.getBoundingClientRect();
+  if (r.top < 0 && b.bottom - r.top + 8 <= window.innerHeight) {  // bring the picture back into view
+    window.scrollBy({top: r.top - 8, behavior: 'instant'});
+    r = img.getBoundingClientRect();
+  }
   const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);  // object-fit: contain
   const w = img.naturalWidth * s, h = img.naturalHeight * s;
   const x0 = r.left + window.scrollX + (r.width - w) / 2, y0 = r.top + window.scrollY + (r.height - h) / 2;

@@ -105,7 +105,7 @@ def start(root: Path, model: str, work: Path) -> tuple[subprocess.Popen, str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py is audited")
-    parser.add_argument("--model", default=str(ROOT / "assets" / "demo-model"))
+    parser.add_argument("--model", help="default: the root's assets/demo-model (the app serves files under its root)")
     parser.add_argument("--image", type=Path, default=ROOT / "assets" / "examples" / "shapes-grey.jpg")
     parser.add_argument("--json", type=Path, help="write every state's violations here")
     args = parser.parse_args(argv)
@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="regioncap-axe-"))
-    proc, url = start(args.root.resolve(), args.model, work)
+    proc, url = start(args.root.resolve(), args.model or str(args.root.resolve() / "assets" / "demo-model"), work)
     found = {}
     try:
         with sync_playwright() as p:

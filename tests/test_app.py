@@ -226,7 +226,7 @@ def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
     Image.new("RGB", (40, 30)).save(tmp_path / "shapes" / "loss_curves.png")
     banner, text, curves = RegionApp(holder).model_panel()
     assert banner.visible and "only on synthetic scenes" in banner.value and "circle = people" in text
-    assert curves.visible and Path(curves.value["path"]).name == "loss_curves.png"
+    assert curves.visible and Path(curves.value["path"]).name == "loss_curves.png" and "loss" in curves.alt_text
     holder = ModelHolder(str(tmp_path / "missing"))
     holder.load()
     banner, text, curves = RegionApp(holder).model_panel()
