@@ -76,8 +76,10 @@ def explorer_html(view: View | None) -> str:
 
 # Runs once when the explorer loads (gr.HTML's js_on_load: ``element`` is the block, kept across updates).
 EXPLORER_JS = """
+const PAD = 6;  // the outline sits just outside the box, so the box drawn on the picture stays visible
 const ring = document.createElement('div');
 ring.id = 'region-outline';
+ring.dataset.pad = PAD;
 ring.setAttribute('aria-hidden', 'true');
 Object.assign(ring.style, {position: 'absolute', display: 'none', pointerEvents: 'none', zIndex: 1000,
   border: '4px solid #ffd400', boxShadow: '0 0 0 3px #000, inset 0 0 0 3px #000', boxSizing: 'border-box'});
@@ -96,8 +98,9 @@ function place() {
   const w = img.naturalWidth * s, h = img.naturalHeight * s;
   const x0 = r.left + window.scrollX + (r.width - w) / 2, y0 = r.top + window.scrollY + (r.height - h) / 2;
   const [left, top, width, height] = current.dataset.box.split(',').map(Number);
-  Object.assign(ring.style, {display: 'block', left: (x0 + left * w / 100) + 'px', top: (y0 + top * h / 100) + 'px',
-    width: Math.max(8, width * w / 100) + 'px', height: Math.max(8, height * h / 100) + 'px'});
+  Object.assign(ring.style, {display: 'block', left: (x0 + left * w / 100 - PAD) + 'px',
+    top: (y0 + top * h / 100 - PAD) + 'px', width: (Math.max(8, width * w / 100) + 2 * PAD) + 'px',
+    height: (Math.max(8, height * h / 100) + 2 * PAD) + 'px'});
 }
 element.addEventListener('focusin', (e) => {
   current = e.target.closest('button[data-box]');

@@ -49,12 +49,19 @@ def score(regions, truth: list[list[float]], narration: str, width: float, heigh
     matched: regions with a ground-truth box at IoU >= 0.5; agree: of those, placed in their box's grid
     cell; regions: all of them; mentioned: those the narration names (alone word for word, or with the
     regions sharing their caption, once, with the count)."""
-    counts = {"matched": 0, "agree": 0, "regions": len(regions), "mentioned": 0}
+    counts = {"matched": 0, "agree": 0, "regions": len(regions), "mentioned": 0, "misplaced_offsets": []}
     for region in regions:
         best = max(truth, key=lambda t: iou(region.box, t), default=None)
         if best is not None and iou(region.box, best) >= IOU:
             counts["matched"] += 1
-            counts["agree"] += grid_cell(region.box, width, height) == grid_cell(best, width, height)
+            said_cell, true_cell = grid_cell(region.box, width, height), grid_cell(best, width, height)
+            if said_cell == true_cell:
+                counts["agree"] += 1
+            else:  # how far the true centre is from the grid line crossed, in % of the picture's side
+                centre = ((best[1] + best[3]) / 2 / height, (best[0] + best[2]) / 2 / width)  # (row, column) axes
+                counts["misplaced_offsets"].append(max(
+                    100 * min(abs(centre[axis] - line) for line in (1 / 3, 2 / 3))
+                    for axis in (0, 1) if said_cell[axis] != true_cell[axis]))
     said = narration.lower()
     for group in groups(regions, width, height):
         caption = regions[group[0]].caption.lower()
@@ -97,7 +104,7 @@ def main(argv=None) -> None:
         data = Path(tempfile.mkdtemp(prefix="regioncap-narration-"))
         generate(data, images=args.images, seed=args.seed, splits=(0.0, 0.0, 1.0))
     model = RegionCaptioner.from_pretrained(args.model)
-    totals = {"matched": 0, "agree": 0, "regions": 0, "mentioned": 0}
+    totals = {"matched": 0, "agree": 0, "regions": 0, "mentioned": 0, "misplaced_offsets": []}
     wrong = []
     start = time.perf_counter()
     for path, truth in scenes(data):
@@ -119,6 +126,10 @@ def main(argv=None) -> None:
           f"{position:.3f} (target >= {TARGET_POSITION}) {'PASS' if position >= TARGET_POSITION else 'FAIL'}")
     print(f"regions mentioned in the narration: {totals['mentioned']}/{totals['regions']} = {mentioned:.3f} "
           f"(target 1.000) {'PASS' if mentioned == 1 else 'FAIL'}")
+    if totals["misplaced_offsets"]:
+        offsets = sorted(totals["misplaced_offsets"])
+        print(f"misplaced regions: their true centre is {offsets[len(offsets) // 2]:.1f} % of the picture's side from "
+              f"a grid line (median; at most {offsets[-1]:.1f} %)")
     if wrong:
         print("examples of misplaced or missing regions:\n" + "\n".join(wrong[:8]))
 

@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:g
 def test_no_critical_or_serious_axe_violation_of_ours_on_any_tab(server, browser_context):  # noqa: F811
     page = browser_context.new_page()
     page.goto(server, timeout=TIMEOUT_MS)
+    page.locator("#model-banner").get_by_text("synthetic scenes").wait_for(timeout=TIMEOUT_MS)  # page loaded
     found = {"page": ours(page, violations(page))}
     upload(page, EXAMPLE, threshold=0, timeout=TIMEOUT_MS)  # a random model scores low: show everything
     page.locator("#region-explorer button").first.wait_for(timeout=TIMEOUT_MS)

@@ -29,7 +29,9 @@ def test_position_agreement_counts_matched_regions_in_their_boxs_grid_cell():
     truth = [[12, 10, 92, 92], [50, 10, 130, 90], [0, 150, 40, 190]]  # IoU 0.91, 0.6, 0
     assert bench.iou(regions[1].box, truth[1]) >= 0.5
     counts = bench.score(regions, truth, describe(regions, 300, 300), 300, 300)
+    offsets = counts.pop("misplaced_offsets")
     assert counts == {"matched": 2, "agree": 1, "regions": 3, "mentioned": 3}
+    assert offsets == [100 * (1 / 3 - 90 / 300)]  # the square's true centre, 10 px left of the first line
 
 
 def test_every_region_mentioned_alone_word_for_word_or_once_with_its_count():

@@ -67,8 +67,8 @@ def test_upload_explore_and_hear_the_narration_by_keyboard_alone(demo_server, br
 
     # From the top: Tab to the upload area, Enter opens the file chooser.
     page.evaluate("document.activeElement && document.activeElement.blur()")
-    tab_until(page, lambda f: f["inImage"], "the upload area")
-    with page.expect_file_chooser(timeout=TIMEOUT_MS) as chooser:
+    tab_until(page, lambda f: f["inImage"] and f["label"].startswith("Drop an image file"), "the upload area")
+    with page.expect_file_chooser(timeout=3 * TIMEOUT_MS) as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(EXAMPLE))
     page.locator("#region-explorer button[data-box]").first.wait_for(timeout=LOAD_MS)
@@ -87,13 +87,14 @@ def test_upload_explore_and_hear_the_narration_by_keyboard_alone(demo_server, br
         names.append(focused["text"])
         ring = page.locator("#region-outline").bounding_box()
         assert ring is not None, f"no outline while {focused['text']!r} has focus"
-        assert ring["y"] >= 0  # in view, with the picture
+        assert ring["y"] >= -10  # in view, with the picture
         shown = page.evaluate(SHOWN_PICTURE)  # the picture's drawn area (object-fit: contain)
         left, top, width, height = map(float, focused["box"].split(","))
-        for got, want in [(ring["x"], shown["x"] + left * shown["w"] / 100),
-                          (ring["y"], shown["y"] + top * shown["h"] / 100),
-                          (ring["width"], max(8, width * shown["w"] / 100)),
-                          (ring["height"], max(8, height * shown["h"] / 100))]:
+        pad = float(page.locator("#region-outline").get_attribute("data-pad"))  # drawn just outside the box
+        for got, want in [(ring["x"] + pad, shown["x"] + left * shown["w"] / 100),
+                          (ring["y"] + pad, shown["y"] + top * shown["h"] / 100),
+                          (ring["width"] - 2 * pad, max(8, width * shown["w"] / 100)),
+                          (ring["height"] - 2 * pad, max(8, height * shown["h"] / 100))]:
             assert abs(got - want) <= 2, (focused["text"], ring, shown)
         page.keyboard.press("Tab")
         focused = page.evaluate(FOCUSED)
