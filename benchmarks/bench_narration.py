@@ -20,6 +20,7 @@ trained on seed 1, tuned on seed 3, evaluated on seed 2) and the model runs on t
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -95,7 +96,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from regioncap import RegionCaptioner
     from regioncap.data.synthetic import generate
 
     torch.set_num_threads(1)
@@ -103,6 +103,16 @@ def main(argv=None) -> None:
     if data is None:
         data = Path(tempfile.mkdtemp(prefix="regioncap-narration-"))
         generate(data, images=args.images, seed=args.seed, splits=(0.0, 0.0, 1.0))
+    try:
+        run(args, data)
+    finally:
+        if args.data is None:  # the scenes generated here
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def run(args, data: Path) -> None:
+    from regioncap import RegionCaptioner
+
     model = RegionCaptioner.from_pretrained(args.model)
     totals = {"matched": 0, "agree": 0, "regions": 0, "mentioned": 0, "misplaced_offsets": []}
     wrong = []
@@ -120,7 +130,8 @@ def main(argv=None) -> None:
     pictures = len(scenes(data))
     position = totals["agree"] / max(1, totals["matched"])
     mentioned = totals["mentioned"] / max(1, totals["regions"])
-    print(f"{pictures} scenes ({data}), model {args.model}, {time.perf_counter() - start:.0f} s")
+    where = data if args.data else f"seed {args.seed}"
+    print(f"{pictures} scenes ({where}), model {args.model}, {time.perf_counter() - start:.0f} s")
     print(f"regions found: {totals['regions']}; matched to a ground-truth box (IoU >= {IOU}): {totals['matched']}")
     print(f"position words agree with the ground-truth box's grid cell: {totals['agree']}/{totals['matched']} = "
           f"{position:.3f} (target >= {TARGET_POSITION}) {'PASS' if position >= TARGET_POSITION else 'FAIL'}")
