@@ -95,12 +95,12 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                                   datatype=["number", "str", "number", "number", "str", "number",
                                                             "str"],
                                                   elem_id="candidates-table")
+                    part = gr.Dropdown(list(PARTS), value=None, label="Part of the picture",
+                                       info="Puts that part's box in the field below.", elem_id="box-part")
                     with gr.Row():
                         box = gr.Textbox(label="Caption your own box", placeholder="x1, y1, x2, y2 in image pixels",
                                          info=BOX_INFO, scale=3, max_length=100, elem_id="box")
                         box_button = gr.Button("Caption box", scale=1)
-                    part = gr.Dropdown(list(PARTS), value=None, label="Part of the picture",
-                                       info="Puts that part's box in the field above.", elem_id="box-part")
                     box_note = gr.Markdown(elem_id="box-note")
                     download = gr.DownloadButton("Download the result (JSON)", size="sm", elem_id="download")
                 with gr.Tab("Search"):

@@ -36,7 +36,7 @@ from appui.view import View, canvas  # noqa: E402
 
 logger = logging.getLogger("regioncap.app")
 CURVES_ALT = "The model's training loss curves: each loss against the training step, one panel per stage."
-BOX_INFO = ("x1, y1, x2, y2 in pixels of the picture; or choose a part of the picture below; or click two "
+BOX_INFO = ("x1, y1, x2, y2 in pixels of the picture; or choose a part of the picture above; or click two "
             "opposite corners on the picture.")
 
 

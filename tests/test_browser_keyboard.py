@@ -4,6 +4,7 @@ region by Tab, hear each one's name (its accessible name, :func:`regioncap.narra
 box outlined on the picture, and read the narration in the Description block (a polite live region);
 "Read aloud" hands the same words to the browser's speech synthesis.
 
+Then a box of one's own: "Part of the picture" (an arrow key picks in its list), Enter in the box field.
 The demo model (assets/demo-model) runs here: at the default threshold it finds the example's shapes.
 """
 
@@ -110,4 +111,20 @@ def test_upload_explore_and_hear_the_narration_by_keyboard_alone(demo_server, br
     page.keyboard.press("Enter")
     page.wait_for_function("window.__spoken.length > 0", timeout=TIMEOUT_MS)
     assert page.evaluate("window.__spoken") == [narration]
+
+    # A box of one's own without a mouse: "Part of the picture" (an arrow key picks in the list), then Enter
+    # in the box field captions it, and it joins the regions to explore.
+    tab_until(page, lambda f: f["label"] == "Part of the picture" or f["id"] == "box-part"
+              or page.evaluate("document.activeElement.closest('#box-part') !== null"), "Part of the picture")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")  # the first part: the whole picture
+    field = page.locator("#box textarea, #box input").first
+    page.wait_for_function("() => { const f = document.querySelector('#box textarea, #box input');"
+                           " return f && f.value === '0, 0, 224, 185'; }", timeout=TIMEOUT_MS)
+    tab_until(page, lambda f: page.evaluate("document.activeElement.closest('#box') !== null"), "the box field")
+    page.keyboard.press("Enter")
+    page.locator("#box-note").get_by_text("Captioned your box 0, 0, 224, 185").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function(f"document.querySelectorAll('#region-explorer button[data-box]').length === {count + 1}",
+                           timeout=TIMEOUT_MS)
+    assert field.input_value() == "0, 0, 224, 185"
     page.close()
