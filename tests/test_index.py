@@ -4,13 +4,16 @@ The tests that take ``where`` run against each engine that runs here: Qdrant Edg
 the server path (qdrant-client; its in-process mode plays the server).
 """
 
+import itertools
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from regioncap import batch
 from regioncap.errors import SearchIndexError, TextError
 from regioncap.index import RegionIndex, edge
 from regioncap.index.edge import EdgeStore
@@ -18,6 +21,7 @@ from regioncap.index.files import expand_paths
 from regioncap.index.store import ServerStore
 from regioncap.models.alignment import image_sentence_scores, region_phrase_similarity
 from regioncap.models.identity import model_identity
+from regioncap.models.results import AnalysisResult
 
 SENTENCE = "a large red circle next to the small blue square"
 
@@ -303,35 +307,129 @@ def test_an_old_format_folder_is_refused_and_never_opened(tiny_model, tmp_path):
     assert sorted(p.name for p in old.iterdir()) == ["collection", "meta.json"]  # nothing written there
 
 
-def test_reanalysis_keeps_every_path_whatever_the_kill(tiny_model, photos, tmp_path, monkeypatch):
-    """Two paths share one image; re-analysing it (other settings) is killed between its writes: the
-    image keeps both paths at every point, and the next run completes it."""
+WRITES = ("put_rows", "put_images", "set_paths", "delete_images", "delete_rows")  # every store op that writes
+
+
+class Killed(BaseException):
+    """A kill: no ``except Exception`` of the code under test catches it."""
+
+
+def kill_at(store, step: int) -> list[str]:
+    """Make the store's write op number ``step`` (0-based) raise Killed; returns the ops run, in order."""
+    done = []
+
+    def wrap(name, real):
+        def op(*args, **kwargs):
+            if len(done) == step:
+                raise Killed(name)
+            done.append(name)
+            return real(*args, **kwargs)
+        return op
+
+    for name in WRITES:
+        setattr(store, name, wrap(name, getattr(store, name)))
+    return done
+
+
+def stored_rows(index) -> list[tuple[str, int, str, np.ndarray]]:
+    """(hash, index, analysis token or "", vector) of every row in the regions shard or collection."""
+    store, out, offset = index.store, [], None
+    if isinstance(store, EdgeStore):
+        records = list(store._scroll(store.regions, True, vectors=True))
+    else:
+        records = []
+        while True:
+            points, offset = store.client.scroll(store.regions, limit=1000, offset=offset, with_payload=True,
+                                                 with_vectors=True)
+            records += points
+            if offset is None:
+                break
+    for r in records:
+        vector = r.vector[""] if isinstance(r.vector, dict) else r.vector
+        out.append((r.payload["hash"], r.payload["index"], r.payload.get("analysis") or "",
+                    np.asarray(vector, dtype=np.float32)))
+    return out
+
+
+def assert_rows_agree(index, repaired: bool) -> None:
+    """Every image point's rows are there and hold its vectors (not merely as many); ``repaired``: no
+    other row is left."""
+    points = index.store.get_images([i["hash"] for i in index.images()], ["hash", "regions", "analysis"])
+    rows = stored_rows(index)
+    for digest, (payload, multivector) in points.items():
+        mine = {i: v for h, i, token, v in rows if h == digest and token == (payload.get("analysis") or "")}
+        assert sorted(mine) == list(range(-1, len(payload["regions"])))
+        for i, vector in mine.items():
+            np.testing.assert_array_equal(vector, multivector[i + 1])
+    if repaired:
+        assert len(rows) == sum(len(multivector) for _, multivector in points.values())
+
+
+def assert_phrase_search_is_true(index, model, phrases=("a red circle", "the small blue square"), top_k=4):
+    """The regions a phrase finds are the brute-force best over the stored image points' vectors."""
+    points = index.store.get_images([i["hash"] for i in index.images()], ["hash", "regions"])
+    for phrase in phrases:
+        s = model.encode_text([phrase])[0].numpy()
+        scored = [(float(multivector[1 + i] @ s), digest, i) for digest, (_, multivector) in points.items()
+                  for i in range(len(multivector) - 1)]
+        truth = [(digest, i) for _, digest, i in sorted(scored, reverse=True)[:top_k]]
+        assert [(h.hash, h.region_index) for h in index.search(phrase, by="regions", top_k=top_k)] == truth
+
+
+def reversed_analysis(real):
+    """``batch.analyze_loaded`` whose analyses list their regions in reverse: another analysis with as many
+    rows, whose row i holds other vectors than the first analysis's row i."""
+    def analyze_loaded(*args, **kwargs):
+        for item, result in real(*args, **kwargs):
+            if result is not None:
+                result = AnalysisResult(result.regions[::-1], result.vectors.flip(0), result.image_vector,
+                                        result.width, result.height, result.timings_ms, result.model)
+            yield item, result
+    return analyze_loaded
+
+
+@pytest.mark.parametrize("fewer", [False, True], ids=["same-rows", "fewer-rows"])
+def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(tiny_model, photos, where, fewer,
+                                                                               monkeypatch):
+    """Two paths share one image; it is analysed again (other settings, another analysis with as many or
+    fewer rows) and the run is killed before each of its writes in turn. Reopened, every image's rows are
+    its own analysis's vectors, phrase search finds the true best regions, both paths are kept; the next
+    run completes the image and leaves no other row."""
     folder, paths = photos
     twin = folder / "twin.png"
     shutil.copy(paths[0], twin)
-    with open_index(tmp_path / "index", tiny_model) as index:
-        index.add([folder])
     both = sorted([str(paths[0].resolve()), str(twin.resolve())])
-
-    class Killed(Exception):
-        pass
-
-    def kill(*args):
-        raise Killed
-
-    for step in ("put_images", "delete_rows"):  # killed after the rows, then after the image point
-        with RegionIndex(tmp_path / "index", tiny_model, max_regions=1, score_threshold=0.0) as index:
-            monkeypatch.setattr(index.store, step, kill)
-            with pytest.raises(Killed):
-                index.add([paths[0]])
-            monkeypatch.undo()
+    second = {"max_regions": 2 if fewer else 10, "score_threshold": 1e-9}
+    for step in itertools.count():
+        location, name = where(f"k{step}"), f"k{step}"
+        with open_index(location, tiny_model, prefix=name) as index:
+            index.add([folder])
+            first = {i["hash"]: len(i["regions"]) for i in index.images()}
+        with monkeypatch.context() as m:
+            m.setattr(batch, "analyze_loaded", reversed_analysis(batch.analyze_loaded))
+            with RegionIndex(location, tiny_model, prefix=name, **second) as index:
+                done = kill_at(index.store, step)
+                try:
+                    index.add([paths[0]])
+                except Killed:
+                    pass
+                else:
+                    break  # every step has been killed once
+        with open_index(location, tiny_model, prefix=name) as index:  # reopened after the kill
+            assert_rows_agree(index, repaired=False)
+            assert_phrase_search_is_true(index, tiny_model)
             stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]]
             assert len(stored) == 1 and sorted(stored[0]["paths"]) == both
-        with RegionIndex(tmp_path / "index", tiny_model, max_regions=1, score_threshold=0.0) as index:
-            index.add([folder])
-            stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]]
-            assert sorted(stored[0]["paths"]) == both and len(stored[0]["regions"]) <= 1
-            assert row_count(index) == expected_rows(index)
-        with open_index(tmp_path / "index", tiny_model) as index:  # back to the first settings for the next kill
-            index.add([folder])
-            assert row_count(index) == expected_rows(index)
+        with monkeypatch.context() as m:
+            m.setattr(batch, "analyze_loaded", reversed_analysis(batch.analyze_loaded))
+            with RegionIndex(location, tiny_model, prefix=name, **second) as index:  # the next run completes it
+                index.add([folder])
+                assert_rows_agree(index, repaired=True)
+                assert_phrase_search_is_true(index, tiny_model)
+                stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]][0]
+                assert sorted(stored["paths"]) == both and stored["max_regions"] == second["max_regions"]
+                if fewer:
+                    assert len(stored["regions"]) == 2 < first[stored["hash"]]
+                else:
+                    assert len(stored["regions"]) == first[stored["hash"]] >= 2
+    assert step == len(done) >= 2 and done[:2] == ["put_rows", "put_images"]  # each write was killed once
