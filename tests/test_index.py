@@ -73,8 +73,12 @@ def expected_rows(index) -> int:
 
 @pytest.mark.parametrize("engine", ["edge", "server"])
 def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data(engine, tmp_path, monkeypatch):
+    """Qdrant's MaxSim ranks images as S_kl does: the best ``limit`` of more images than that, from the
+    float32 vectors, and (embedded) from the int8 copies of a collection large enough to have them."""
+    monkeypatch.setattr(edge, "INDEXING_KB", 8)  # int8 copies for a segment of over 8 KB: ~30 of these images
     g = torch.Generator().manual_seed(0)
-    dim, counts = 16, [1, 3, 5, 2, 7, 4]  # regions per image (row 0 plays the whole image)
+    dim, limit = 16, 10
+    counts = torch.randint(1, 8, (240,), generator=g).tolist()  # rows per image (row 0 plays the whole image)
     v = torch.nn.functional.normalize(torch.randn(sum(counts), dim, generator=g), dim=1)
     region_image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     sentences = [torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1) for n in (1, 2, 4)]
@@ -93,17 +97,19 @@ def test_qdrant_max_sim_equals_image_sentence_scores_on_random_data(engine, tmp_
     items = [(f"{k:064x}", rows[k].numpy(), {"hash": f"{k:064x}", "k": k}) for k in range(len(counts))]
     store.put_rows(items)
     store.put_images(items)
+
     def check():
         for j, q in enumerate(sentences):
-            found = store.sentence_candidates(q.numpy(), len(counts), ["k"])
-            assert [p["k"] for p, _ in found] == expected[:, j].argsort(descending=True).tolist()
+            found = store.sentence_candidates(q.numpy(), limit, ["k"])
+            assert [p["k"] for p, _ in found] == expected[:, j].argsort(descending=True)[:limit].tolist()
             for payload, vectors in found:  # the stored vectors come back as they went in
                 assert torch.equal(torch.from_numpy(vectors), rows[payload["k"]])
 
     check()
     if engine == "edge":  # a large collection's path: the int8 copies (built by optimize), re-scored in float32
         store.optimize()
-        monkeypatch.setattr(edge, "DIRECT_IMAGES", 0)
+        assert store.images.info().indexed_vectors_count == len(counts)  # every image has its int8 copy
+        monkeypatch.setattr(edge, "DIRECT_IMAGES", 100)  # fewer than the collection: the int8 path
         check()
     store.close()
 
@@ -132,8 +138,8 @@ def test_edge_images_shard_grows_in_segments_and_a_search_spans_them(tmp_path, m
     assert store.count_images() == n
     for direct in (10**6, 0):  # float32, then int8 re-scored
         monkeypatch.setattr(edge, "DIRECT_IMAGES", direct)
-        found = store.sentence_candidates(q.numpy(), n, ["k"])
-        assert [p["k"] for p, _ in found] == skl.argsort(descending=True).tolist()
+        found = store.sentence_candidates(q.numpy(), 5, ["k"])  # the best 5 of 30, wherever they are
+        assert [p["k"] for p, _ in found] == skl.argsort(descending=True)[:5].tolist()
     store.close()
 
 
@@ -158,25 +164,26 @@ def test_server_searches_pass_engine_settings_without_warning_in_process():
 
 
 def test_scores_are_exactly_align_and_query_of_the_stored_regions(tiny_model, photos, where):
+    """The best 3 of 6 images and the best 5 regions of all are the brute-force best of fresh analyses,
+    and their scores are exactly ``align()``'s and ``query()``'s."""
     folder, paths = photos
+    paths = paths + [scene(folder / f"more-{k}.png", 10 + k) for k in range(3)]
     with open_index(where(), tiny_model) as index:
         counts = index.add([folder])
-        assert (counts["added"], counts["failed"], len(index)) == (3, [], 3)
+        assert (counts["added"], counts["failed"], len(index)) == (6, [], 6)
+        analysed = {str(p.resolve()): tiny_model.analyze(p, max_regions=10, score_threshold=0.0) for p in paths}
+        scores = {path: result.align(SENTENCE).score for path, result in analysed.items()}
         hits = index.search(SENTENCE, top_k=3)
-        assert sorted(h.path for h in hits) == sorted(str(p.resolve()) for p in paths)
-        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-        analysed = {h.path: tiny_model.analyze(h.path, max_regions=10, score_threshold=0.0) for h in hits}
+        assert [h.path for h in hits] == sorted(scores, key=lambda p: -scores[p])[:3]
         for hit in hits:
             fresh = analysed[hit.path].align(SENTENCE)
             assert hit.score == fresh.score  # exactly, not approximately
             assert [(m.phrase, m.similarity, m.region_index) for m in hit.matches] == \
                    [(a.phrase, a.similarity, a.region_index) for a in fresh]
         regions = index.search("a red circle", by="regions", top_k=5)
-        assert len(regions) == 5 and [r.similarity for r in regions] == sorted((r.similarity for r in regions),
-                                                                               reverse=True)
-        for r in regions:
-            same = [sim for region, sim in analysed[r.path].query("a red circle", top_k=10) if region.box == r.box]
-            assert same == [r.similarity]
+        every = sorted(((sim, path, region.box) for path, result in analysed.items()
+                        for region, sim in result.query("a red circle", top_k=100)), key=lambda x: -x[0])
+        assert [(r.similarity, r.path, r.box) for r in regions] == every[:5]  # exactly query()'s, the true top 5
         assert len(index.search(SENTENCE, top_k=1)) == 1
 
 
@@ -191,9 +198,12 @@ def test_reindex_is_a_no_op_changes_are_updated_and_prune_forgets(tiny_model, ph
         shutil.copy(paths[1], folder / "copy-of-b.jpg")  # known content under a new path: stored once
         assert index.add([folder]) == {"added": 1, "updated": 1, "unchanged": 2, "failed": []}
         assert len(index) == 3
-        assert sorted(index.search(SENTENCE, top_k=10)[0].paths)  # every hit names its files
         stored = {i["hash"]: i["paths"] for i in index.images()}
-        assert sorted(len(p) for p in stored.values()) == [1, 1, 2]
+        assert sorted(sorted(p) for p in stored.values()) == sorted(
+            [[str(paths[0].resolve())], sorted([str(paths[1].resolve()), str((folder / "copy-of-b.jpg").resolve())]),
+             [str(paths[2].resolve())]])
+        hits = index.search(SENTENCE, top_k=10)  # every hit names all its files, the first as its path
+        assert {h.hash: h.paths for h in hits} == stored and all(h.path == h.paths[0] for h in hits)
         paths[2].unlink()
         (folder / "copy-of-b.jpg").unlink()
         assert index.prune() == 1  # c.png's image; b.jpg's keeps its other path
