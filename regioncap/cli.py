@@ -149,13 +149,10 @@ def resolve_device(choice: str) -> str:
 
 
 def _open_index(args, model, create: bool):
-    from regioncap.index import RegionIndex
+    from regioncap.index import open_index
 
     settings = {"max_regions": args.max_regions, "score_threshold": args.threshold} if create else {}
-    if args.qdrant_url:  # the index's name becomes the collection prefix on the server
-        prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.index).name or "regioncap")
-        return RegionIndex(args.qdrant_url, model, create=create, prefix=prefix, **settings)
-    return RegionIndex(args.index, model, create=create, **settings)
+    return open_index(args.index, model, args.qdrant_url, create=create, **settings)  # the app's naming too
 
 
 def run_collection(args) -> dict:
