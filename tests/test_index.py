@@ -405,7 +405,9 @@ def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(t
     fewer rows) and the run is killed before each of its writes in turn. Reopened, every image's rows are
     its own analysis's vectors, phrase search finds the true best regions, both paths are kept; the next
     run completes the image and leaves no other row."""
-    folder, paths = photos
+    folder = photos[0] / "kill"  # two images, one of them under two paths
+    folder.mkdir()
+    paths = [shutil.copy(p, folder / p.name) for p in photos[1][:2]]
     twin = folder / "twin.png"
     shutil.copy(paths[0], twin)
     both = sorted([str(paths[0].resolve()), str(twin.resolve())])
@@ -433,7 +435,7 @@ def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(t
         with monkeypatch.context() as m:
             m.setattr(batch, "analyze_loaded", reversed_analysis(batch.analyze_loaded))
             with RegionIndex(location, tiny_model, prefix=name, **second) as index:  # the next run completes it
-                index.add([folder])
+                index.add([twin])
                 assert_rows_agree(index, repaired=True)
                 assert_phrase_search_is_true(index, tiny_model)
                 stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]][0]

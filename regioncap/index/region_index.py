@@ -350,8 +350,9 @@ class RegionIndex:
         for _ in range(4):  # rows of no image's analysis (a killed run's, until repaired) take no place
             found = self.store.phrase_candidates(s.numpy(), limit)
             owners = self.store.get_images([digest for digest, _, _ in found], IMAGE_FIELDS)
-            rows = [(digest, i) for digest, i, token in found if digest in owners
-                    and ledger.is_current(owners[digest][0], token) and i < len(owners[digest][0]["regions"])]
+            rows = list(dict.fromkeys((digest, i) for digest, i, token in found if digest in owners and
+                                      ledger.is_current(owners[digest][0], token)
+                                      and i < len(owners[digest][0]["regions"])))
             if len(rows) >= top_k + RERANK_MARGIN or len(found) < limit:
                 break
             limit *= 4
