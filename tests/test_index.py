@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from regioncap import batch
 from regioncap.errors import SearchIndexError, TextError
-from regioncap.index import RegionIndex, edge
+from regioncap.index import RegionIndex, edge, ledger
 from regioncap.index.edge import EdgeStore
 from regioncap.index.files import expand_paths
 from regioncap.index.store import ServerStore
@@ -445,3 +445,25 @@ def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(t
                 else:
                     assert len(stored["regions"]) == first[stored["hash"]] >= 2
     assert step == len(done) >= 2 and done[:2] == ["put_rows", "put_images"]  # each write was killed once
+
+
+def test_an_index_of_schema_2_is_read_and_upgraded_on_its_first_write(tiny_model, photos, where, monkeypatch):
+    """Indexes written before analysis tokens (rows at ``hash:row``, no token) are searched as they are,
+    and their next write re-analyses into tokened rows and removes the old ones."""
+    folder, _ = photos
+    with monkeypatch.context() as m:
+        m.setattr(ledger, "new_token", lambda: "")  # the rows and image points of schema 2
+        with open_index(where(), tiny_model) as index:
+            index.add([folder])
+            index.store.write_meta({**index.meta, "schema": 2})
+    with open_index(where(), tiny_model) as index:
+        assert len(index) == 3 and index.meta["schema"] == 2
+        assert_rows_agree(index, repaired=True)
+        assert_phrase_search_is_true(index, tiny_model)
+    with RegionIndex(where(), tiny_model, max_regions=2, score_threshold=0.0) as index:
+        assert index.add([folder])["updated"] == 3
+        assert index.meta["schema"] == 3 and all(i["analysis"] for i in index.images())
+        assert_rows_agree(index, repaired=True)
+        assert_phrase_search_is_true(index, tiny_model)
+    with open_index(where(), tiny_model, create=False) as index:
+        assert index.store.read_meta()["schema"] == 3
