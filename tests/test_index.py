@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from regioncap import batch
 from regioncap.errors import SearchIndexError, TextError
-from regioncap.index import RegionIndex, edge
+from regioncap.index import RegionIndex, edge, ledger
 from regioncap.index.edge import EdgeStore
 from regioncap.index.files import expand_paths
 from regioncap.index.store import ServerStore
@@ -406,7 +406,9 @@ def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(t
     fewer rows) and the run is killed before each of its writes in turn. Reopened, every image's rows are
     its own analysis's vectors, phrase search finds the true best regions, both paths are kept; the next
     run completes the image and leaves no other row."""
-    folder, paths = photos
+    folder = photos[0] / "kill"  # two images, one of them under two paths
+    folder.mkdir()
+    paths = [shutil.copy(p, folder / p.name) for p in photos[1][:2]]
     twin = folder / "twin.png"
     shutil.copy(paths[0], twin)
     both = sorted([str(paths[0].resolve()), str(twin.resolve())])
@@ -434,7 +436,7 @@ def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(t
         with monkeypatch.context() as m:
             m.setattr(batch, "analyze_loaded", reversed_analysis(batch.analyze_loaded))
             with RegionIndex(location, tiny_model, prefix=name, **second) as index:  # the next run completes it
-                index.add([folder])
+                index.add([twin])
                 assert_rows_agree(index, repaired=True)
                 assert_phrase_search_is_true(index, tiny_model)
                 stored = [i for i in index.images() if str(twin.resolve()) in i["paths"]][0]
@@ -444,3 +446,25 @@ def test_reanalysis_killed_at_any_step_leaves_rows_that_agree_with_their_image(t
                 else:
                     assert len(stored["regions"]) == first[stored["hash"]] >= 2
     assert step == len(done) >= 2 and done[:2] == ["put_rows", "put_images"]  # each write was killed once
+
+
+def test_an_index_of_schema_2_is_read_and_upgraded_on_its_first_write(tiny_model, photos, where, monkeypatch):
+    """Indexes written before analysis tokens (rows at ``hash:row``, no token) are searched as they are,
+    and their next write re-analyses into tokened rows and removes the old ones."""
+    folder, _ = photos
+    with monkeypatch.context() as m:
+        m.setattr(ledger, "new_token", lambda: "")  # the rows and image points of schema 2
+        with open_index(where(), tiny_model) as index:
+            index.add([folder])
+            index.store.write_meta({**index.meta, "schema": 2})
+    with open_index(where(), tiny_model) as index:
+        assert len(index) == 3 and index.meta["schema"] == 2
+        assert_rows_agree(index, repaired=True)
+        assert_phrase_search_is_true(index, tiny_model)
+    with RegionIndex(where(), tiny_model, max_regions=2, score_threshold=0.0) as index:
+        assert index.add([folder])["updated"] == 3
+        assert index.meta["schema"] == 3 and all(i["analysis"] for i in index.images())
+        assert_rows_agree(index, repaired=True)
+        assert_phrase_search_is_true(index, tiny_model)
+    with open_index(where(), tiny_model, create=False) as index:
+        assert index.store.read_meta()["schema"] == 3

@@ -50,10 +50,11 @@ def test_shards_are_never_deleted_without_our_marker(proj):
 
 def test_an_empty_folder_becomes_an_index_and_the_marker_goes(tiny_model, tmp_path):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"Bud1")  # what a file browser leaves in a new folder
     for folder in (tmp_path / "empty", tmp_path / "new" / "deeper"):
         with RegionIndex(folder, tiny_model) as index:
             assert len(index) == 0
-        assert sorted(p.name for p in folder.iterdir()) == ["images", META_FILE, "regions"]
+        assert sorted(p.name for p in folder.iterdir() if p.name != ".DS_Store") == ["images", META_FILE, "regions"]
         with RegionIndex(folder, tiny_model, create=False) as index:  # and it is an index now
             assert len(index) == 0
 

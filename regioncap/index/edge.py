@@ -62,6 +62,7 @@ SEGMENTS = 8  # the images shard's segments (Edge merges the smallest beyond): s
 SEGMENT_IMAGES = 5_000  # the images shard is optimised (a new segment) every this many images written
 INDEXING_KB = 20_000  # a segment of more vector data gets its HNSW graph / int8 copies: ~20,000 rows at 256-d
 OLD_FORMAT_MARKERS = ("meta.json", "collection", ".lock")  # qdrant-client's local mode (schema 1)
+SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # a folder holding only these is empty (never deleted)
 
 
 def _edge():
@@ -103,7 +104,8 @@ def check_folder(folder: Path, create: bool) -> dict | None:
     if not create:
         raise SearchIndexError(f"{folder}: no index there (build one with `python -m regioncap index PHOTOS "
                                f"--index {folder}`)")
-    if folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(folder.iterdir()):
+    if folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(p.name not in SYSTEM_FILES
+                                                                        for p in folder.iterdir()):
         raise SearchIndexError(f"{folder}: not empty and not a regioncap index (no {META_FILE}); an index needs "
                                "a folder of its own: give --index a new or empty folder")
     return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from regioncap.errors import RegionCapError, SearchIndexError, TextError
 from regioncap.index import ledger
 from regioncap.index.edge import EdgeStore
 from regioncap.index.files import expand_paths
+from regioncap.index.hits import ImageHit, Match, RegionHit
 from regioncap.index.store import ServerStore, collection_prefix, connect, is_url
 from regioncap.models.identity import model_identity
 from regioncap.models.results import AnalysisResult, Region, sentence_phrases
@@ -53,49 +53,6 @@ def open_index(name, model, qdrant_url: str | None = None, **kw) -> RegionIndex:
     if qdrant_url:
         return RegionIndex(qdrant_url, model, prefix=collection_prefix(name), **kw)
     return RegionIndex(name, model, **kw)
-
-
-@dataclass
-class Match:
-    """A phrase of the query and its best region (``region_index`` None: the whole image won)."""
-
-    phrase: str
-    box: list[float]
-    caption: str
-    similarity: float
-    region_index: int | None
-
-    def to_dict(self) -> dict:
-        return {"phrase": self.phrase, "box": self.box, "caption": self.caption, "similarity": self.similarity}
-
-
-@dataclass
-class ImageHit:
-    path: str
-    score: float  # S_kl
-    matches: list[Match]
-    width: int
-    height: int
-    hash: str
-    paths: list[str] = field(default_factory=list)  # every indexed file with these bytes
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "score": self.score, "matches": [m.to_dict() for m in self.matches]}
-
-
-@dataclass
-class RegionHit:
-    path: str
-    box: list[float]
-    caption: str
-    similarity: float
-    region_index: int
-    width: int
-    height: int
-    hash: str
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "box": self.box, "caption": self.caption, "similarity": self.similarity}
 
 
 class RegionIndex:
@@ -350,8 +307,9 @@ class RegionIndex:
         for _ in range(4):  # rows of no image's analysis (a killed run's, until repaired) take no place
             found = self.store.phrase_candidates(s.numpy(), limit)
             owners = self.store.get_images([digest for digest, _, _ in found], IMAGE_FIELDS)
-            rows = [(digest, i) for digest, i, token in found if digest in owners
-                    and ledger.is_current(owners[digest][0], token) and i < len(owners[digest][0]["regions"])]
+            rows = list(dict.fromkeys((digest, i) for digest, i, token in found if digest in owners and
+                                      ledger.is_current(owners[digest][0], token)
+                                      and i < len(owners[digest][0]["regions"])))
             if len(rows) >= top_k + RERANK_MARGIN or len(found) < limit:
                 break
             limit *= 4
