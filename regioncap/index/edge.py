@@ -46,14 +46,13 @@ import numpy as np
 
 from regioncap.errors import SearchIndexError
 from regioncap.fileio import fsync_path, write_json_atomic
-from regioncap.index.files import point_id
+from regioncap.index.files import INDEX_MARKERS, point_id
 from regioncap.index.ledger import READ_SCHEMAS, SCHEMA, TOKEN, row_points
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "regioncap-edge"
-META_FILE = "regioncap-index.json"
-MARKER_FILE = "regioncap-index.creating"
+META_FILE, MARKER_FILE = INDEX_MARKERS  # the record, and the creation marker (files.py: never walked as input)
 DIRECT_IMAGES = 20_000  # up to this many images a sentence is ranked from the float32 vectors, above from int8
 OVERSAMPLING = 2.0  # above DIRECT_IMAGES: each segment's best 2 x limit images by int8 are re-scored in float32
 # (at 100,000 images in 8 segments: recall 1.000 at 1x, 2x and 4x; peak RSS 1,689 / 1,800 / 1,984 MB)

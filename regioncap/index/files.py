@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 200 * 1024 * 1024  # a larger file is listed as failed, never read into memory
 
-# A folder holding one of these files is regioncap's own and never walked as input. The index record is
-# regioncap.index.edge.META_FILE; the creation marker is the file an index folder gets before anything else.
+# A folder holding one of these files is regioncap's own and never walked as input: an index folder's
+# record and its creation marker (written before anything else; regioncap.index.edge uses these names).
 INDEX_MARKERS = ("regioncap-index.json", "regioncap-index.creating")
 OUTPUT_MARKER = "regioncap-output.json"  # written into a folder that `caption --output-dir` created
 OWN_FOLDER_MARKERS = frozenset((*INDEX_MARKERS, OUTPUT_MARKER))
