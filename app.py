@@ -12,6 +12,11 @@ image last analysed in the same client session is used):
 * ``/search(text, top_k=6) -> (gallery of the best images, results JSON)``: the session's own collection
   (photos uploaded in the Collection tab) or else the shared one (``$REGIONCAP_INDEX``, or the examples)
 
+Every picture carries a text alternative (the scene narration, or which regions match / went to each
+phrase); the Caption tab has a Description block (a polite live region, read aloud on request by the
+browser's speech synthesis) and the regions as buttons to explore by keyboard, each outlined on the
+picture while it has focus (``appui/narration.py``; docs/accessibility.md).
+
 The Live tab (``appui/live.py``) streams the visitor's camera through the model (a private ``stream`` event,
 ``live_frame``), numbering regions stably across frames (``regioncap.track``).
 
@@ -29,12 +34,14 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
-from appui.common import (CANDIDATE_HEADERS, DEFAULTS, DISPLAY_MAX, DISPLAY_MIN, EXAMPLES_DIR,  # noqa: E402,F401
-                          MATCH_HEADERS, MAX_COLLECTION, MAX_FILE_SIZE, MAX_PHRASE, MAX_SENTENCE, PHRASE_COLOURS,
-                          TABLE_HEADERS, ModelHolder, RegionCapError, View, _canvas, _parse_box, describe_model,
-                          user_errors)
-from appui.handlers import RegionApp  # noqa: E402
+from appui.handlers import BOX_INFO, RegionApp  # noqa: E402
+from appui.inputs import user_errors  # noqa: E402
 from appui.live import LiveApp  # noqa: E402
+from appui.model import ModelHolder  # noqa: E402
+from appui.narration import DESCRIPTION_JS, EXPLORER_JS, PARTS, SPEAK_JS, description_html  # noqa: E402
+from appui.settings import (CANDIDATE_HEADERS, DEFAULTS, EXAMPLES_DIR, MATCH_HEADERS, MAX_COLLECTION,  # noqa: E402
+                            MAX_FILE_SIZE, MAX_PHRASE, MAX_SENTENCE, PHRASE_COLOURS, TABLE_HEADERS)
+from appui.theme import CSS, THEME  # noqa: E402
 
 
 def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
@@ -67,6 +74,13 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
             with gr.Column(scale=3), gr.Tabs() as tabs:
                 with gr.Tab("Caption", id="caption"):
                     annotated = gr.Image(label="Annotated image", elem_id="annotated", **picture)
+                    gr.Markdown("### Explore the picture\nEach region is a button, in reading order: Tab (or the "
+                                "arrow keys) moves between them and the picture outlines the one in focus.",
+                                elem_id="explore-heading")
+                    explorer = gr.HTML("", elem_id="region-explorer", js_on_load=EXPLORER_JS)
+                    gr.Markdown("### Description", elem_id="description-heading")
+                    description = gr.HTML(description_html(None), elem_id="description", js_on_load=DESCRIPTION_JS)
+                    speak = gr.Button("Read aloud", size="sm", elem_id="read-aloud")
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Regions", interactive=False, wrap=True,
                                          datatype=["number", "str", "str", "number", "number", "str"],
                                          column_widths=["6%", "34%", "13%", "12%", "12%", "23%"],
@@ -81,10 +95,11 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                                                   datatype=["number", "str", "number", "number", "str", "number",
                                                             "str"],
                                                   elem_id="candidates-table")
+                    part = gr.Dropdown(list(PARTS), value=None, label="Part of the picture",
+                                       info="Puts that part's box in the field below.", elem_id="box-part")
                     with gr.Row():
                         box = gr.Textbox(label="Caption your own box", placeholder="x1, y1, x2, y2 in image pixels",
-                                         info="Type a box, or click two opposite corners on the picture.", scale=3,
-                                         max_length=100, elem_id="box")
+                                         info=BOX_INFO, scale=3, max_length=100, elem_id="box")
                         box_button = gr.Button("Caption box", scale=1)
                     box_note = gr.Markdown(elem_id="box-note")
                     download = gr.DownloadButton("Download the result (JSON)", size="sm", elem_id="download")
@@ -132,38 +147,48 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
         search_out, align_out = [search_image, matches, search_note], [align_image, aligned, align_note]
         private = {"api_visibility": "private"}  # UI-only events; the API is the four named endpoints
         model = {"concurrency_id": "model"}  # one shared limit for every event that runs the model
-        live = {**private, **model, "trigger_mode": "always_last", "show_progress": "hidden"}
+        on_change = {**private, **model, "trigger_mode": "always_last", "show_progress": "hidden"}
         raw = {"preprocess": False, **model}  # handlers read uploads themselves: a bad file gets a clear message
 
-        def then_refresh(event):  # after a new analysis, redo the search and the alignment on its regions
-            event.success(user_errors(app.query_live), [phrase, top_k, view], search_out, **live).then(
-                user_errors(app.align_live), [sentence, view], align_out, **live).then(
+        def then_refresh(event):  # after a new analysis: its narration, then the search and alignment redone
+            event.success(app.narration_outputs, view, [annotated, description, explorer, box], **private,
+                          queue=False, show_progress="hidden").then(
+                user_errors(app.query_on_change), [phrase, top_k, view], search_out, **on_change).then(
+                user_errors(app.align_on_change), [sentence, view], align_out, **on_change).then(
                 app.candidate_rows, [view], candidates, **private, trigger_mode="always_last", show_progress="hidden")
 
-        caption_live, box_handler = user_errors(app.caption_live), user_errors(app.caption_box)
+        caption_on_change, box_handler = user_errors(app.caption_on_change), user_errors(app.caption_box)
         box_ui = user_errors(app.caption_box_ui)
         then_refresh(run.click(user_errors(app.caption), settings, caption_out, api_name="caption", **raw))
-        phrase.submit(user_errors(app.query), [phrase, top_k, *settings, view], [search_image, matches, view],
-                      api_name="query", **raw)
+        # The page's search and alignment are the as-you-type handlers (pictures with their text alternatives,
+        # problems in the note); the API's /query and /align sit on hidden buttons and return plain files.
+        query_api, align_api = gr.Button(visible=False), gr.Button(visible=False)
+        query_api.click(user_errors(app.query), [phrase, top_k, *settings, view], [search_image, matches, view],
+                        api_name="query", **raw)
         then_refresh(box_button.click(box_ui, [box, *settings, view], [*caption_out, box_note],
                                       api_name="caption_box_ui", **raw, **private))
         box_api = gr.Button(visible=False)  # /caption_box for gradio_client: raises on a malformed box
         then_refresh(box_api.click(box_handler, [box, *settings, view], caption_out, api_name="caption_box", **raw))
-        sentence.submit(user_errors(app.align), [sentence, *settings, view], [*align_out, view], api_name="align",
+        align_api.click(user_errors(app.align), [sentence, *settings, view], [*align_out, view], api_name="align",
                         **raw)
-        then_refresh(image.change(caption_live, settings, caption_out, api_name="caption_on_change",
+        then_refresh(image.change(caption_on_change, settings, caption_out, api_name="caption_on_change",
                                   trigger_mode="always_last", **raw, **private))
         for name, slider in (("max_regions", max_regions), ("threshold", threshold)):
-            then_refresh(slider.release(caption_live, settings, caption_out, api_name=f"caption_on_{name}", **raw,
+            then_refresh(slider.release(caption_on_change, settings, caption_out, api_name=f"caption_on_{name}", **raw,
                                         **private))
         then_refresh(box.submit(box_ui, [box, *settings, view], [*caption_out, box_note],
                                 api_name="caption_box_on_submit", **raw, **private))
         then_refresh(annotated.select(user_errors(app.click_corner), [box, view],
                                       [*caption_out[:3], box, box_note, view], api_name="click_corner", **private,
                                       **model))
-        for name, trigger in (("phrase", phrase.change), ("top_k", top_k.release)):
-            trigger(user_errors(app.query_live), [phrase, top_k, view], search_out, api_name=f"query_on_{name}", **live)
-        sentence.change(user_errors(app.align_live), [sentence, view], align_out, api_name="align_on_change", **live)
+        for name, trigger in (("phrase", phrase.change), ("phrase_submit", phrase.submit), ("top_k", top_k.release)):
+            trigger(user_errors(app.query_on_change), [phrase, top_k, view], search_out, api_name=f"query_on_{name}",
+                    **on_change)
+        for name, trigger in (("change", sentence.change), ("submit", sentence.submit)):
+            trigger(user_errors(app.align_on_change), [sentence, view], align_out, api_name=f"align_on_{name}",
+                    **on_change)
+        part.input(app.box_for_part, [part, view], box, api_name="box_for_part", **private, queue=False)
+        speak.click(None, None, None, js=SPEAK_JS, api_visibility="private")
         demo.load(app.model_panel, None, [banner, model_info, loss_curves], api_name="model_panel", **private)
         uploads.upload(user_errors(app.add_photos), uploads, collection_note, api_name="add_photos", **private,
                        **model)
@@ -182,7 +207,8 @@ def serve(demo: gr.Blocks, **launch):
     demo.queue(default_concurrency_limit=4, max_size=64)
     defaults = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")), "share": False,
-                "max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "footer_links": ["api", "settings"]}
+                "max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "footer_links": ["api", "settings"],
+                "theme": THEME, "css": CSS}
     return demo.launch(**{**defaults, **launch})
 
 

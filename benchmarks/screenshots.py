@@ -98,6 +98,20 @@ def search(page, shot: Shot):
     return page.locator("#matches")
 
 
+def keyboard_focus(page, shot: Shot):
+    """The captioned photo explored by keyboard: a region's button focused (Tab, then an arrow key) and its
+    box outlined on the picture."""
+    if src(page, "annotated") is None:
+        caption(page, shot)
+    page.get_by_role("tab", name="Caption").click()
+    buttons = page.locator("#region-explorer button[data-box]")
+    buttons.first.wait_for(timeout=TIMEOUT_MS)
+    buttons.first.focus()
+    page.keyboard.press("ArrowDown")  # a key press: the focus ring shows as it does for a keyboard user
+    page.locator("#region-outline").wait_for(state="visible", timeout=TIMEOUT_MS)
+    return page.locator("#region-explorer")
+
+
 def collection(page, shot: Shot):
     """A sentence search over a collection of the visitor's own photos."""
     page.get_by_role("tab", name="Collection").click()
@@ -143,6 +157,7 @@ class Picture:
 
 # A new tab gets its own function and entry here (the Live picture starts chromium with a fake camera).
 PICTURES = {"caption": Picture("caption.png", caption), "search": Picture("search.png", search),
+            "keyboard": Picture("keyboard-focus.png", keyboard_focus),
             "collection": Picture("collection.png", collection), "live": Picture("live.png", live, live_camera)}
 
 

@@ -5,7 +5,7 @@
 
 Decoding (Pillow releases the GIL while it decodes) overlaps the analysis of the previous batch, so a
 GPU is not kept waiting on JPEG decoding; results come back in the order of ``paths``. A file that
-cannot be read or decoded yields its error and the run goes on. ``RegionIndex.add`` and the ``caption``
+cannot be read, decoded or analysed yields its error and the run goes on. ``RegionIndex.add`` and the ``caption``
 command's folders use this; images of one size are batched together, as ``analyze_batch`` runs
 different sizes apart (each result is the one ``analyze`` gives, up to float rounding in a batch).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,16 +24,20 @@ from regioncap.data.image import load_image
 from regioncap.errors import ImageError
 from regioncap.index.files import read_file
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class LoadedFile:
     """One file: its sha256 ``digest`` (None when unreadable), the decoded ``image`` (None when not asked
-    for or undecodable) and the ``error`` message that says why, naming the file."""
+    for or undecodable, and once analysed), a ``preview`` (the image at display size, when asked for) and
+    the ``error`` message that says why, naming the file."""
 
     path: Path
     digest: str | None = None
     image: object = None
     error: str | None = None
+    preview: object = None
 
 
 def default_workers() -> int:
@@ -47,32 +52,51 @@ def default_batch_size(device) -> int:
     return 8 if str(device).startswith("cuda") else 1
 
 
-def _load(path: Path, decode: Callable[[Path, str], bool] | None) -> LoadedFile:
+def shrink(image, longest: int):
+    """``image`` itself when its longest side is at most ``longest`` pixels, else a reduced copy."""
+    from PIL import Image
+
+    scale = longest / max(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _load(path: Path, decode: Callable[[Path, str], bool] | None, preview: int | None = None) -> LoadedFile:
     item = LoadedFile(Path(path))
     try:
         data, item.digest = read_file(item.path)
         if decode is None or decode(item.path, item.digest):
             item.image = load_image(data)
+            if preview is not None:
+                item.preview = shrink(item.image, preview)
     except ImageError as e:
         item.error = str(e).replace("image data", str(path), 1)
     return item
 
 
 def load_files(paths: Iterable, workers: int | None = None, decode: Callable[[Path, str], bool] | None = None,
-               window: int | None = None) -> Iterator[LoadedFile]:
+               window: int | None = None, preview: int | None = None) -> Iterator[LoadedFile]:
     """Read, hash and decode files in ``workers`` threads, yielding them in order with at most ``window``
     (default 4 x workers) in flight. ``decode(path, digest)`` False skips decoding a file (e.g. one an
-    index already holds)."""
+    index already holds). ``preview``: also a copy of each decoded image whose longest side is at most
+    this many pixels (made in the thread, so drawing on it costs the caller no second decoding).
+    Closing the generator early (a reader gone) cancels the files not yet started."""
     workers = workers or default_workers()
     window = window or 4 * workers
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="regioncap-load") as pool:
         pending: collections.deque = collections.deque()
-        for path in paths:
-            pending.append(pool.submit(_load, path, decode))
-            if len(pending) >= window:
+        try:
+            for path in paths:
+                pending.append(pool.submit(_load, path, decode, preview))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_regions: int = 10,
@@ -92,7 +116,7 @@ def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_
 
     def run(size):
         group = groups.pop(size)
-        results = model.analyze_batch([b.image for b in group], max_regions, score_threshold, captions=captions)
+        results = _analyze_group(model, group, max_regions, score_threshold, captions)
         for item, result in zip(group, results):
             item.image = None  # the decoded picture is not needed any more: free it
             done[id(item)] = result
@@ -119,7 +143,25 @@ def analyze_loaded(model, items: Iterable[LoadedFile], batch_size: int = 1, max_
         yield from ready()
 
 
+def _analyze_group(model, group: list[LoadedFile], max_regions, score_threshold, captions) -> list:
+    """``model.analyze_batch`` on the group's images; when it raises, each image alone, and an image that
+    fails alone gets its ``error`` (result None): one bad picture does not end a run of thousands."""
+    try:
+        return model.analyze_batch([b.image for b in group], max_regions, score_threshold, captions=captions)
+    except Exception as e:
+        if len(group) > 1:
+            return [r for item in group for r in _analyze_group(model, [item], max_regions, score_threshold,
+                                                                  captions)]
+        logger.info("%s: analysis failed", group[0].path, exc_info=True)
+        text = " ".join(str(e).split())[:300]
+        group[0].error = f"{group[0].path}: analysis failed ({type(e).__name__}{': ' + text if text else ''})"
+        return [None]
+
+
 def analyze_files(model, paths: Iterable, batch_size: int = 1, workers: int | None = None, max_regions: int = 10,
-                  score_threshold: float = 0.5, captions: bool = True) -> Iterator[tuple[LoadedFile, object]]:
-    """:func:`load_files` then :func:`analyze_loaded`: every file with its result (None: see its error)."""
-    return analyze_loaded(model, load_files(paths, workers), batch_size, max_regions, score_threshold, captions)
+                  score_threshold: float = 0.5, captions: bool = True, preview: int | None = None
+                  ) -> Iterator[tuple[LoadedFile, object]]:
+    """:func:`load_files` then :func:`analyze_loaded`: every file with its result (None: see its error);
+    ``preview``: see :func:`load_files`."""
+    return analyze_loaded(model, load_files(paths, workers, preview=preview), batch_size, max_regions,
+                          score_threshold, captions)

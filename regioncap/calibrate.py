@@ -8,7 +8,9 @@ boxes (``analyze(image, boxes=...)``, one merged box per chain, as the merged gr
 
 The threshold is the similarity that best separates the two (Youden's J = TPR - FPR, over every
 observed value). Below it the app says "no region matches this phrase well" instead of listing
-near-zero or negative similarities as matches. Written next to the model as ``calibration.json``:
+near-zero or negative similarities as matches. Written next to the model as ``calibration.json``
+(one of the files a model folder carries, :data:`regioncap.hub.MODEL_FILES`), by the last step of
+``train.train`` or by hand:
 
     python -m regioncap.calibrate --model assets/demo-model --data DATA --split val [--write]
 """
@@ -22,9 +24,11 @@ from pathlib import Path
 
 import torch
 
+from regioncap.errors import RegionCapError, fail
 from regioncap.fileio import write_text_atomic
+from regioncap.hub import CALIBRATION_FILE, read_threshold  # noqa: F401 (read_threshold: this module's API too)
 
-CALIBRATION_FILE = "calibration.json"
+RULE = "max TPR - FPR; positive: phrase vs its chain's merged box; negative: vs other chains' boxes"
 
 
 def similarity_pairs(model, root, split: str = "val", limit: int | None = None) -> tuple[list[float], list[float]]:
@@ -66,19 +70,37 @@ def best_threshold(positives: list[float], negatives: list[float]) -> dict:
             "fpr": round(float(fpr[best]), 4), "positives": len(positives), "negatives": len(negatives)}
 
 
-def read_threshold(model_dir) -> float | None:
-    """The ``match_threshold`` recorded next to a model (None without a readable calibration file)."""
-    path = Path(model_dir) / CALIBRATION_FILE
+def calibrate(model, root, split: str = "val", limit: int | None = None) -> dict:
+    """The calibration of ``model`` on a split: :func:`best_threshold` over :func:`similarity_pairs`, with
+    where it was measured. Raises ValueError when the split has no phrase with a box to measure on."""
+    out = best_threshold(*similarity_pairs(model, root, split, limit))
+    out.update(data=str(root), split=split, rule=RULE)
+    return out
+
+
+def write_calibration(directory, calibration: dict) -> Path:
+    """Write ``directory/calibration.json`` atomically; returns its path."""
+    path = Path(directory) / CALIBRATION_FILE
+    write_text_atomic(path, json.dumps(calibration, indent=2) + "\n")
+    return path
+
+
+def written_by_us(directory) -> bool:
+    """Whether ``directory/calibration.json`` is one this module wrote (it records :data:`RULE`)."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))["match_threshold"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
+        return json.loads((Path(directory) / CALIBRATION_FILE).read_text(encoding="utf-8")).get("rule") == RULE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def command(model_dir, data="DATA") -> str:
+    """The command that calibrates ``model_dir`` on ``data``'s validation split and writes the file."""
+    return f"python -m regioncap.calibrate --model {model_dir} --data {data} --split val --write"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m regioncap.calibrate", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--model", required=True, help="model folder (--write writes into it)")
     p.add_argument("--data", required=True, help="held-out data in the Flickr30k Entities layout")
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, default=None, help="use at most this many images")
@@ -86,14 +108,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from regioncap.models.model import RegionCaptioner
 
-    model = RegionCaptioner.from_pretrained(args.model)
-    out = best_threshold(*similarity_pairs(model, args.data, args.split, args.limit))
-    out.update(data=str(args.data), split=args.split,
-               rule="max TPR - FPR; positive: phrase vs its chain's merged box; negative: vs other chains' boxes")
-    text = json.dumps(out, indent=2)
+    if args.write and not Path(args.model).is_dir():
+        fail(f"--write: {args.model} is not a local model folder (a Hub model is calibrated before it is published)")
+    try:
+        model = RegionCaptioner.from_pretrained(args.model)
+        out = calibrate(model, args.data, args.split, args.limit)
+    except (RegionCapError, OSError) as exc:
+        fail(exc)
+    except ValueError as exc:  # nothing to measure on
+        fail(f"{args.data}, split {args.split}: {exc}")
     if args.write:
-        write_text_atomic(Path(args.model) / CALIBRATION_FILE, text + "\n")
-    sys.stdout.write(text + "\n")
+        write_calibration(args.model, out)
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -8,6 +8,7 @@ model, empty phrase) exits with code 2 and one line on stderr, never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -51,6 +52,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def device(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where the model runs (default auto: CUDA when present, else the CPU)")
+
     def common(p: argparse.ArgumentParser, many: bool = False) -> None:
         if many:
             p.add_argument("image", nargs="+", metavar="IMAGE", help="image files or folders (recursive); one "
@@ -60,7 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None,
                        help="model folder or Hub repo id (default: $REGIONCAP_MODEL or assets/demo-model)")
         p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
-        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        device(p)
         p.add_argument("--max-regions", type=_count(0), default=10, help="most regions to report (default 10)")
         p.add_argument("--threshold", type=_fraction, default=0.5, help="detector score threshold (default 0.5)")
 
@@ -72,9 +77,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     cap = sub.add_parser("caption", help="detect regions and caption each; prints JSON (JSON Lines for folders)")
     common(cap, many=True)
-    cap.add_argument("--output", type=Path, default=None, help="one image: also write an annotated PNG here")
+    cap.add_argument("--output", type=Path, default=None,
+                     help="one image: also write an annotated copy here (JPEG for a .jpg name, else PNG; longest "
+                     "side <= 1600 px); never over the input or a file regioncap did not write")
     cap.add_argument("--output-dir", type=Path, default=None,
-                     help="write an annotated PNG of every image into this folder (sub-folders kept)")
+                     help="write an annotated JPEG of every image into this folder as NAME.SUFFIX.regions.jpg "
+                     "(sub-folders kept; longest side <= 1600 px); not an input folder, and never walked as input")
     batching(cap)
     query = sub.add_parser("query", help="rank the image's regions by similarity to a phrase; prints JSON")
     common(query)
@@ -89,7 +97,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None,
                        help="model folder or Hub repo id (default: $REGIONCAP_MODEL or assets/demo-model)")
         p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
-        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        device(p)
 
     index = sub.add_parser("index", help="add photos (files or folders, recursive) to a searchable index")
     index.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
@@ -113,7 +121,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _load_model(args, text_only: bool = False):
     """(name, model): the whole RegionCaptioner, or with ``text_only`` its text side (a search needs no
     detector, so no torchvision either: ``python -m regioncap search`` starts in about ``import torch``'s time)."""
-    import torch
 
     from regioncap import hub
 
@@ -121,8 +128,7 @@ def _load_model(args, text_only: bool = False):
         from regioncap.models.text_model import TextModel as cls
     else:
         from regioncap.models.model import RegionCaptioner as cls
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise RegionCapError("--device cuda: no CUDA device is available; use --device cpu")
+    args.device = resolve_device(args.device)
     name = args.model or hub.default_model_path()
     if args.model is None and not Path(name).is_dir() and name == hub.DEFAULT_MODEL:
         raise RegionCapError(f"no model given and the default model folder {hub.DEFAULT_MODEL} does not exist; "
@@ -130,14 +136,23 @@ def _load_model(args, text_only: bool = False):
     return name, cls.from_pretrained(name, revision=args.revision, device=args.device)
 
 
+def resolve_device(choice: str) -> str:
+    """``--device``: "auto" is "cuda" when torch sees a CUDA device, else "cpu"; RegionCapError for "cuda"
+    without one."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RegionCapError("--device cuda: no CUDA device is available; use --device cpu (or auto)")
+    return choice
+
+
 def _open_index(args, model, create: bool):
-    from regioncap.index import RegionIndex
+    from regioncap.index import open_index
 
     settings = {"max_regions": args.max_regions, "score_threshold": args.threshold} if create else {}
-    if args.qdrant_url:  # the index's name becomes the collection prefix on the server
-        prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.index).name or "regioncap")
-        return RegionIndex(args.qdrant_url, model, create=create, prefix=prefix, **settings)
-    return RegionIndex(args.index, model, create=create, **settings)
+    return open_index(args.index, model, args.qdrant_url, create=create, **settings)  # the app's naming too
 
 
 def run_collection(args) -> dict:
@@ -184,12 +199,13 @@ def run(args) -> dict | None:
         return run_collection(args)
     if args.command == "caption":
         if len(args.image) > 1 or Path(args.image[0]).is_dir():
+            if args.output is not None:
+                raise RegionCapError("--output is for one image; for several use --output-dir DIR")
             return caption_many(args)
         args.image = args.image[0]
-        if args.output_dir is not None:
-            args.output = args.output_dir / f"{Path(args.image).stem}.png"
 
     image = load_image(args.image)  # first: a bad image fails fast, before torch is imported
+    folder = _single_outputs(args) if args.command == "caption" else None
     name, model = _load_model(args)
     result = model.analyze(image, max_regions=args.max_regions, score_threshold=args.threshold)
     if args.command == "query":
@@ -197,52 +213,76 @@ def run(args) -> dict | None:
         return {"phrase": args.phrase,
                 "matches": [{"box": r.box, "caption": r.caption, "similarity": round(sim, 4)} for r, sim in matches]}
     if args.output is not None:
-        from regioncap.viz import draw_regions
+        from regioncap import annotate
 
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        draw_regions(image, result.regions).save(args.output, format="PNG")
+        annotate.write_one(image, result, args.output, Path(args.image))
+    if folder is not None:
+        folder.write(Path(args.image).resolve(), folder.preview(image), result)
     return caption_json(str(args.image), name, result)
 
 
-def caption_json(image: str, model: str, result) -> dict:
+def _single_outputs(args):
+    """One image: check ``--output`` now (before the model loads); the ``--output-dir`` folder, or None."""
+    from regioncap import annotate
+
+    if args.output is not None:
+        annotate.check_target(args.output, {Path(args.image).resolve()})
+    if args.output_dir is None:
+        return None
+    from regioncap.index.files import walk
+
+    folder = annotate.OutputFolder(args.output_dir, [args.image])
+    folder.add(walk([args.image]))
+    return folder
+
+
+def caption_json(image: str, model: str, result, path: str | None = None) -> dict:
+    """The ``caption`` command's JSON for one image (``path`` first when given: a folder's JSON Lines);
+    ``description`` is the scene narration (:meth:`AnalysisResult.describe`)."""
     d = result.to_dict()
-    return {"image": image, "width": d["width"], "height": d["height"], "model": model, "regions": d["regions"],
+    return {**({"path": path} if path is not None else {}), "image": image, "width": d["width"],
+            "height": d["height"], "model": model, "description": result.describe(), "regions": d["regions"],
             "timings_ms": d["timings_ms"]}
 
 
 def caption_many(args) -> None:
-    """``caption`` over files and folders: one JSON line per image (the single-image keys and ``path``, or
-    ``path`` and ``error``), a progress bar on stderr; decoding in threads, analysis in batches. Raises
-    RegionCapError when no image could be read."""
+    """``caption`` over files and folders: one JSON line per image (:func:`caption_json` with ``path``, or
+    ``path`` and ``error``: unreadable, not analysable, or its annotated copy not written), a progress bar
+    on stderr; decoding in threads, analysis in batches. Raises RegionCapError when no image could be read."""
     from tqdm import tqdm
 
-    from regioncap import batch
-    from regioncap.index.files import expand_paths
+    from regioncap import annotate, batch
+    from regioncap.index.files import walk
 
-    files, missing = expand_paths(args.image)
-    for path, why in missing:
+    folder = annotate.OutputFolder(args.output_dir, args.image) if args.output_dir is not None else None
+    found = walk(args.image, exclude=[args.output_dir] if folder is not None else ())
+    if folder is not None:
+        folder.add(found)
+    files = found.files
+    for path, why in found.missing:
         _line({"path": path, "error": f"{path}: {why}"})
     name, model = _load_model(args)
-    root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path()
     results = batch.analyze_files(model, files, args.batch_size or batch.default_batch_size(args.device),
-                                  args.workers, args.max_regions, args.threshold)
+                                  args.workers, args.max_regions, args.threshold,
+                                  preview=annotate.DISPLAY_SIZE if folder is not None else None)
     done = 0
-    for item, result in tqdm(results, total=len(files), file=sys.stderr, unit="img", desc="captioning",
-                             dynamic_ncols=True):
-        if result is None:
-            _line({"path": str(item.path), "error": item.error})
-            continue
-        done += 1
-        if args.output_dir is not None:
-            from regioncap.data.image import load_image
-            from regioncap.viz import draw_regions
-
-            target = (args.output_dir / item.path.relative_to(root)).with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            draw_regions(load_image(item.path), result.regions).save(target, format="PNG")
-        _line({"path": str(item.path), **caption_json(str(item.path), name, result)})
+    with contextlib.closing(results):  # a closed pipe ends the run: the files not yet read are not read
+        for item, result in tqdm(results, total=len(files), file=sys.stderr, unit="img", desc="captioning",
+                                 dynamic_ncols=True):
+            if result is not None and folder is not None:
+                try:
+                    folder.write(item.path, item.preview, result)
+                except (RegionCapError, OSError) as e:
+                    item.error, result = _one_line(e), None
+                item.preview = None
+            if result is None:
+                _line({"path": str(item.path), "error": item.error})
+                continue
+            done += 1
+            _line(caption_json(str(item.path), name, result, path=str(item.path)))
     if not done:
-        raise RegionCapError(f"no image could be read among {len(files) + len(missing)} paths")
+        what = f"among {len(files) + len(found.missing)} paths" if files or found.missing else "(no image file found)"
+        raise RegionCapError(f"no image could be read {what}")
 
 
 def _line(record: dict) -> None:
@@ -259,14 +299,28 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", module="PIL")
     try:
         out = run(args)
+        if out is not None:  # None: JSON Lines, already written
+            sys.stdout.write(to_json(out) + "\n")
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head -1`): what it wanted it has; end quietly
+        _silence_stdout()
+        return 0
     except (RegionCapError, OSError) as exc:
         print(f"regioncap: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    if out is not None:  # None: JSON Lines, already written
-        sys.stdout.write(to_json(out) + "\n")
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit finds no closed pipe either
+    (the recipe of Python's signal documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout is no file (a test's capture)
+        pass
 
 
 _NUMBER_LIST = re.compile(r"\[\s+(-?[\d.eE+-]+(?:,\s+-?[\d.eE+-]+)*)\s+\]")

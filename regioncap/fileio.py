@@ -3,6 +3,8 @@
 Each write goes to a temporary file in the destination's folder and is moved into place with
 ``os.replace`` (atomic on POSIX and Windows within one file system), so a reader sees either the
 old file or the new one, never part of one. A failed write leaves no temporary file behind.
+The temporary file is fsync'ed before the move and the folder after it, so that a power cut leaves the
+old file or the new one, not an empty one (``rename`` alone orders nothing on disk).
 """
 
 from __future__ import annotations
@@ -29,10 +31,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush ``path`` (a file, or a folder: its entries) to disk. Folders cannot be opened on Windows,
+    where a rename is durable without it."""
+    if os.name == "nt" and Path(path).is_dir():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -1,10 +1,17 @@
-"""Model files: where a model is, and loading it safely.
+"""Model files: where a model is, what a model folder holds, and reading it safely.
 
-A model is a folder with ``config.json``, ``model.safetensors``, ``vocab.json`` and ``README.md``
-(model card). Loading is strict and never unpickles: pickle-format weights (``*.bin``, ``*.pt``,
-``*.pth``, ``*.pkl``, ``*.ckpt``) and pickle/zip payloads are refused, safetensors validates the
-header before any tensor is read, and every weight must match the model exactly. Hub repos are
-fetched with huggingface_hub (``HF_HUB_OFFLINE=1`` respected, ``revision`` pinnable).
+A model is a folder (local, or a Hub repo) holding the files of :data:`MODEL_FILES`: ``config.json``,
+``model.safetensors`` and ``vocab.json`` (required), the model card ``README.md``, ``calibration.json``
+(the match threshold), ``eval.json`` (the last evaluation), ``history.json`` and ``loss_curves.png``
+(the training curves). That one list is what saving writes beside the weights, what ``train.publish``
+uploads, what a Hub download fetches and what the app's Model tab reads. :func:`read_model_folder` is
+the one reader of a folder: both ``RegionCaptioner.from_pretrained`` and ``TextModel.from_pretrained``
+go through it.
+
+Loading is strict and never unpickles: pickle-format weights (``*.bin``, ``*.pt``, ``*.pth``,
+``*.pkl``, ``*.ckpt``) and pickle/zip payloads are refused, safetensors validates the header before any
+tensor is read, and every weight must match the model exactly. Hub repos are fetched with
+huggingface_hub (``HF_HUB_OFFLINE=1`` respected, ``revision`` pinnable).
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ import json
 import logging
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from regioncap.data.vocab import Vocabulary
 from regioncap.errors import ModelFileError
 from regioncap.fileio import atomic_path, write_json_atomic, write_text_atomic
 from regioncap.models.config import RegionCaptionerConfig
@@ -24,7 +33,13 @@ from regioncap.models.config import RegionCaptionerConfig
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, CARD_FILE = "config.json", "model.safetensors", "vocab.json", "README.md"
-MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, CARD_FILE)
+CALIBRATION_FILE, EVAL_FILE = "calibration.json", "eval.json"
+HISTORY_FILE, PLOT_FILE = "history.json", "loss_curves.png"
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE)
+# Every file a model carries, required first; the others may be missing (a model not evaluated has no
+# eval.json). Saved (train.train / save_pretrained / regioncap.calibrate / train.evaluate), published
+# (train.publish), downloaded (resolve_model_dir) and read by the app's Model tab: one list for all.
+MODEL_FILES = REQUIRED_FILES + (CARD_FILE, CALIBRATION_FILE, EVAL_FILE, HISTORY_FILE, PLOT_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 DEFAULT_MODEL = "assets/demo-model"
 MODEL_ENV = "REGIONCAP_MODEL"
@@ -62,7 +77,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise ModelFileError(f"{path}: pickle-format weights are refused (never unpickled); "
                                  "regioncap loads a folder with model.safetensors")
-        raise ModelFileError(f"{path}: is a file; a model is a folder with {', '.join(MODEL_FILES[:3])}")
+        raise ModelFileError(f"{path}: is a file; a model is a folder with {', '.join(REQUIRED_FILES)}")
     if path.is_dir():
         return path
     name = str(name_or_path)
@@ -106,12 +121,74 @@ def check_model_dir(directory: Path) -> None:
         if pickled:
             raise ModelFileError(f"{directory}: has pickle-format weights ({', '.join(pickled)}) and no "
                                  f"{WEIGHTS_FILE}; pickle is refused (never unpickled), convert to safetensors")
-    for name in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE):
+    for name in REQUIRED_FILES:
         if not (directory / name).is_file():
-            raise ModelFileError(f"{directory / name}: missing (a model folder needs {', '.join(MODEL_FILES[:3])})")
+            raise ModelFileError(f"{directory / name}: missing (a model folder needs {', '.join(REQUIRED_FILES)})")
     for p in directory.iterdir():
         if p.suffix.lower() in PICKLE_SUFFIXES:
             logger.warning("%s: ignored (pickle-format file; only %s is loaded)", p, WEIGHTS_FILE)
+
+
+def model_files(directory) -> list[str]:
+    """The names of :data:`MODEL_FILES` that ``directory`` holds, in that order (what a publish uploads)."""
+    return [name for name in MODEL_FILES if (Path(directory) / name).is_file()]
+
+
+def read_threshold(directory) -> float | None:
+    """The ``match_threshold`` of a model folder's ``calibration.json`` (None without a readable one).
+
+    Written by ``python -m regioncap.calibrate --write`` (and at the end of ``train.train``): the
+    similarity from which a phrase counts as matching a region.
+    """
+    path = Path(directory) / CALIBRATION_FILE
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["match_threshold"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class ModelFolder:
+    """A model folder read and checked: what both model classes are built from.
+
+    ``weights`` are CPU tensors by name (all of model.safetensors); ``match_threshold`` is the
+    calibrated one (None without calibration.json).
+    """
+
+    name_or_path: str
+    directory: Path
+    config: RegionCaptionerConfig
+    vocab: Vocabulary
+    weights: dict[str, torch.Tensor]
+    match_threshold: float | None
+
+    @property
+    def weights_path(self) -> Path:
+        return self.directory / WEIGHTS_FILE
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.directory / VOCAB_FILE
+
+
+def read_model_folder(name_or_path, revision: str | None = None) -> ModelFolder:
+    """The one reader of a model folder or Hub repo id: found (downloaded if need be), required files
+    present, no pickle, config.json valid, vocabulary of the config's size, weights a valid safetensors
+    file. The weights are checked against a model by its builder (:func:`check_state_dict`).
+
+    Raises:
+        ModelFileError: naming the file that is missing, unsafe or wrong.
+    """
+    directory = resolve_model_dir(name_or_path, revision)
+    check_model_dir(directory)
+    config = load_config(directory / CONFIG_FILE)
+    vocab = Vocabulary.load(directory / VOCAB_FILE)
+    if len(vocab) != config.vocab_size:
+        raise ModelFileError(f"{directory / VOCAB_FILE}: has {len(vocab)} tokens but "
+                             f"config.json says vocab_size {config.vocab_size}")
+    weights = load_weights(directory / WEIGHTS_FILE)
+    return ModelFolder(str(name_or_path), directory, config, vocab, weights, read_threshold(directory))
 
 
 # -- config -------------------------------------------------------------------------------------------
@@ -306,6 +383,11 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     else:
         lines.append("Not measured.")
+    threshold = read_threshold(directory)
+    if threshold is not None:
+        lines += ["", "## Match threshold", "",
+                  f"A phrase matches a region when their similarity reaches **{threshold:g}** (`{CALIBRATION_FILE}`, "
+                  "chosen on held-out data by `regioncap.calibrate`); the app lists only such regions."]
     lines += [
         "",
         "## Usage",
@@ -317,7 +399,9 @@ def write_model_card(directory, config: RegionCaptionerConfig, metrics: dict | N
         'print([r.caption for r in result.regions], result.query("a red circle"))',
         "```",
         "",
-        "Files: `config.json`, `model.safetensors`, `vocab.json` (no pickle).",
+        "Files: `config.json`, `model.safetensors`, `vocab.json` (no pickle); `calibration.json` holds the "
+        "match threshold (the similarity from which a phrase matches a region), `eval.json` the evaluation, "
+        "`history.json` and `loss_curves.png` the training curves.",
         "",
         INTENDED_USE,
         LIMITATIONS,

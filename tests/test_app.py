@@ -18,7 +18,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from appui.handlers import RegionApp  # noqa: E402
+from appui.inputs import parse_box  # noqa: E402
+from appui.model import ModelHolder  # noqa: E402
+from appui.settings import DISPLAY_MAX, DISPLAY_MIN  # noqa: E402
+from appui.view import View, canvas  # noqa: E402
 from regioncap import testing  # noqa: E402
+from regioncap.errors import RegionCapError  # noqa: E402
+from regioncap.narrate import reading_order  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas calls
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,13 +93,17 @@ def test_caption_returns_an_annotated_image_a_table_and_json(server):
     image_path, table, json_path = caption(c)
     with Image.open(image_path) as im:
         im.load()
-        assert max(im.size) == load_app().DISPLAY_MIN  # the 224x185 example is drawn enlarged: legible labels
+        assert max(im.size) == DISPLAY_MIN  # the 224x185 example is drawn enlarged: legible labels
     assert table["headers"][:3] == ["#", "caption", "entity type"]
     data = json.loads(Path(json_path).read_text())
-    assert {"image", "model", "width", "height", "regions", "timings_ms"} <= set(data)
+    assert {"image", "model", "width", "height", "description", "regions", "timings_ms"} <= set(data)
     assert data["image"] == EXAMPLE.name and (data["width"], data["height"]) == Image.open(EXAMPLE).size
     assert 0 < len(data["regions"]) <= 10 and len(table["data"]) == len(data["regions"])
-    for row, region in zip(table["data"], data["regions"]):
+    # the table numbers the regions in reading order; the JSON keeps the model's order
+    order = reading_order([r["box"] for r in data["regions"]], data["width"], data["height"])
+    assert [row[0] for row in table["data"]] == list(range(1, len(order) + 1))
+    for row, i in zip(table["data"], order):
+        region = data["regions"][i]
         assert row[1] == region["caption"] and row[2] == region["label"]
         assert row[5] == ", ".join(str(round(v)) for v in region["box"])
     _, table, _ = caption(c, max_regions=2)
@@ -121,7 +132,7 @@ def test_user_box_and_sentence_alignment(server):
     _, table, _ = caption(c)
     _, with_box, json_path = c.predict("10, 20, 120, 90", api_name="/caption_box")
     assert len(with_box["data"]) == len(table["data"]) + 1
-    assert with_box["data"][-1][2] == "your box" and with_box["data"][-1][5] == "10, 20, 120, 90"
+    assert [row[5] for row in with_box["data"] if row[2] == "your box"] == ["10, 20, 120, 90"]
     assert json.loads(Path(json_path).read_text())["regions"][-1]["label"] == "user"
     image_path, highlighted, summary = c.predict("a red circle next to a blue square", api_name="/align")
     assert Path(image_path).is_file() and "S_kl" in summary
@@ -132,12 +143,11 @@ def test_user_box_and_sentence_alignment(server):
 
 
 def test_box_parsing_and_display_size():
-    app = load_app()
-    assert app._parse_box("[120, 90, 10.5, 20]", 200, 100) == [10.5, 20, 120, 90]  # any corner order
-    with pytest.raises(app.RegionCapError, match="four numbers.*200x100"):
-        app._parse_box("10 20 30", 200, 100)
-    assert app._canvas(Image.new("RGB", (4000, 1000)))[1] == app.DISPLAY_MAX / 4000
-    assert app._canvas(Image.new("RGB", (1000, 1100)))[1] == 1.0
+    assert parse_box("[120, 90, 10.5, 20]", 200, 100) == [10.5, 20, 120, 90]  # any corner order
+    with pytest.raises(RegionCapError, match="four numbers.*200x100"):
+        parse_box("10 20 30", 200, 100)
+    assert canvas(Image.new("RGB", (4000, 1000)))[1] == DISPLAY_MAX / 4000
+    assert canvas(Image.new("RGB", (1000, 1100)))[1] == 1.0
 
 
 def test_bad_input_gives_a_readable_error_and_the_app_keeps_serving(server, tmp_path):
@@ -205,22 +215,21 @@ def test_concurrent_identical_requests_all_get_complete_identical_images(server)
 
 
 def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
-    app = load_app()
-    holder = app.ModelHolder(str(tiny_model))
+    holder = ModelHolder(str(tiny_model))
     holder.load()
-    banner, text, curves = app.RegionApp(holder).model_panel()
+    banner, text, curves = RegionApp(holder).model_panel()
     assert not banner.visible and str(tiny_model) in text and "random weights, for tests" in text
     assert not curves.visible  # the tiny model has no loss_curves.png
     assert "vocabulary" in text and "shapes world" not in text  # the note is for models trained on shapes
-    holder = app.ModelHolder(str(make_tiny_model(tmp_path / "shapes", data="synthetic scenes, seed 0")))
+    holder = ModelHolder(str(make_tiny_model(tmp_path / "shapes", data="synthetic scenes, seed 0")))
     holder.load()
     Image.new("RGB", (40, 30)).save(tmp_path / "shapes" / "loss_curves.png")
-    banner, text, curves = app.RegionApp(holder).model_panel()
+    banner, text, curves = RegionApp(holder).model_panel()
     assert banner.visible and "only on synthetic scenes" in banner.value and "circle = people" in text
-    assert curves.visible and Path(curves.value["path"]).name == "loss_curves.png"
-    holder = app.ModelHolder(str(tmp_path / "missing"))
+    assert curves.visible and Path(curves.value["path"]).name == "loss_curves.png" and "loss" in curves.alt_text
+    holder = ModelHolder(str(tmp_path / "missing"))
     holder.load()
-    banner, text, curves = app.RegionApp(holder).model_panel()
+    banner, text, curves = RegionApp(holder).model_panel()
     assert banner.visible and "No model loaded" in text and "missing" in text and not curves.visible
 
 
@@ -228,16 +237,16 @@ def test_model_panel_describes_the_model_or_the_failure(tiny_model, tmp_path):
 # the model is still loading (startup time itself is measured by benchmarks/bench_startup.py).
 HELD_APP = """
 import os, runpy, sys, time
-from appui import common
+from appui.model import ModelHolder
 
-load = common.ModelHolder.load
+load = ModelHolder.load
 
 def held(self):
     while not os.path.exists(os.environ["REGIONCAP_TEST_GATE"]):
         time.sleep(0.05)
     load(self)
 
-common.ModelHolder.load = held
+ModelHolder.load = held
 sys.argv = ["app.py"]
 runpy.run_path("app.py", run_name="__main__")
 """
@@ -310,9 +319,9 @@ class NoProgress:
 
 def test_visitor_collections_are_bounded_and_searched_before_the_shared_one(tiny_model, tmp_path):
     app = load_app()
-    holder = app.ModelHolder(str(tiny_model))
+    holder = ModelHolder(str(tiny_model))
     holder.load()
-    region_app = app.RegionApp(holder)
+    region_app = RegionApp(holder)
     region_app.open_collection(app.example_images()[:2])
     sessions = region_app.sessions()
     sessions.max_photos = 3
@@ -335,19 +344,26 @@ def test_visitor_collections_are_bounded_and_searched_before_the_shared_one(tiny
 
 def test_weak_matches_are_not_listed_and_a_bad_box_keeps_the_results(tiny_model, tmp_path):
     app = load_app()
-    holder = app.ModelHolder(str(tiny_model))
+    holder = ModelHolder(str(tiny_model))
     holder.load()
-    region_app = app.RegionApp(holder)
+    region_app = RegionApp(holder)
     view = region_app.analyze(str(EXAMPLE), 10, 0.0)
     _, rows, note = region_app.query_outputs(view, "a red circle", 3)
     found = view.result.query("a red circle", top_k=3)
     assert len(rows) == sum(sim >= 0 for _, sim in found)  # uncalibrated: a negative similarity is no match
     (tiny_model / "calibration.json").write_text(json.dumps({"match_threshold": 1.5}))
     try:
-        _, rows, note = region_app.query_outputs(view, "a red circle", 3)
+        assert region_app.match_threshold() == 0.0  # read once per loaded model, not per request
+        reloaded = ModelHolder(str(tiny_model))
+        reloaded.load()
+        calibrated = RegionApp(reloaded)
+        assert calibrated.match_threshold() == 1.5
+        view = calibrated.analyze(str(EXAMPLE), 10, 0.0)
+        picture, rows, note = calibrated.query_outputs(view, "a red circle", 3)
     finally:
         (tiny_model / "calibration.json").unlink()
     assert rows == [] and "No region matches this phrase well" in note and "1.50" in note
+    assert picture.alt_text == "No region matches 'a red circle' well; the picture is shown dimmed."
     out = region_app.caption_box_ui("1, 2, 3", None, 10, 0.0, view, progress=NoProgress())
     assert out[:3] == (app.gr.skip(),) * 3 and out[3] is view and "four numbers" in out[4]
 
@@ -355,19 +371,18 @@ def test_weak_matches_are_not_listed_and_a_bad_box_keeps_the_results(tiny_model,
 def test_candidate_table_lists_each_regions_candidates_chosen_first(tiny_model):
     from regioncap import RegionCaptioner
 
-    app = load_app()
     model = RegionCaptioner.from_pretrained(str(tiny_model))
     boxes = [[10, 10, 60, 60], [0, 20, 120, 90]]
     plain = model.analyze(EXAMPLE, boxes=boxes)
-    view = app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), plain, Image.new("RGB", (8, 8)), 1.0)
-    assert app.RegionApp(None).candidate_rows(view) == [] and app.RegionApp(None).candidate_rows(None) == []
+    view = View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), plain, Image.new("RGB", (8, 8)), 1.0)
+    assert RegionApp(None).candidate_rows(view) == [] and RegionApp(None).candidate_rows(None) == []
     model.config.captioner.rerank_weight = 2.0
     result = model.analyze(EXAMPLE, boxes=boxes)
-    rows = app.RegionApp(None).candidate_rows(app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), result,
-                                                       Image.new("RGB", (8, 8)), 1.0))
+    view = View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), result, Image.new("RGB", (8, 8)), 1.0)
+    rows = RegionApp(None).candidate_rows(view)
     assert len(rows) == sum(len(c) for c in result.candidates) >= 2
-    for i, region in enumerate(result.regions):
-        mine = [r for r in rows if r[0] == i + 1]
+    for region in result.regions:
+        mine = [r for r in rows if r[0] == view.numbers()[id(region)]]
         assert mine[0][1] == region.caption and mine[0][6] == "✓" and all(r[6] == "" for r in mine[1:])
         assert mine[0][5] == round(region.caption_score, 3) and all(r[4] == "" for r in mine)  # no group here
     # a box made up of two detected objects: the objects' similarity is listed
@@ -376,8 +391,8 @@ def test_candidate_table_lists_each_regions_candidates_chosen_first(tiny_model):
         r.label, r.score = "people", 0.9
     model.config.captioner.group_weight = 5.0
     grouped = model.analyze(EXAMPLE, boxes=[[10, 10, 90, 60]], objects=found)
-    rows = app.RegionApp(None).candidate_rows(app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), grouped,
-                                                       Image.new("RGB", (8, 8)), 1.0))
+    rows = RegionApp(None).candidate_rows(View(str(EXAMPLE), EXAMPLE.name, (10, 0.0), grouped,
+                                               Image.new("RGB", (8, 8)), 1.0))
     assert rows and all(isinstance(r[4], float) for r in rows) and rows[0][1] == grouped.regions[0].caption
 
 
@@ -385,24 +400,23 @@ def test_regioncap_index_names_the_shared_collection(tiny_model, tmp_path, monke
     from regioncap import RegionCaptioner
     from regioncap.index import RegionIndex
 
-    app = load_app()
     with RegionIndex(tmp_path / "index", RegionCaptioner.from_pretrained(tiny_model), score_threshold=0.0) as index:
         index.add([EXAMPLE])
     monkeypatch.setenv("REGIONCAP_INDEX", str(tmp_path / "index"))
-    holder = app.ModelHolder(str(tiny_model))
+    holder = ModelHolder(str(tiny_model))
     holder.load()
-    region_app = app.RegionApp(holder)
+    region_app = RegionApp(holder)
     region_app.open_collection([])
     _, results, paths = region_app.search_collection("a red circle", 3, None)
     assert results["collection"] == f"{tmp_path / 'index'} (1 photo)" and paths == [str(EXAMPLE)]
     region_app.sessions().shared.close()
     other = make_tiny_model(tmp_path / "other", data="another model")
-    holder = app.ModelHolder(str(other))
+    holder = ModelHolder(str(other))
     holder.load()
     holder.model.load_state_dict({k: v + 1 for k, v in holder.model.state_dict().items()})  # other weights
-    region_app = app.RegionApp(holder)
+    region_app = RegionApp(holder)
     region_app.open_collection([])
-    with pytest.raises(app.RegionCapError, match="built by the model"):
+    with pytest.raises(RegionCapError, match="built by the model"):
         region_app.search_collection("a red circle", 3, None)
 
 
@@ -413,7 +427,6 @@ def test_a_box_around_two_detected_objects_of_one_shape_is_captioned_with_their_
 
     from regioncap import RegionCaptioner
 
-    app = load_app()
     model = RegionCaptioner.from_pretrained(str(ROOT / "assets" / "demo-model"))
     assert model.config.captioner.group_weight > 0
     result = model.analyze(EXAMPLE, max_regions=10, score_threshold=0.5)
@@ -421,13 +434,91 @@ def test_a_box_around_two_detected_objects_of_one_shape_is_captioned_with_their_
     assert len(squares) == 2  # the example holds a small blue and a large black square
     a, b = squares[0].box, squares[1].box
     box = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
-    view = app.View(str(EXAMPLE), EXAMPLE.name, (10, 0.5), result, Image.new("RGB", (8, 8)), 1.0)
-    added = app.RegionApp(SimpleNamespace(get=lambda: model)).add_box(view, box)
+    view = View(str(EXAMPLE), EXAMPLE.name, (10, 0.5), result, Image.new("RGB", (8, 8)), 1.0)
+    added = RegionApp(SimpleNamespace(get=lambda: model)).add_box(view, box)
     mine = added.result.regions[-1]
     assert mine.label == "user" and "squares" in mine.caption.split()
     cands = added.result.candidates[-1]
     assert cands[0].caption == mine.caption and all(c.member_similarity is not None for c in cands)
-    rows = [r for r in app.RegionApp(None).candidate_rows(added) if r[0] == len(result.regions) + 1]
+    rows = [r for r in RegionApp(None).candidate_rows(added) if r[0] == added.numbers()[id(mine)]]
     assert rows[0][1] == mine.caption and rows[0][6] == "✓" and isinstance(rows[0][4], float)
     # without the photo's regions (a box captioned alone) nothing tells the squares apart from the box
     assert model.analyze(EXAMPLE, boxes=[box]).candidates == [[]]
+
+
+def hand_view(regions, width=300, height=200) -> View:
+    """A View of a hand-made result (no model): ``regions`` as (box, caption, label)."""
+    from regioncap.models.results import AnalysisResult, Region
+
+    made = [Region(list(box), caption, 0.9, -1.0, label) for box, caption, label in regions]
+    result = AnalysisResult(made, None, None, width, height, {}, None)
+    return View("scene.png", "scene.png", (10, 0.5), result, Image.new("RGB", (width, height)), 1.0)
+
+
+SCENE = [([200, 10, 290, 60], "a red circle", "people"),  # top right; first in the model's order
+         ([10, 140, 60, 190], "a blue square", "vehicles"),  # bottom left
+         ([20, 20, 80, 60], "a green star", "animals")]  # top left
+
+
+def test_caption_picture_speaks_the_narration_and_the_regions_are_buttons_in_reading_order():
+    from types import SimpleNamespace
+
+    from appui.narration import explorer_html
+    from regioncap.narrate import region_label
+
+    view = hand_view(SCENE)
+    picture, rows, json_path = RegionApp(SimpleNamespace(path="m")).caption_outputs(view)
+    narration = view.result.describe()
+    assert Path(picture).is_file() and narration.startswith("Three regions: a green star, a red circle")
+    assert [(row[0], row[1]) for row in rows] == [(1, "a green star"), (2, "a red circle"), (3, "a blue square")]
+    assert json.loads(Path(json_path).read_text())["description"] == narration
+    alt, description, explorer, box = RegionApp(None).narration_outputs(view)
+    assert alt["alt_text"] == narration and narration in description and "300 × 200 pixels" in box["info"]
+    assert explorer == explorer_html(view)
+    names = [region_label(k + 1, 3, view.result.regions[i], 300, 200) for k, i in enumerate([2, 0, 1])]
+    assert names[0] == "Region 1 of 3, at the top left: a green star"
+    buttons = [part.split(">")[1].split("<")[0] for part in explorer.split("<button")[1:]]
+    assert buttons == names
+    assert 'data-box="6.67,10.00,20.00,20.00"' in explorer  # the star's box in percent: left, top, width, height
+    empty = RegionApp(None).narration_outputs(None)
+    assert empty[0]["alt_text"] is None and "Upload a picture" in empty[1] and empty[2] == ""
+
+
+def test_search_and_alignment_pictures_say_which_regions_they_show():
+    from appui.narration import alignment_alt, matches_alt
+    from regioncap.models.results import PhraseAlignment
+
+    view = hand_view(SCENE)
+    circle, square, star = view.result.regions
+    assert matches_alt(view, "a shape", [(star, 0.8), (square, 0.6)]) == (
+        "2 regions match 'a shape': region 1, a green star at the top left; region 3, a blue square at the "
+        "bottom left.")
+    assert matches_alt(view, "a circle", [(circle, 0.9)]).startswith("1 region matches 'a circle': region 2, a red")
+    assert matches_alt(view, "a cat", []) == "No region matches 'a cat' well; the picture is shown dimmed."
+    alignment = [PhraseAlignment("a red circle", 0, circle, 0.9), PhraseAlignment("the sky", None, None, 0.2)]
+    assert alignment_alt(view, alignment) == ("Each phrase's best region: 'a red circle' is region 2, a red circle "
+                                              "at the top right; 'the sky' is the whole picture.")
+
+
+def test_phrase_matching_is_one_helper_with_one_threshold_and_one_wording():
+    from types import SimpleNamespace
+
+    from appui.matching import phrase_matches
+
+    view = hand_view(SCENE)
+    circle, square, star = view.result.regions
+    result = SimpleNamespace(query=lambda phrase, top_k: [(circle, 0.7), (star, 0.4), (square, 0.1)][:top_k])
+    found = phrase_matches(result, "  a red circle ", 3, 0.5)
+    assert found.phrase == "a red circle" and found.matches == [(circle, 0.7)] and found.note == ""
+    none = phrase_matches(result, "a red circle", 2, 0.9)
+    assert none.matches == [] and none.note.startswith("*No region matches this phrase well: the best "
+                                                       "similarity is 0.70, below 0.90*")
+    with pytest.raises(RegionCapError, match="too long for a phrase"):
+        phrase_matches(result, "word " * 60, 3, 0.5)
+
+
+def test_a_part_of_the_picture_chosen_by_words_fills_the_box_field():
+    view = hand_view(SCENE)
+    assert RegionApp(None).box_for_part("the top left quarter", view) == "0, 0, 150, 100"
+    assert RegionApp(None).box_for_part("the middle", view) == "75, 50, 225, 150"
+    assert RegionApp(None).box_for_part("the top left quarter", None) == load_app().gr.skip()

@@ -57,3 +57,33 @@ def test_batch_size_one_is_one_image_a_call_in_order(batch_size):
     assert [i.digest for i, _ in out] == [f"x{k}" for k in range(7)]
     assert sum(len(call) for call in model.calls) == 7
     assert all(len(call) <= batch_size and len(set(call)) == 1 for call in model.calls)
+
+
+class Choking(Recorder):
+    """A model that fails on any batch holding the picture named "poison"."""
+
+    def analyze_batch(self, images, max_regions, score_threshold, captions=True):
+        if any(im.info["name"] == "poison" for im in images):
+            self.calls.append("raised")
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+        return super().analyze_batch(images, max_regions, score_threshold, captions)
+
+
+def test_a_failing_picture_fails_alone_and_its_batch_mates_are_analysed():
+    items = [item("a1", A), item("poison", A), item("a2", A), item("a3", A)]
+    model = Choking()
+    out = list(analyze_loaded(model, items, batch_size=4))
+    assert [r for _, r in out] == ["result of a1", None, "result of a2", "result of a3"]
+    assert out[1][0].error == "poison: analysis failed (RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB)"
+    assert model.calls == ["raised", [A], "raised", [A], [A]]  # the batch, then each picture alone
+
+
+def test_load_files_makes_a_display_size_preview_in_the_reading_threads(tmp_path):
+    from regioncap.batch import load_files
+
+    Image.new("RGB", (3000, 1000)).save(tmp_path / "wide.png")
+    Image.new("RGB", (300, 200)).save(tmp_path / "small.png")
+    wide, small = load_files([tmp_path / "wide.png", tmp_path / "small.png"], workers=2, preview=1600)
+    assert (wide.image.size, wide.preview.size) == ((3000, 1000), (1600, 533))
+    assert small.preview is small.image  # no copy of a picture already small enough
+    assert next(load_files([tmp_path / "small.png"])).preview is None  # not asked for

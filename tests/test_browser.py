@@ -1,7 +1,8 @@
 """The app in a real browser: Debian's chromium driven by playwright (never `playwright install`).
 
 Uploads an example, waits for the drawn regions, captions a box clicked on the picture, searches a
-phrase, aligns a sentence, searches the example collection and opens a found image. Screenshots go
+phrase and aligns a sentence (each picture's text alternative saying which regions it shows), searches
+the example collection and opens a found image. Screenshots go
 to a temp folder and to $REGIONCAP_SCREENSHOTS if set.
 Without /usr/bin/chromium the test is skipped, unless REGIONCAP_REQUIRE_BROWSER=1.
 """
@@ -123,12 +124,18 @@ def run_steps(page, server, tmp_path):
     page.locator("#phrase textarea, #phrase input").first.press("Enter")
     wait_for_image(page, "search-image")
     assert table_rows(page, "matches") >= 1
+    page.wait_for_function("(document.querySelector('#search-image img')?.alt || '').includes(\"match\")",
+                           timeout=TIMEOUT_MS)  # the picture says which regions it lights
+    alt = page.locator("#search-image img").first.get_attribute("alt")
+    assert f" match{'es' if table_rows(page, 'matches') == 1 else ''} 'a blue square': region " in alt, alt
     shoot(page, "3-search.png", tmp_path)
 
     page.get_by_role("tab", name="Sentence").click()
     page.locator("#sentence textarea, #sentence input").first.fill("a red circle next to a blue square")
     page.locator("#sentence textarea, #sentence input").first.press("Enter")
     wait_for_image(page, "align-image")
+    page.wait_for_function("(document.querySelector('#align-image img')?.alt || '')"
+                           ".startsWith(\"Each phrase's best region: 'a red circle' is \")", timeout=TIMEOUT_MS)
     page.locator("#align-note").get_by_text("S_kl").wait_for(timeout=TIMEOUT_MS)
     assert page.locator("#aligned-text").get_by_text("a blue square").count() >= 1
     shoot(page, "4-sentence.png", tmp_path)

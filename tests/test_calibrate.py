@@ -32,3 +32,24 @@ def test_similarity_pairs_and_the_written_file(saved_model, tmp_path, capsys):
         "match_threshold"]
     (folder / "calibration.json").write_text("{not json")
     assert read_threshold(folder) is None
+
+
+def test_refusals_are_one_line_and_write_only_into_a_local_folder(saved_model, tmp_path, capsys):
+    _, folder = saved_model
+    for argv in (["--model", "someone/a-hub-model", "--data", str(tmp_path), "--write"],  # never into the cache
+                 ["--model", str(folder), "--data", str(tmp_path / "no-data")]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err
+    assert read_threshold(folder) is None
+
+
+def test_only_our_own_calibration_file_counts_as_ours(tmp_path):
+    from regioncap.calibrate import RULE, written_by_us, write_calibration
+
+    assert not written_by_us(tmp_path)
+    (tmp_path / "calibration.json").write_text('{"match_threshold": 0.5}')  # someone else's
+    assert not written_by_us(tmp_path) and read_threshold(tmp_path) == 0.5
+    write_calibration(tmp_path, {"match_threshold": 0.25, "rule": RULE})
+    assert written_by_us(tmp_path) and read_threshold(tmp_path) == 0.25

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from PIL import Image
 
 from regioncap import hub
 from regioncap.cli import main
+from regioncap.models.results import Region
+from regioncap.narrate import count_word, describe, plural
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,10 +33,16 @@ def test_caption_prints_the_documented_json(saved_model, image_file, capsys, tmp
                               "--max-regions", "3", "--output", png)
     assert code == 0, err
     d = json.loads(out)
-    assert list(d) == ["image", "width", "height", "model", "regions", "timings_ms"]
+    assert list(d) == ["image", "width", "height", "model", "description", "regions", "timings_ms"]
     assert (d["image"], d["width"], d["height"], d["model"]) == (str(image_file), 96, 72, str(folder))
     assert 1 <= len(d["regions"]) <= 3
     assert set(d["regions"][0]) == {"box", "caption", "score", "caption_score", "label"}
+    # The narration is the regions' own, in words: every caption, no pixel numbers.
+    regions = [Region(**r) for r in d["regions"]]
+    assert d["description"] == describe(regions, 96, 72) and d["description"].startswith(
+        f"{count_word(len(regions)).capitalize()} region")
+    assert all(r.caption in d["description"] or plural(r.caption, 2).split(" ", 1)[1] in d["description"]
+               for r in regions) and not re.search(r"\d", d["description"])
     assert Image.open(png).size == (96, 72)
 
 
@@ -250,14 +259,15 @@ def test_caption_folders_print_json_lines_and_go_past_bad_files(saved_model, tmp
     lines = [json.loads(line) for line in out.splitlines()]
     good = [d for d in lines if "error" not in d]
     bad = {d["path"]: d["error"] for d in lines if "error" in d}
-    assert len(good) == 4 and all(list(d) == ["path", "image", "width", "height", "model", "regions", "timings_ms"]
+    assert len(good) == 4 and all(list(d) == ["path", "image", "width", "height", "model", "description", "regions",
+                                                "timings_ms"]
                                   for d in good)
     assert set(bad) == {str(tmp_path / "missing.png"), str((tmp_path / "photos" / "notes.jpg").resolve())}
     assert "not an image" in bad[str((tmp_path / "photos" / "notes.jpg").resolve())]
     same = [d["regions"] for d in good if d["path"].endswith(("again.png", photos[0].name))]
     assert len(same) == 2 and same[0] == same[1]  # a file's result does not depend on its batch
-    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.png")) == sorted(
-        [p.with_suffix(".png").name for p in photos] + ["sub/again.png"])
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.jpg")) == sorted(
+        [p.name + ".regions.jpg" for p in photos] + ["sub/again.png.regions.jpg"])
     assert "captioning" in err  # the progress bar
 
 
@@ -266,3 +276,250 @@ def test_caption_folder_of_nothing_readable_exits_2(saved_model, tmp_path, capsy
     (tmp_path / "junk" / "a.jpg").write_text("no")
     code, out, err = run_main(capsys, "caption", tmp_path / "junk", "--model", saved_model[1])
     assert code == 2 and "no image could be read" in err and json.loads(out)["error"]
+
+
+# -- caption's outputs never replace an input (issue 29, point 2) ----------------------------------------
+def caption_folder(capsys, model_dir, *argv):
+    """``caption`` on files/folders: (exit code, JSON lines, stderr)."""
+    code, out, err = run_main(capsys, "caption", *argv, "--model", model_dir, "--threshold", "0", "--max-regions",
+                              "2")
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+def tree_bytes(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_names_keep_name_and_suffix_so_nothing_collides(saved_model, tmp_path, capsys):
+    from test_index import scene
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a.jpg", "a.png", "a.webp", "sub/a.png"]):
+        scene(photos / name, i)
+    before = tree_bytes(photos)
+    code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", tmp_path / "out")
+    assert code == 0 and len(lines) == 4 and not any("error" in d for d in lines), err
+    assert tree_bytes(photos) == before
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg"))
+    assert written == ["a.jpg.regions.jpg", "a.png.regions.jpg", "a.webp.regions.jpg", "sub/a.png.regions.jpg"]
+
+
+@pytest.mark.parametrize("spelling", ["same", "trailing dot", "link"])
+def test_an_output_folder_equal_to_an_input_folder_is_refused(spelling, saved_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    scene_files(photos, 2)
+    (tmp_path / "link").symlink_to(photos)
+    before = tree_bytes(photos)
+    out_dir = {"same": photos, "trailing dot": photos / ".", "link": tmp_path / "link"}[spelling]
+    code, out, err = run_main(capsys, "caption", photos, "--output-dir", out_dir, "--model", saved_model[1])
+    assert code == 2 and out == "" and err.count("\n") == 1 and "is an input folder" in err
+    assert tree_bytes(photos) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_output_folder_inside_the_inputs_is_never_captioned(existing, saved_model, tmp_path, capsys, caplog):
+    photos = tmp_path / "photos"
+    scene_files(photos, 2)
+    out_dir = photos / "annotated"
+    if existing:  # the user's own folder: regioncap puts no marker there, the walk leaves it out by name
+        out_dir.mkdir()
+        (out_dir / "readme.txt").write_text("annotated copies go here")
+    for _ in range(2):  # the second run must not caption the first run's pictures
+        code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", out_dir)
+        assert code == 0, err
+        assert sorted(Path(d["path"]).name for d in lines) == ["photo-000.png", "photo-001.png"]
+    assert sorted(p.name for p in out_dir.rglob("*.jpg")) == ["photo-000.png.regions.jpg", "photo-001.png.regions.jpg"]
+    assert (out_dir / "regioncap-output.json").exists() is not existing
+    if not existing:  # nor is a folder regioncap made, in a run without --output-dir (its marker)
+        code, lines, err = caption_folder(capsys, saved_model[1], photos)
+        assert code == 0 and len(lines) == 2 and "skipped 1 regioncap index or output folder(s)" in caplog.text, err
+
+
+def test_output_equal_to_the_input_or_a_strangers_file_is_refused(saved_model, image_file, tmp_path, capsys):
+    original = image_file.read_bytes()
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"a file regioncap did not write")
+    for target, message in [(image_file, "is an input"), (tmp_path / "." / image_file.name, "is an input"),
+                            (mine, "not written by regioncap")]:
+        code, out, err = run_main(capsys, "caption", image_file, "--output", target, "--model", saved_model[1])
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+    assert image_file.read_bytes() == original and mine.read_bytes() == b"a file regioncap did not write"
+    out = tmp_path / "annotated.png"
+    for _ in range(2):  # its own output, it replaces
+        assert run_main(capsys, "caption", image_file, "--output", out, "--model", saved_model[1])[0] == 0
+    code, _, err = run_main(capsys, "caption", tmp_path, image_file, "--output", out, "--model", saved_model[1])
+    assert code == 2 and "--output is for one image" in err
+
+
+def test_a_link_to_a_picture_elsewhere_does_not_move_the_outputs(saved_model, tmp_path, capsys):
+    photos = tmp_path / "library" / "photos"
+    scene_files(photos, 1)
+    elsewhere = scene_files(tmp_path / "elsewhere" / "deep", 1, start=5)[0]
+    (photos / "linked.png").symlink_to(elsewhere)
+    code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", tmp_path / "out")
+    assert code == 0 and len(lines) == 2, err
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg"))
+    assert written == ["linked.png.regions.jpg", "photo-000.png.regions.jpg"]
+
+
+def test_an_index_folder_is_never_walked_as_input(saved_model, tmp_path, capsys, caplog):
+    from regioncap.index import edge
+    from regioncap.index.files import INDEX_MARKERS
+
+    assert edge.META_FILE in INDEX_MARKERS  # the walker knows the index's record by its name
+    photos = tmp_path / "photos"
+    scene_files(photos, 1)
+    for marker in INDEX_MARKERS:  # an index, or one whose creation was interrupted
+        index = photos / marker.replace(".", "-")
+        scene_files(index / "images", 1)  # were it walked, this picture would be captioned
+        (index / marker).write_text("{}")
+    code, lines, err = caption_folder(capsys, saved_model[1], photos)
+    assert code == 0 and [Path(d["path"]).name for d in lines] == ["photo-000.png"], err
+    assert "skipped 2 regioncap index or output folder(s)" in caplog.text  # on stderr, through logging
+
+
+# -- caption goes on past a failing file, ends quietly on a closed pipe (issue 29, point 7) -----------------
+def test_a_model_error_in_one_file_is_its_error_line_and_the_run_goes_on(saved_model, tmp_path, capsys,
+                                                                          monkeypatch):
+    from test_index import scene
+
+    from regioncap.models.model import RegionCaptioner
+
+    photos = tmp_path / "photos"
+    scene_files(photos, 3)
+    scene(photos / "photo-001.png", 1, size=(97, 73))  # the one the model chokes on
+    analyze_batch = RegionCaptioner.analyze_batch
+
+    def choke(self, images, *args, **kwargs):
+        if any(im.size == (97, 73) for im in images):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return analyze_batch(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(RegionCaptioner, "analyze_batch", choke)
+    code, lines, err = caption_folder(capsys, saved_model[1], photos, "--batch-size", "2")
+    assert code == 0, err
+    assert [(Path(d["path"]).name, "error" in d) for d in lines] == [
+        ("photo-000.png", False), ("photo-001.png", True), ("photo-002.png", False)]
+    assert lines[1]["error"].startswith(f"{photos.resolve() / 'photo-001.png'}: analysis failed (RuntimeError: CUDA")
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_writing_one_picture_is_its_error_line_and_the_run_goes_on(saved_model, tmp_path, capsys,
+                                                                                monkeypatch):
+    import errno
+
+    from PIL import Image as PILImage
+
+    photos = tmp_path / "photos"
+    scene_files(photos, 3)
+    save = PILImage.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if "photo-001" in str(fp):
+            Path(fp).write_bytes(b"half a pic")  # what a full disk leaves: part of the file
+            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(PILImage.Image, "save", full_disk)
+    code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    assert [("error" in d) for d in lines] == [False, True, False]
+    assert lines[1]["path"] == str(photos.resolve() / "photo-001.png")
+    assert lines[1]["error"] == (f"{tmp_path / 'out' / 'photo-001.png.regions.jpg'}: cannot write the annotated "
+                                 "copy (No space left on device)")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "photo-000.png.regions.jpg", "photo-002.png.regions.jpg", "regioncap-output.json"]  # no half picture
+
+
+def test_a_closed_pipe_ends_the_run_quietly(saved_model, tmp_path):
+    scene_files(tmp_path / "photos", 3)
+    (tmp_path / "photos" / "photo-000.xmp").write_text("<x:xmpmeta/>")  # a sidecar: counted on stderr
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "regioncap", "caption", str(tmp_path / "photos"), "--model", str(saved_model[1])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # as `| head -0` would: the reader is gone before the first line
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert b"Broken pipe" not in err and b"Traceback" not in err and b"Exception ignored" not in err
+    assert b"skipped 1 file(s) whose suffix no reader knows (.xmp 1)" in err
+
+
+def test_a_closed_pipe_in_the_process(saved_model, image_file, monkeypatch):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["caption", str(image_file), "--model", str(saved_model[1])]) == 0
+
+
+def test_output_dir_draws_at_display_size_without_decoding_again(saved_model, tmp_path, capsys, monkeypatch):
+    import threading
+
+    import regioncap.batch
+    import regioncap.data.image
+    from test_index import scene
+
+    photos = tmp_path / "photos"
+    scene(photos.mkdir() or photos / "big.jpg", 0, size=(2400, 1800))
+    decoded_in = []
+    for module in (regioncap.data.image, regioncap.batch):
+        def recording(src, *args, _load=module.load_image, **kwargs):
+            if not hasattr(src, "size"):  # a file or its bytes: a decoding
+                decoded_in.append(threading.current_thread().name)
+            return _load(src, *args, **kwargs)
+
+        monkeypatch.setattr(module, "load_image", recording)
+    code, lines, err = caption_folder(capsys, saved_model[1], photos, "--output-dir", tmp_path / "out")
+    assert code == 0 and lines[0]["width"] == 2400, err
+    assert len(decoded_in) == 1 and decoded_in[0] != threading.main_thread().name
+    with Image.open(tmp_path / "out" / "big.jpg.regions.jpg") as im:
+        assert (im.format, im.size) == ("JPEG", (1600, 1200))
+    for option, written, kind in [("--output-dir", tmp_path / "one" / "big.jpg.regions.jpg", "JPEG"),
+                                  ("--output", tmp_path / "big.png", "PNG")]:  # one image: the same size
+        target = written.parent if option == "--output-dir" else written
+        assert run_main(capsys, "caption", photos / "big.jpg", option, target, "--model", saved_model[1])[0] == 0
+        with Image.open(written) as im:
+            assert (im.format, im.size) == (kind, (1600, 1200))
+
+
+# -- --device auto (issue 30) -------------------------------------------------------------------------------
+def test_caption_picks_cuda_when_present(saved_model, image_file, capsys, monkeypatch):
+    from regioncap.models.model import RegionCaptioner
+
+    asked = []
+    load = RegionCaptioner.from_pretrained.__func__
+
+    def from_pretrained(cls, name, device="cpu", **kwargs):
+        asked.append(device)
+        return load(cls, name, device="cpu", **kwargs)  # no GPU here: the device asked for is what is tested
+
+    monkeypatch.setattr(RegionCaptioner, "from_pretrained", classmethod(from_pretrained))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert run_main(capsys, "caption", image_file, "--model", saved_model[1])[0] == 0
+    assert run_main(capsys, "caption", image_file, "--model", saved_model[1], "--device", "cpu")[0] == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_main(capsys, "caption", image_file, "--model", saved_model[1])[0] == 0
+    assert asked == ["cuda", "cpu", "cpu"]
+    code, _, err = run_main(capsys, "caption", image_file, "--model", saved_model[1], "--device", "cuda")
+    assert code == 2 and "no CUDA device" in err
+
+
+def test_every_model_command_defaults_to_device_auto():
+    from regioncap.cli import get_args_parser
+
+    parser = get_args_parser()
+    for argv in (["caption", "x"], ["query", "x", "y"], ["index", "x", "--index", "i"],
+                 ["search", "t", "--index", "i"]):
+        assert parser.parse_args(argv).device == "auto", argv
+        assert "--device {auto,cpu,cuda}" in parser._subparsers._group_actions[0].choices[argv[0]].format_usage()
+    for page, commands in [("README.md", ("caption", "query", "index", "search")),
+                           ("docs/usage.md", ("caption", "query"))]:
+        lines = (ROOT / page).read_text().splitlines()
+        for command in commands:  # the first synopsis of each command shows it
+            synopsis = next(line for line in lines if line.startswith(f"python -m regioncap {command} "))
+            assert "[--device auto|cpu|cuda]" in synopsis, (page, synopsis)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 import torch
 from conftest import TEXTS, tiny_config
 from test_cli import run_main, scene_files
+from test_index import scene
 
 from regioncap.errors import RegionCapError
 from regioncap.index import RegionIndex
@@ -155,21 +157,46 @@ def descendants() -> list[tuple[int, str]]:
         found += new
 
 
-def test_actor_killed_mid_run_is_replaced_and_the_index_completes(cluster, model_dir, tmp_path):
-    files = scene_files(tmp_path / "photos", 40)
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_actor(window: float = 0.3, tries: int = 50) -> tuple[int, float] | None:
+    """(pid, CPU seconds in ``window``) of an analysing actor of the pool that is working right now (its CPU
+    time grows: a batch in progress, not an actor waiting for one), or None when none is."""
+    for _ in range(tries):
+        actors = [pid for pid, command in descendants() if "MapWorker(MapBatches(Analyzer))" in command]
+        before = {pid: cpu_seconds(pid) for pid in actors}
+        time.sleep(window)
+        used = {pid: cpu_seconds(pid) - t for pid, t in before.items() if os.path.exists(f"/proc/{pid}")}
+        if used and max(used.values()) >= window / 3:
+            pid = max(used, key=used.get)
+            return pid, used[pid]
+    return None
+
+
+def test_a_busy_actor_killed_mid_run_is_replaced_and_the_index_completes(cluster, model_dir, tmp_path):
+    """An actor killed while it analyses a batch (its CPU time growing, after the first results came back):
+    Ray Data restarts it and runs its batch again; the index is complete, every image once."""
+    files = scene_files(tmp_path / "photos", 40) + [scene(tmp_path / "photos" / f"big-{k}.png", 100 + k,
+                                                          (640, 480)) for k in range(20)]
     killed = []
 
-    def progress(records):  # when the first analysed image is written, SIGKILL an actor of the pool
+    def progress(records):  # once the first analysed image is written, SIGKILL an actor that is at work
         for record in records:
             if record[2] is not None and not killed:
-                actors = [pid for pid, command in descendants() if "MapWorker(MapBatches(Analyzer))" in command]
-                os.kill(actors[0], signal.SIGKILL)
-                killed.append(actors[0])
+                found = busy_actor()
+                assert found is not None, "no actor was busy: nothing to kill"
+                os.kill(found[0], signal.SIGKILL)
+                killed.append(found)
             yield record
 
     with RegionIndex(tmp_path / "index", RegionCaptioner.from_pretrained(model_dir), **SETTINGS) as index:
         counts = index_with_ray(index, [tmp_path / "photos"], progress=progress)
-        assert killed and (counts["added"], counts["failed"], len(index)) == (40, [], 40)
+        assert killed and (counts["added"], counts["failed"], len(index)) == (60, [], 60)
         listed = sorted(p for image in index.images() for p in image["paths"])
         assert listed == sorted(str(p.resolve()) for p in files)
         assert index.store.count_regions() == sum(1 + len(i["regions"]) for i in index.images())

@@ -151,3 +151,18 @@ def test_readme_stays_short_and_keeps_the_two_commands():
     assert "pip install -r requirements-dev.txt && python -m pytest " in text
     for picture in ("caption.png", "search.png", "collection.png"):
         assert f"](docs/images/{picture})" in text
+
+
+def test_license_is_mit_as_pyproject_and_the_space_front_matter_say():
+    import tomllib
+
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in license_text
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == {"text": "MIT"}
+
+
+def test_the_readme_deploys_the_space_with_train_publish_and_cites_the_papers():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "git push space" not in readme and "python -m train.publish --space USER/" in readme
+    assert "@inproceedings{karpathy2015" in readme and "@article{plummer2017" in readme
+    assert "ruff" in (ROOT / "requirements-dev.txt").read_text()

@@ -35,3 +35,28 @@ def test_temporary_keeps_the_suffix_and_the_file_gets_the_usual_mode(tmp_path):
     reference = tmp_path / "reference"
     reference.write_bytes(b"")
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+
+
+def test_the_file_is_synced_before_the_move_and_the_folder_after(tmp_path, monkeypatch):
+    """A power cut after the move must not leave an empty record: the data reaches the disk before the
+    rename, and the rename itself (the folder's entry) after it."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "regioncap-index.json"
+    write_json_atomic(path, {"schema": 2})
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].startswith(str(tmp_path / ".regioncap-index.")) and events[0][1].endswith(".tmp.json")
+    assert events[1][1] == str(path) and events[2][1] == str(tmp_path)

@@ -183,3 +183,46 @@ def test_shared_and_non_contiguous_tensors_are_saved(tmp_path):
     hub.save_weights(state, tmp_path / "w.safetensors")
     loaded = hub.load_weights(tmp_path / "w.safetensors")
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("damage", ["vocab size", "pickle only", "config"])
+def test_both_model_classes_read_a_folder_through_the_one_reader(saved_model, damage, monkeypatch):
+    from regioncap.models.text_model import TextModel
+
+    _, folder = saved_model
+    if damage == "vocab size":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 1}))
+    elif damage == "pickle only":
+        (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    else:
+        (folder / "config.json").write_text("{not json")
+    messages = []
+    for cls in (RegionCaptioner, TextModel):
+        with pytest.raises(ModelFileError) as exc:
+            cls.from_pretrained(folder)
+        messages.append(str(exc.value))
+    assert messages[0] == messages[1]  # the same check, the same words
+    calls = []
+    real = hub.read_model_folder
+    monkeypatch.setattr(hub, "read_model_folder", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for cls in (RegionCaptioner, TextModel):
+        with pytest.raises(ModelFileError):
+            cls.from_pretrained(folder)
+    assert len(calls) == 2
+
+
+def test_the_threshold_travels_with_the_folder(saved_model):
+    from regioncap.models.text_model import TextModel
+
+    _, folder = saved_model
+    assert RegionCaptioner.from_pretrained(folder).match_threshold is None
+    (folder / hub.CALIBRATION_FILE).write_text(json.dumps({"match_threshold": 0.375}))
+    model = RegionCaptioner.from_pretrained(folder)
+    assert model.match_threshold == 0.375 == TextModel.from_pretrained(folder).match_threshold
+    assert model.directory == folder
+    for bad in ('{"match_threshold": true}', '{"match_threshold": "0.3"}', "[]", "{not json"):
+        (folder / hub.CALIBRATION_FILE).write_text(bad)
+        assert hub.read_threshold(folder) is None
+    assert hub.model_files(folder) == ["config.json", "model.safetensors", "vocab.json", "README.md",
+                                       "calibration.json"]

@@ -246,3 +246,73 @@ def test_strict_training_stops_before_it_starts(corrupted_data, tmp_path, capsys
     assert exc.value.code == 2
     assert re.search(f"^error: .*Annotations/{ids[0]}.xml: invalid XML", capsys.readouterr().err)
     assert not (tmp_path / "strict").exists()  # nothing trained, nothing written
+
+
+# -- 5. folders: what the walker takes (issue 29, point 7) ------------------------------------------------
+def test_the_walked_suffixes_are_those_the_image_loader_opens():
+    from regioncap.data.image import image_suffixes
+    from regioncap.index.files import suffix_kinds
+
+    suffixes = image_suffixes()
+    assert {".jpg", ".jpeg", ".JPG".lower(), ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"} <= suffixes
+    assert not suffixes & {".mp4", ".mpg", ".xmp", ".txt", ".json", ".psd", ".eps", ".pdf", ".ico", ".jp2"}
+    assert suffix_kinds() == dict.fromkeys(suffixes, "image")
+
+
+@pytest.fixture
+def library(tmp_path):
+    """A photo folder with what photo folders hold: sidecars, a video (150 MB, sparse), an upper-case suffix."""
+    from PIL import Image
+
+    folder = tmp_path / "library"
+    (folder / "2024").mkdir(parents=True)
+    for i, name in enumerate(["a.jpg", "2024/b.PNG", "2024/c.webp"]):
+        Image.new("RGB", (64, 48), (40 * i, 90, 200)).save(folder / name, format=Path(name).suffix[1:].upper()
+                                                           .replace("JPG", "JPEG"))
+    (folder / "a.jpg.xmp").write_text("<x:xmpmeta/>")
+    (folder / "2024" / "b.xmp").write_text("<x:xmpmeta/>")
+    (folder / "notes.txt").write_text("holiday")
+    with open(folder / "2024" / "clip.mp4", "wb") as f:
+        f.truncate(150 * 2**20)
+    return folder
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The files the batch loader reads (and hashes)."""
+    import regioncap.batch
+    from regioncap.index import files
+
+    seen = []
+
+    def read_file(path):
+        seen.append(Path(path).name)
+        return files.read_file(path)
+
+    monkeypatch.setattr(regioncap.batch, "read_file", read_file)
+    return seen
+
+
+def test_caption_skips_what_no_reader_knows_without_reading_it(library, reads, saved_model, capsys, caplog):
+    code = cli_main(["caption", str(library), "--model", str(saved_model[1]), "--threshold", "0"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and not [d for d in lines if "error" in d]
+    assert sorted(Path(d["path"]).name for d in lines) == ["a.jpg", "b.PNG", "c.webp"]
+    assert sorted(reads) == ["a.jpg", "b.PNG", "c.webp"]  # the video and the sidecars were never opened
+    assert "skipped 4 file(s) whose suffix no reader knows (.xmp 2, .mp4 1, .txt 1)" in caplog.text
+    # named explicitly, a file is tried whatever its suffix: the reader decides
+    code = cli_main(["caption", str(library / "notes.txt"), str(library / "a.jpg"), "--model", str(saved_model[1])])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and "not an image" in lines[0]["error"] and "error" not in lines[1]
+
+
+def test_index_walks_folders_the_same_way(library, reads, tiny_model, tmp_path):
+    from regioncap.index import RegionIndex
+
+    with RegionIndex(tmp_path / "index", tiny_model, score_threshold=0.0) as index:
+        counts = index.add([library])
+        assert (counts["added"], counts["failed"]) == (3, [])
+    assert sorted(reads) == ["a.jpg", "b.PNG", "c.webp"]
+    with RegionIndex(tmp_path / "index", tiny_model, score_threshold=0.0) as index:
+        assert index.add([tmp_path])["added"] == 0  # the index folder itself is never walked as input
+        assert len(index) == 3

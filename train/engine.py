@@ -16,10 +16,9 @@ from tqdm import tqdm
 
 from regioncap.errors import ModelFileError
 from regioncap.fileio import atomic_path
+from regioncap.hub import HISTORY_FILE as HISTORY_NAME, PLOT_FILE as PLOT_NAME  # noqa: F401 (a model folder's files)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-HISTORY_NAME = "history.json"
-PLOT_NAME = "loss_curves.png"
 
 
 class StopTraining(Exception):

@@ -13,8 +13,10 @@ Stages run in order, each on its own parameters and losses:
              (loss_caption + loss_align), so what a caption has to say shapes the region vectors.
 --init-from MODEL starts from a model folder's weights and vocabulary (fine-tuning); parts that the
 new configuration adds (a texture branch) start fresh.
-DIR ends up a model folder (config.json, model.safetensors, vocab.json, README.md) with
-checkpoint.safetensors, history.json and loss_curves.png beside the weights.
+The last step calibrates the match threshold on ROOT's val split (regioncap.calibrate) and writes
+calibration.json. DIR ends up a model folder (config.json, model.safetensors, vocab.json, README.md,
+calibration.json, history.json, loss_curves.png: regioncap.hub.MODEL_FILES) with checkpoint.safetensors
+beside the weights.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model folder's weights and vocabulary; new parts start fresh")
     p.add_argument("--init-parts", default=",".join(PARTS), metavar="PARTS",
-                   help="--init-from: which parts take its weights (default all; the others start fresh)")
+                   help=f"--init-from: which parts take its weights, comma-separated from {', '.join(PARTS)} "
+                        "(default all; the others start fresh)")
     p.add_argument("--phrase-negatives", default="image", choices=["image", "batch"],
                    help="phrase-region ranking against the regions of the phrase's own image (grounding) "
                         "or of every image in the batch (also collection search)")
@@ -133,6 +136,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="checkpoint and exit once the current stage reaches this step (an interruption; "
                         "continue with --resume)")
     p.add_argument("--max-images", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--calibration-images", type=int, default=0, metavar="N",
+                   help="the last step, the match threshold (calibration.json) on the val split: use at most N "
+                        "of its images (default 0: all)")
     p.add_argument("--strict", action="store_true", help="stop before training on any malformed data file")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
     return p
@@ -413,8 +419,30 @@ def main(args) -> int:
     if world > 1:
         dist.destroy_process_group()
     if is_main:
+        calibrate_model(model, out, args)
         print(f"done in {time.perf_counter() - t_start:.0f}s; model in {out}")
     return 0
+
+
+def calibrate_model(model: RegionCaptioner, out: Path, args) -> None:
+    """The last step of training: the match threshold on the val split of ``--data``, written as
+    OUT/calibration.json (regioncap.calibrate). Without val phrases to measure on it says so and how to
+    calibrate later; an earlier run's calibration.json (one regioncap wrote) is removed, since it belongs
+    to other weights, and ``train.publish`` refuses the folder until it is calibrated."""
+    from regioncap import calibrate
+
+    try:
+        result = calibrate.calibrate(model, args.data, "val", args.calibration_images or None)
+    except (RegionCapError, OSError, ValueError) as e:
+        if calibrate.written_by_us(out):
+            (out / hub.CALIBRATION_FILE).unlink()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"not calibrated: the val split of {args.data} gave nothing to measure on ({first}); calibrate on "
+              f"held-out data before publishing: {calibrate.command(out)}", file=sys.stderr)
+        return
+    path = calibrate.write_calibration(out, result)
+    print(f"match threshold {result['match_threshold']} (TPR {result['tpr']}, FPR {result['fpr']}, "
+          f"{result['positives']} val phrases) -> {path}")
 
 
 def _save_model(model: RegionCaptioner, out: Path, history: list[dict], args, seconds: float) -> None:

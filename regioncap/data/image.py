@@ -16,6 +16,7 @@ the same to the model wherever it comes from:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")  # Pillow ids opened (JPEG covers MPO too)
+_OPENED_AS = {"JPEG": ("MPO",)}  # Pillow ids that a format of FORMATS opens under another name
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 
 
@@ -37,6 +39,15 @@ def _formats() -> list[str]:
     """FORMATS this Pillow build can open (AVIF, for one, is optional)."""
     Image.init()
     return [f for f in FORMATS if f in Image.OPEN]
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """The lower-case file suffixes (".jpg", ".png", ...) that Pillow registers for the formats
+    :func:`load_image` opens: what a folder walk treats as images (:mod:`regioncap.index.files`)."""
+    formats = set(_formats())
+    formats |= {alias for f in formats for alias in _OPENED_AS.get(f, ())}
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats)
 
 
 def _describe(src) -> str:

@@ -5,6 +5,7 @@ See :class:`~regioncap.index.region_index.RegionIndex`; Qdrant underneath: Qdran
 runs the analysis on a Ray cluster.
 """
 
-from regioncap.index.region_index import ImageHit, Match, RegionHit, RegionIndex
+from regioncap.index.region_index import ImageHit, Match, RegionHit, RegionIndex, open_index
+from regioncap.index.store import collection_prefix
 
-__all__ = ["ImageHit", "Match", "RegionHit", "RegionIndex"]
+__all__ = ["ImageHit", "Match", "RegionHit", "RegionIndex", "collection_prefix", "open_index"]

@@ -9,8 +9,8 @@ content, go to Ray Data: ``from_items`` -> ``map_batches`` on a pool of actors, 
 model once (one GPU each where the cluster has GPUs), reads and decodes its files and analyses them in
 batches. Results stream back as they are made and the driver records them with the very code of
 :meth:`RegionIndex.add <regioncap.index.region_index.RegionIndex.add>` (``_record`` / ``_apply`` /
-``write``), so an image's rows are written before its image point and a driver killed mid-run is
-completed by running the same command again (content-hash ids: no image twice, none missing).
+``write``), so an image's rows are written before its image point (:mod:`regioncap.index.ledger`) and a
+driver killed mid-run is completed by running the same command again (content-hash ids: no image twice, none missing).
 
 Every node must see the files at the paths the driver sees (a shared file system) and be able to load
 the model by its name (a folder at the same path, or a Hub repo id). Ray is optional:
@@ -76,9 +76,9 @@ def index_with_ray(index, paths, address: str | None = None, progress=None, batc
               "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
     analyse = _Pool(index, name, address, revision, batch_size, workers, actors)
     try:
-        with index._lock:
+        with index._writing():
             images, by_path = index._state()
-            index._drop_orphans(images)
+            index._repair(images)
             todo: dict[str, list[str]] = {}  # content hash -> the files with those bytes that need it analysed
             records = _records(index, files, images, todo, workers, analyse)
             index._record(records, counts, images, by_path, progress, len(files))

@@ -2,7 +2,9 @@
 
 An index folder holds two Edge shards and a record of the model that built it::
 
-    DIR/regioncap-index.json   {"format": "regioncap-edge", "schema": 2, "model", "model_id", "dim"}; written last
+    DIR/regioncap-index.creating  the creation marker: written first, into an empty or new folder; removed last
+    DIR/regioncap-index.json   {"format": "regioncap-edge", "schema": 3, "model", "model_id", "dim"}; written
+                               after the shards: a folder with neither file is not regioncap's
     DIR/images/                one point per image: the multivector [whole-image vector, region vectors...]
                                (MaxSim over dot products = S_kl), payload = paths, size, regions, settings;
                                float32 on disk, an int8 copy in RAM (built by ``optimize``), in up to
@@ -12,6 +14,8 @@ An index folder holds two Edge shards and a record of the model that built it::
                                best re-scored from the float32 vectors on disk (built by ``optimize``)
 
 Each shard has a write-ahead log and an exclusive lock (a second process is refused). No pickle anywhere.
+An index is created only in an empty (or new) folder, and regioncap deletes in it only what the creation
+marker proves it made (a creation killed half-way completes when run again); any other folder is refused.
 
 A sentence is ranked by MaxSim over every image, which reads every stored vector: up to
 ``DIRECT_IMAGES`` images from the float32 vectors (exact), above from the int8 copies, a quarter of the
@@ -41,13 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from regioncap.errors import SearchIndexError
-from regioncap.fileio import write_json_atomic
-from regioncap.index.files import point_id
+from regioncap.fileio import fsync_path, write_json_atomic
+from regioncap.index.files import INDEX_MARKERS, point_id
+from regioncap.index.ledger import READ_SCHEMAS, SCHEMA, TOKEN, row_points
 
 logger = logging.getLogger(__name__)
 
-FORMAT, SCHEMA = "regioncap-edge", 2
-META_FILE = "regioncap-index.json"
+FORMAT = "regioncap-edge"
+META_FILE, MARKER_FILE = INDEX_MARKERS  # the record, and the creation marker (files.py: never walked as input)
 DIRECT_IMAGES = 20_000  # up to this many images a sentence is ranked from the float32 vectors, above from int8
 OVERSAMPLING = 2.0  # above DIRECT_IMAGES: each segment's best 2 x limit images by int8 are re-scored in float32
 # (at 100,000 images in 8 segments: recall 1.000 at 1x, 2x and 4x; peak RSS 1,689 / 1,800 / 1,984 MB)
@@ -56,6 +61,7 @@ SEGMENTS = 8  # the images shard's segments (Edge merges the smallest beyond): s
 SEGMENT_IMAGES = 5_000  # the images shard is optimised (a new segment) every this many images written
 INDEXING_KB = 20_000  # a segment of more vector data gets its HNSW graph / int8 copies: ~20,000 rows at 256-d
 OLD_FORMAT_MARKERS = ("meta.json", "collection", ".lock")  # qdrant-client's local mode (schema 1)
+SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # a folder holding only these is empty (never deleted)
 
 
 def _edge():
@@ -72,8 +78,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_folder(folder: Path, create: bool) -> dict | None:
-    """The folder's index record (None: no index yet). SearchIndexError for a file in the way, an index
-    of the old format (never opened: it holds pickles), or no index where one must exist."""
+    """The folder's index record (None: no index yet: the folder is new, empty, or half-created by us).
+    SearchIndexError for a file in the way, an index of the old format (never opened: it holds pickles),
+    a folder that holds anything else (it is not regioncap's), or no index where one must exist."""
     if folder.exists() and not folder.is_dir():
         raise SearchIndexError(f"{folder}: is a file, not an index folder")
     meta_path = folder / META_FILE
@@ -84,10 +91,10 @@ def check_folder(folder: Path, create: bool) -> dict | None:
             raise SearchIndexError(f"{meta_path}: unreadable index record ({_first_line(e)})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise SearchIndexError(f"{meta_path}: not a regioncap index record")
-        if meta.get("schema") != SCHEMA:
+        if meta.get("schema") not in READ_SCHEMAS:
             raise SearchIndexError(f"{folder}: an index of schema {meta.get('schema')}, this regioncap reads "
-                                   f"schema {SCHEMA}: rebuild it (move the folder away and run `python -m "
-                                   f"regioncap index PHOTOS --index {folder}`)")
+                                   f"schema {' and '.join(map(str, READ_SCHEMAS))}: rebuild it (move the folder "
+                                   f"away and run `python -m regioncap index PHOTOS --index {folder}`)")
         return meta
     if folder.is_dir() and any((folder / m).exists() for m in OLD_FORMAT_MARKERS):
         raise SearchIndexError(f"{folder}: an index of the old format (qdrant-client's local mode, which stores "
@@ -96,6 +103,10 @@ def check_folder(folder: Path, create: bool) -> dict | None:
     if not create:
         raise SearchIndexError(f"{folder}: no index there (build one with `python -m regioncap index PHOTOS "
                                f"--index {folder}`)")
+    if folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(p.name not in SYSTEM_FILES
+                                                                        for p in folder.iterdir()):
+        raise SearchIndexError(f"{folder}: not empty and not a regioncap index (no {META_FILE}); an index needs "
+                               "a folder of its own: give --index a new or empty folder")
     return None
 
 
@@ -144,13 +155,19 @@ class EdgeStore:
             for name, config in zip(("images", "regions"), configs):
                 path = self.folder / name
                 if create and not (path / "edge_config.json").exists():
-                    shutil.rmtree(path, ignore_errors=True)  # a creation killed half-way starts again
+                    if path.exists():  # a creation killed half-way starts again: only in a folder we made
+                        if not (self.folder / MARKER_FILE).is_file():
+                            raise SearchIndexError(f"{path}: not made by regioncap (no {MARKER_FILE} in "
+                                                   f"{self.folder}); it is left as it is")
+                        shutil.rmtree(path)
                     shards.append(q.EdgeShard.create(str(path), config))
                 else:
                     shards.append(q.EdgeShard.load(str(path)))
         except Exception as e:
             for shard in shards:
                 shard.close()
+            if isinstance(e, SearchIndexError):
+                raise
             if "WouldBlock" in str(e):
                 raise SearchIndexError(f"{self.folder}: the index is open in another process (an index folder "
                                        "can be used by one process at a time; use a Qdrant server to share "
@@ -163,22 +180,51 @@ class EdgeStore:
     def read_meta(self) -> dict | None:
         return self.meta
 
+    def check(self, meta: dict) -> None:
+        """Nothing more to check: :func:`check_folder` read the record."""
+
+    def begin_write(self) -> None:
+        """Nothing to do: the shards' locks keep a second process out of the folder."""
+
+    def renew_write(self) -> None:
+        pass
+
+    def end_write(self) -> None:
+        pass
+
     def create(self, dim: int, meta: dict) -> None:
-        """Create both shards, then the record, written last: a folder without it is not yet an index."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._open(create=True, dim=dim)
-        self.meta = {"format": FORMAT, "schema": SCHEMA, **meta}
-        write_json_atomic(self.folder / META_FILE, self.meta)
+        """The marker first (the folder is ours from here on), both shards, the record, then the marker
+        removed: a folder with neither file is not regioncap's, one with the marker only is completed."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not (self.folder / MARKER_FILE).is_file():
+                write_json_atomic(self.folder / MARKER_FILE, {"format": FORMAT, "creating": True})
+            self._open(create=True, dim=dim)
+            self.write_meta({"format": FORMAT, "schema": SCHEMA, **meta})
+            (self.folder / MARKER_FILE).unlink()
+            fsync_path(self.folder)
+        except OSError as e:
+            raise SearchIndexError(f"{self.folder}: cannot create the index ({e.strerror or e})") from None
+
+    def write_meta(self, meta: dict) -> None:
+        write_json_atomic(self.folder / META_FILE, meta)
+        self.meta = meta
 
     def close(self) -> None:
-        """Flush (so that the next open loads segments instead of replaying the write-ahead log) and close."""
-        for shard in (self.images, self.regions):
-            if shard is not None:
-                shard.flush()
-                shard.close()
-        self.images = self.regions = None
+        """Flush (so that the next open loads segments instead of replaying the write-ahead log) and close
+        both shards, whatever fails (the first failure is raised after)."""
+        shards, self.images, self.regions = [s for s in (self.images, self.regions) if s is not None], None, None
+        errors = []
+        for shard in shards:
+            for step in (shard.flush, shard.close):  # closed even when the flush failed: the lock is freed
+                try:
+                    step()
+                except Exception as e:  # noqa: PERF203 - each shard is closed whatever the other did
+                    errors.append(e)
         if self.temporary:
             shutil.rmtree(self.folder, ignore_errors=True)
+        if errors:
+            raise SearchIndexError(f"{self.folder}: closing the index failed ({_first_line(errors[0])})")
 
     def optimize(self, regions: bool = True) -> None:
         """Build what the engine builds in the background on a server (HNSW, quantised copies, merged
@@ -215,10 +261,15 @@ class EdgeStore:
         for record in self._scroll(self.images, fields):
             yield record.payload
 
-    def region_rows(self):
-        """(point id, hash) of every row of the regions shard."""
-        for record in self._scroll(self.regions, ["hash"]):
-            yield str(record.id), record.payload["hash"]
+    def region_ids(self):
+        """The point id of every row of the regions shard."""
+        for record in self._scroll(self.regions, False):
+            yield str(record.id)
+
+    def get_rows(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """point id -> vector [D] of those rows of ``ids`` that are stored."""
+        records = self.regions.retrieve(list(ids), with_payload=False, with_vector=True) if ids else []
+        return {str(r.id): _multivector(r.vector) for r in records}
 
     def get_images(self, digests, fields: list[str]) -> dict[str, tuple[dict, np.ndarray]]:
         """hash -> (payload, multivector FloatArray[1 + N, D]) for those of ``digests`` that are stored."""
@@ -239,8 +290,8 @@ class EdgeStore:
                                                   with_payload=fields, with_vector=True))
         return [(p.payload, _multivector(p.vector)) for p in points]
 
-    def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int]]:
-        """(hash, region index) of at least the ``limit`` regions nearest to the phrase vector ``s`` [D]
+    def phrase_candidates(self, s: np.ndarray, limit: int) -> list[tuple[str, int, str]]:
+        """(hash, region index, analysis token) of at least the ``limit`` regions nearest to the phrase vector ``s`` [D]
         (the caller re-scores them exactly).
 
         Whole-image rows (one in about eleven) are dropped from twice ``limit`` unfiltered neighbours, which
@@ -248,22 +299,21 @@ class EdgeStore:
         the exact re-scoring, at no cost to the engine); only when too many of them were whole images is
         the search repeated with the filter."""
         q = _edge()
-        request = dict(query=q.Query.Nearest(s.tolist()), with_payload=["hash", "index"], params=_params())
+        request = dict(query=q.Query.Nearest(s.tolist()), with_payload=["hash", "index", TOKEN], params=_params())
         points = self.regions.query(q.QueryRequest(limit=2 * limit, **request))
-        found = [(p.payload["hash"], int(p.payload["index"])) for p in points if p.payload["index"] >= 0]
+        found = [_row(p.payload) for p in points if p.payload["index"] >= 0]
         if len(found) < limit and len(points) == 2 * limit:
             regions_only = q.Filter(must=[q.FieldCondition("index", range=q.RangeFloat(gte=0))])
             points = self.regions.query(q.QueryRequest(limit=limit, filter=regions_only, **request))
-            found = [(p.payload["hash"], int(p.payload["index"])) for p in points]
+            found = [_row(p.payload) for p in points]
         return found
 
     # -- writing ------------------------------------------------------------------------------------
     def put_rows(self, items: list[tuple[str, np.ndarray, dict]]) -> None:
-        """Write the rows of images ``(hash, multivector [1 + N, D], payload)`` into the regions shard;
-        :meth:`put_images` writes their image points, afterwards: an image is stored once complete."""
+        """Write the rows of images ``(hash, multivector [1 + N, D], payload)`` into the regions shard, at
+        the ids of the payload's analysis token (the order of writes: :mod:`regioncap.index.ledger`)."""
         q = _edge()
-        rows = [q.Point(point_id(f"{digest}:{i - 1}"), vector[i], {"hash": digest, "index": i - 1})
-                for digest, vector, _ in items for i in range(len(vector))]
+        rows = [q.Point(pid, vector, payload) for item in items for pid, vector, payload in row_points(*item)]
         for start in range(0, len(rows), 4096):
             self.regions.update(q.UpdateOperation.upsert_points(rows[start:start + 4096]))
 
@@ -281,22 +331,18 @@ class EdgeStore:
     def set_paths(self, digest: str, paths: list[str]) -> None:
         self.images.update(_edge().UpdateOperation.set_payload([point_id(digest)], {"paths": paths}))
 
-    def delete_images(self, counts: dict[str, int]) -> None:
-        """Delete images (hash -> its number of regions): the image points first, then their rows, so
-        that a kill in between leaves only orphan rows (removed by the next ``add``)."""
-        if counts:
-            q = _edge()
-            self.images.update(q.UpdateOperation.delete_points([point_id(d) for d in counts]))
-            self.delete_rows(row_ids(counts))
+    def delete_images(self, digests: list[str]) -> None:
+        """Delete image points (their rows: :func:`regioncap.index.ledger.delete`)."""
+        if digests:
+            self.images.update(_edge().UpdateOperation.delete_points([point_id(d) for d in digests]))
 
     def delete_rows(self, ids: list[str]) -> None:
         if ids:
             self.regions.update(_edge().UpdateOperation.delete_points(ids))
 
 
-def row_ids(counts: dict[str, int]) -> list[str]:
-    """The point ids of the rows of images (hash -> number of regions): the whole image (-1), then 0..N-1."""
-    return [point_id(f"{digest}:{i}") for digest, n in counts.items() for i in range(-1, n)]
+def _row(payload: dict) -> tuple[str, int, str]:
+    return payload["hash"], int(payload["index"]), payload.get(TOKEN) or ""
 
 
 def _params():

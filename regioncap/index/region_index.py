@@ -9,18 +9,19 @@ Qdrant ranks the candidates; their scores are then recomputed in torch from the 
 the very code of ``AnalysisResult.align`` / ``query``, so an image's ``score`` *is* ``align(text).score``
 on the stored regions and a region's ``similarity`` *is* ``query()``'s (not merely close in float32).
 
-Keys and crash safety: an image is keyed by the sha256 of its bytes; its rows (regions) are written first
-and its image point last, so an image counts as indexed only once complete. A killed run leaves at most
-rows without an image point (removed on the next ``add``) and the next run redoes that image. An image
-analysed again (other settings) is overwritten in place, its paths kept, and only then are rows it no
-longer has deleted: no kill loses a path.
+Keys and crash safety: an image is keyed by the sha256 of its bytes; the order of every write and delete
+is :mod:`regioncap.index.ledger`'s: an image's rows (regions) go to ids of their own analysis, then its
+image point switches to them, so after a kill at any step each image's rows are its analysis's, a killed
+run leaves at most rows of no image (ignored by searches, removed by the next writer), and no kill loses a
+path. On a server one process writes at a time (a second is refused). A closed index (the app drops a
+visitor's collection) is closed once the call in progress ends; a later call is a SearchIndexError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,11 @@ import torch
 
 from regioncap import batch
 from regioncap.errors import RegionCapError, SearchIndexError, TextError
-from regioncap.index.edge import EdgeStore, row_ids
+from regioncap.index import ledger
+from regioncap.index.edge import EdgeStore
 from regioncap.index.files import expand_paths
-from regioncap.index.store import ServerStore, connect, is_url
+from regioncap.index.hits import ImageHit, Match, RegionHit
+from regioncap.index.store import ServerStore, collection_prefix, connect, is_url
 from regioncap.models.identity import model_identity
 from regioncap.models.results import AnalysisResult, Region, sentence_phrases
 
@@ -39,50 +42,17 @@ MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 1000
 RERANK_MARGIN = 3  # extra candidates re-scored: Qdrant's and torch's float rounding may order near-ties apart
 MEMORY = ":memory:"
-IMAGE_FIELDS = ["hash", "paths", "width", "height", "regions", "max_regions", "threshold"]
+IMAGE_FIELDS = ["hash", "paths", "width", "height", "regions", "max_regions", "threshold", ledger.TOKEN]
 
 
-@dataclass
-class Match:
-    """A phrase of the query and its best region (``region_index`` None: the whole image won)."""
-
-    phrase: str
-    box: list[float]
-    caption: str
-    similarity: float
-    region_index: int | None
-
-    def to_dict(self) -> dict:
-        return {"phrase": self.phrase, "box": self.box, "caption": self.caption, "similarity": self.similarity}
-
-
-@dataclass
-class ImageHit:
-    path: str
-    score: float  # S_kl
-    matches: list[Match]
-    width: int
-    height: int
-    hash: str
-    paths: list[str] = field(default_factory=list)  # every indexed file with these bytes
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "score": self.score, "matches": [m.to_dict() for m in self.matches]}
-
-
-@dataclass
-class RegionHit:
-    path: str
-    box: list[float]
-    caption: str
-    similarity: float
-    region_index: int
-    width: int
-    height: int
-    hash: str
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "box": self.box, "caption": self.caption, "similarity": self.similarity}
+def open_index(name, model, qdrant_url: str | None = None, **kw) -> RegionIndex:
+    """The index called ``name``: the folder ``name``, or with ``qdrant_url`` the collections of
+    :func:`~regioncap.index.store.collection_prefix` (name) on that Qdrant server. The one naming rule of
+    the command line (``--index NAME [--qdrant-url URL]``) and the app (``$REGIONCAP_INDEX``,
+    ``$REGIONCAP_QDRANT_URL``). ``kw``: :class:`RegionIndex`'s."""
+    if qdrant_url:
+        return RegionIndex(qdrant_url, model, prefix=collection_prefix(name), **kw)
+    return RegionIndex(name, model, **kw)
 
 
 class RegionIndex:
@@ -106,34 +76,73 @@ class RegionIndex:
         self.max_regions, self.score_threshold = max_regions, float(score_threshold)
         self.model_id = model_identity(model)
         self.model_name = str(getattr(model, "name_or_path", None) or "an unsaved model")
-        self._lock = threading.RLock()  # one writer at a time; the app calls from threads
+        self._lock = threading.RLock()  # one writer at a time; the app calls from threads; close waits for it
+        self._closed, self._writers = False, 0
         if isinstance(self.location, str) and not is_url(self.location):
             self.store = EdgeStore(None if self.location == MEMORY else Path(self.location).expanduser(), create)
         else:
             owned = is_url(self.location)
             self.store = ServerStore(connect(self.location) if owned else self.location, prefix, owned)
-        meta = self.store.read_meta()
-        if meta is None and not create:
-            self.close()
-            raise SearchIndexError(f"{self.location}: no index there (build one with `python -m regioncap index`)")
-        if meta is not None:
-            self._check_model(meta)
-        else:
-            self.store.create(model.config.joint_dim, {"model": self.model_name, "model_id": self.model_id,
-                                                       "dim": model.config.joint_dim})
+        try:
+            self.meta = self.store.read_meta()
+            if self.meta is None and not create:
+                raise SearchIndexError(f"{self.location}: no index there (build one with `python -m regioncap "
+                                       "index`)")
+            if self.meta is not None:
+                self._check_meta(self.meta)
+            else:
+                self.store.create(model.config.joint_dim, {"model": self.model_name, "model_id": self.model_id,
+                                                           "dim": model.config.joint_dim})
+                self.meta = self.store.read_meta()
+        except BaseException:
+            self.close()  # every shard it opened, a temporary folder, a connection of its own
+            raise
 
-    def _check_model(self, meta: dict) -> None:
+    def _check_meta(self, meta: dict) -> None:
+        """The record's schema and dimension, and the model that built it (as for folders, on a server)."""
+        self.store.check(meta)
+        dim = self.model.config.joint_dim
         if meta.get("model_id") != self.model_id:
             name = meta.get("model", "an unknown model")
-            self.close()
             raise SearchIndexError(
                 f"{self.location} was built by the model {name} (id {str(meta.get('model_id'))[:12]}), not by "
                 f"{self.model_name} (id {self.model_id[:12]}): search or extend it with {name}, or build a new "
                 "index (vectors from another model are meaningless here)")
+        if meta.get("dim") != dim:
+            raise SearchIndexError(f"{self.location} holds {meta.get('dim')}-d vectors, {self.model_name} makes "
+                                   f"{dim}-d ones: it is not this model's index")
 
     def close(self) -> None:
-        """Release the index (the folder's lock, a temporary folder, a server connection it opened)."""
-        self.store.close()
+        """Release the index (the folder's lock, a temporary folder, a server connection it opened), once
+        the call in progress in another thread (an add, a search) has ended; later calls are refused."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.store.close()
+
+    def _open(self) -> None:
+        """SearchIndexError once closed (called under the lock)."""
+        if self._closed:
+            raise SearchIndexError(f"{self.location}: this collection was closed; open it again to use it")
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Hold the index for writing (its lock; on a server, its lease: one writing process at a time)
+        and bring an index of schema 2 to schema 3 first (see :mod:`regioncap.index.ledger`)."""
+        with self._lock:
+            self._open()
+            if self._writers == 0:
+                self.store.begin_write()
+            self._writers += 1
+            try:
+                if self.meta.get("schema", ledger.SCHEMA) < ledger.SCHEMA:
+                    self.meta = {**self.meta, "schema": ledger.SCHEMA}
+                    self.store.write_meta(self.meta)
+                yield
+            finally:
+                self._writers -= 1
+                if self._writers == 0:
+                    self.store.end_write()
 
     def __enter__(self) -> RegionIndex:
         return self
@@ -144,25 +153,23 @@ class RegionIndex:
     def __len__(self) -> int:
         """Number of distinct images (by content) in the index."""
         with self._lock:
+            self._open()
             return self.store.count_images()
 
     # -- writing ------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, dict], dict[str, set[str]]]:
         """(hash -> image payload, path -> hashes listing it) for every indexed image."""
         images, by_path = {}, {}
-        for payload in self.store.scroll_images(["hash", "paths", "max_regions", "threshold", "regions"]):
+        for payload in self.store.scroll_images(["hash", "paths", "max_regions", "threshold", "regions", ledger.TOKEN]):
             images[payload["hash"]] = payload
             for path in payload["paths"]:
                 by_path.setdefault(path, set()).add(payload["hash"])
         return images, by_path
 
-    def _drop_orphans(self, images: dict[str, dict]) -> None:
-        """Remove rows no stored image has: those of an image whose point was never written (a run killed
-        between the two writes) or that a re-analysed image no longer has."""
-        expected = set(row_ids({digest: len(p["regions"]) for digest, p in images.items()}))
-        if self.store.count_regions() == len(expected):
-            return
-        self.store.delete_rows([pid for pid, _ in self.store.region_rows() if pid not in expected])
+    def _repair(self, images: dict[str, dict]) -> None:
+        """Remove rows of no stored image's analysis (what a killed run leaves: :func:`ledger.repair`)."""
+        if removed := ledger.repair(self.store, images):
+            logger.info("removed %d rows left by an interrupted run", removed)
 
     def _current(self, info: dict | None) -> bool:
         return info is not None and (info["max_regions"], info["threshold"]) == (self.max_regions,
@@ -170,16 +177,13 @@ class RegionIndex:
 
     def write(self, digest: str, result: AnalysisResult, paths: list[str], old: dict | None = None) -> dict:
         """Store ``result`` as image ``digest`` with these ``paths``; ``old``: its payload when it is
-        stored already (other settings): it is overwritten in place, then its surplus rows deleted."""
+        stored already (other settings): replaced as :func:`ledger.write` orders it."""
         regions = [r.to_dict() | {"score": r.score, "caption_score": r.caption_score} for r in result.regions]
         payload = {"hash": digest, "paths": paths, "width": result.width, "height": result.height,
                    "regions": regions, "max_regions": self.max_regions, "threshold": self.score_threshold}
         multivector = torch.cat([result.image_vector[None], result.vectors]).numpy()  # row 0: whole image
-        self.store.put_rows([(digest, multivector, payload)])  # rows first: an image is stored once complete
-        self.store.put_images([(digest, multivector, payload)])
-        if old is not None and len(old["regions"]) > len(regions):
-            self.store.delete_rows(row_ids({digest: len(old["regions"])})[1 + len(regions):])
-        return payload
+        self.store.renew_write()
+        return ledger.write(self.store, digest, multivector, payload, old)
 
     def _set_paths(self, images: dict, digest: str, paths: list[str]) -> None:
         """Give image ``digest`` these paths; with none left, the image and its rows are deleted."""
@@ -187,8 +191,7 @@ class RegionIndex:
             self.store.set_paths(digest, paths)
             images[digest]["paths"] = paths
         else:
-            self.store.delete_images({digest: len(images[digest]["regions"])})
-            images.pop(digest, None)
+            ledger.delete(self.store, [images.pop(digest)])
 
     def add(self, paths, progress=None, batch_size: int | None = None, workers: int | None = None) -> dict:
         """Index image files and folders (recursive); returns ``{"added", "updated", "unchanged", "failed"}``
@@ -205,9 +208,9 @@ class RegionIndex:
         counts = {"added": 0, "updated": 0, "unchanged": 0,
                   "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
         batch_size = batch_size or batch.default_batch_size(getattr(self.model, "device", "cpu"))
-        with self._lock:
+        with self._writing():
             images, by_path = self._state()
-            self._drop_orphans(images)
+            self._repair(images)
             loaded = batch.load_files(files, workers, decode=lambda path, digest: not self._current(images.get(digest)))
             results = batch.analyze_loaded(self.model, loaded, batch_size, self.max_regions, self.score_threshold)
             records = ((str(item.path), item.digest, result, item.error) for item, result in results)
@@ -250,7 +253,7 @@ class RegionIndex:
     def remove(self, paths) -> int:
         """Forget these files (folders: every indexed file under them); returns the images removed."""
         targets = [str(Path(p).expanduser().resolve()) for p in paths]
-        with self._lock:
+        with self._writing():
             images, _ = self._state()
             before = len(images)
             for digest, info in list(images.items()):
@@ -262,10 +265,10 @@ class RegionIndex:
 
     def prune(self) -> int:
         """Forget files that no longer exist; returns the images removed."""
-        with self._lock:
+        with self._writing():
             images, by_path = self._state()
             gone = [p for p in by_path if not Path(p).is_file()]
-        return self.remove(gone) if gone else 0
+            return self.remove(gone) if gone else 0
 
     # -- searching ----------------------------------------------------------------------------------
     def search(self, text: str, by: str = "images", top_k: int = 10) -> list:
@@ -281,6 +284,7 @@ class RegionIndex:
         if isinstance(text, str) and len(text) > MAX_QUERY_CHARS:
             raise TextError(f"the query is {len(text)} characters long; at most {MAX_QUERY_CHARS}, please")
         with self._lock:
+            self._open()
             return self._images(text, top_k) if by == "images" else self._regions(text, top_k)
 
     def _images(self, text: str, top_k: int) -> list[ImageHit]:
@@ -299,12 +303,18 @@ class RegionIndex:
 
     def _regions(self, text: str, top_k: int) -> list[RegionHit]:
         s = self.model.encode_text([text])[0]  # [D], as query() encodes its phrase
-        found = self.store.phrase_candidates(s.numpy(), top_k + RERANK_MARGIN)
-        owners = self.store.get_images([digest for digest, _ in found], IMAGE_FIELDS)
+        limit = top_k + RERANK_MARGIN
+        for _ in range(4):  # rows of no image's analysis (a killed run's, until repaired) take no place
+            found = self.store.phrase_candidates(s.numpy(), limit)
+            owners = self.store.get_images([digest for digest, _, _ in found], IMAGE_FIELDS)
+            rows = list(dict.fromkeys((digest, i) for digest, i, token in found if digest in owners and
+                                      ledger.is_current(owners[digest][0], token)
+                                      and i < len(owners[digest][0]["regions"])))
+            if len(rows) >= top_k + RERANK_MARGIN or len(found) < limit:
+                break
+            limit *= 4
         hits, sims = [], {}
-        for digest, i in found:
-            if digest not in owners or i >= len(owners[digest][0]["regions"]):  # an image being rewritten
-                continue
+        for digest, i in rows:
             payload, vectors = owners[digest]
             if digest not in sims:
                 sims[digest] = (self._result(payload, vectors).vectors @ s).tolist()  # exactly query()'s product
@@ -323,6 +333,7 @@ class RegionIndex:
     def images(self) -> list[dict]:
         """Every indexed image: ``{"hash", "paths", "width", "height", "regions"}``."""
         with self._lock:
+            self._open()
             return [dict(p) for p in self.store.scroll_images(IMAGE_FIELDS)]
 
 

@@ -3,17 +3,25 @@
 Each visitor (a session id) gets an in-memory :class:`RegionIndex` of at most ``max_photos`` photos; at
 most ``max_sessions`` collections are kept (the least recently used is dropped first), and ``drop``
 frees one at once (the app calls it when the visitor's browser tab closes). A visitor without photos
-searches the shared collection: an index folder named by ``$REGIONCAP_INDEX``, or the example images.
+searches the shared collection: the index named by ``$REGIONCAP_INDEX`` (a folder, or with
+``$REGIONCAP_QDRANT_URL`` the server's collections of that name, as ``--index`` names them), or the
+example images.
+
+An index handed out to a request (:meth:`own`, :meth:`searchable`) may be dropped or evicted while that
+request still uses it: :meth:`RegionIndex.close` waits for the call in progress (an add, a search) to
+end, and a later call gets a SearchIndexError, never a half-closed index.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 
 from regioncap.errors import RegionCapError
-from regioncap.index.region_index import RegionIndex
+from regioncap.index.region_index import RegionIndex, open_index
+from regioncap.index.store import QDRANT_URL_ENV
 
 logger = logging.getLogger(__name__)
 INDEX_ENV = "REGIONCAP_INDEX"
@@ -33,7 +41,9 @@ class SessionCollections:
         """Open ``location`` (an existing index) or index ``examples`` in memory; errors are kept to be shown."""
         try:
             if location:
-                self.shared, self.shared_name = RegionIndex(location, model, create=False), location
+                url = os.environ.get(QDRANT_URL_ENV) or None
+                self.shared = open_index(location, model, url, create=False)
+                self.shared_name = location
             else:
                 index = RegionIndex(":memory:", model)
                 index.add(examples)
@@ -57,14 +67,16 @@ class SessionCollections:
         """Add photos to the session's collection (created on first use). Returns (add()'s counts, photos
         left out because the collection is full). The room left is checked and taken under the
         collection's own lock, so two uploads at once cannot pass ``max_photos`` together."""
+        evicted = []
         with self._lock:
             index = self._sessions.get(session)
             if index is None:
                 index = self._sessions[session] = RegionIndex(":memory:", model)
                 while len(self._sessions) > self.max_sessions:
-                    _, oldest = self._sessions.popitem(last=False)
-                    oldest.close()
+                    evicted.append(self._sessions.popitem(last=False)[1])
             self._sessions.move_to_end(session)
+        for oldest in evicted:  # closed once its visitor's call in progress ends, without making this one wait
+            threading.Thread(target=oldest.close, name="regioncap-evict", daemon=False).start()
         with index._lock:  # RegionIndex's writer lock (re-entrant): add() takes it again inside
             room = max(0, self.max_photos - len(index))
             counts = index.add(paths[:room], progress=progress)
@@ -83,6 +95,7 @@ class SessionCollections:
         return self.shared, f"{self.shared_name} ({_photos(len(self.shared))})"
 
     def drop(self, session: str) -> None:
+        """Forget the session's collection: closed now, or when the call using it in another thread ends."""
         with self._lock:
             index = self._sessions.pop(session, None)
         if index is not None:

@@ -64,6 +64,9 @@ class RegionCaptioner(nn.Module):
         if len(vocab) != config.vocab_size:
             raise ValueError(f"vocabulary has {len(vocab)} tokens but config.vocab_size is {config.vocab_size}")
         self.config, self.vocab, self.name_or_path = config, vocab, None
+        # set by from_pretrained: the folder read, and its calibrated match threshold (None: not calibrated)
+        self.directory: Path | None = None
+        self.match_threshold: float | None = None
         d = config.joint_dim
         self.detector = RegionDetector(config.detector, len(config.entity_types) + 1, download)
         if config.region_encoder.kind == "roi":
@@ -365,7 +368,12 @@ class RegionCaptioner(nn.Module):
 
     # -- files -----------------------------------------------------------------------------------------
     def save_pretrained(self, directory, metrics: dict | None = None, training: dict | None = None) -> Path:
-        """Write config.json, model.safetensors, vocab.json and README.md (model card) into ``directory``."""
+        """Write config.json, model.safetensors, vocab.json and README.md (model card) into ``directory``.
+
+        The folder's other files (:data:`regioncap.hub.MODEL_FILES`: calibration.json, eval.json, the
+        training history and curves) are written by the steps that make them: ``regioncap.calibrate``,
+        ``train.evaluate``, ``train.train``.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         hub.save_config(self.config, directory / hub.CONFIG_FILE)
@@ -377,25 +385,25 @@ class RegionCaptioner(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path, revision: str | None = None, device: str | torch.device = "cpu"
                         ) -> RegionCaptioner:
-        """Load a model folder or a Hub repo id (strict; never unpickles). Errors -> ModelFileError."""
-        directory = hub.resolve_model_dir(name_or_path, revision)
-        hub.check_model_dir(directory)
-        config = hub.load_config(directory / hub.CONFIG_FILE)
-        vocab = Vocabulary.load(directory / hub.VOCAB_FILE)
-        if len(vocab) != config.vocab_size:
-            raise ModelFileError(f"{directory / hub.VOCAB_FILE}: has {len(vocab)} tokens but "
-                                 f"config.json says vocab_size {config.vocab_size}")
-        weights_path = directory / hub.WEIGHTS_FILE
-        state = hub.load_weights(weights_path)
+        """Load a model folder or a Hub repo id (strict; never unpickles). Errors -> ModelFileError.
+
+        The folder is read by :func:`regioncap.hub.read_model_folder`; the model's ``match_threshold``
+        is its calibration.json's (None without one), ``directory`` the folder it was read from (a Hub
+        repo's snapshot in the cache).
+        """
+        folder = hub.read_model_folder(name_or_path, revision)
+        config, vocab, state = folder.config, folder.vocab, folder.weights
         try:  # shapes first, on the meta device: a forged config.json cannot make us allocate terabytes
             with torch.device("meta"):
                 skeleton = cls(config, vocab, download=False)
         except (ValueError, RuntimeError, TypeError) as exc:
-            raise ModelFileError(f"{directory / hub.CONFIG_FILE}: describes no buildable model ({exc})") from None
+            raise ModelFileError(f"{folder.directory / hub.CONFIG_FILE}: describes no buildable model "
+                                 f"({exc})") from None
         embeddings = [f"{n}.weight" for n, m in skeleton.named_modules() if isinstance(m, nn.Embedding)]
-        hub.check_state_dict(skeleton.state_dict(), state, weights_path, embeddings, directory / hub.VOCAB_FILE)
+        hub.check_state_dict(skeleton.state_dict(), state, folder.weights_path, embeddings, folder.vocab_path)
         model = cls(config, vocab, download=False)
         model.load_state_dict(state, strict=True)
-        model.name_or_path = str(name_or_path)
+        model.name_or_path, model.directory = str(name_or_path), folder.directory
+        model.match_threshold = folder.match_threshold
         logger.info("loaded %s (%s, %d regions classes)", name_or_path, config.detector.arch, len(config.entity_types))
         return model.to(device).eval()

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from regioncap import hub
 from regioncap.data.vocab import PAD, UNK, Vocabulary, tokenize
-from regioncap.errors import ModelFileError, TextError
+from regioncap.errors import TextError
 from regioncap.models.config import RegionCaptionerConfig
 from regioncap.models.identity import state_identity
 from regioncap.models.text_encoder import TextEncoder
@@ -65,6 +65,7 @@ class TextModel:
                  identity: str, name_or_path: str):
         self.config, self.vocab, self.text_encoder = config, vocab, text_encoder.eval()
         self.identity, self.name_or_path = identity, name_or_path
+        self.match_threshold: float | None = None  # the folder's calibrated threshold (from_pretrained)
 
     def __repr__(self) -> str:
         return f"TextModel({self.name_or_path!r}, id {self.identity[:12]})"
@@ -80,23 +81,18 @@ class TextModel:
     @classmethod
     def from_pretrained(cls, name_or_path, revision: str | None = None, device: str | torch.device = "cpu"
                         ) -> TextModel:
-        """Load the text side of a model folder or Hub repo id. The same checks as
-        ``RegionCaptioner.from_pretrained`` for the files (present, safetensors, not pickled, vocabulary
-        size); the text encoder's weights strictly. Errors -> ModelFileError."""
-        directory = hub.resolve_model_dir(name_or_path, revision)
-        hub.check_model_dir(directory)
-        config = hub.load_config(directory / hub.CONFIG_FILE)
-        vocab = Vocabulary.load(directory / hub.VOCAB_FILE)
-        if len(vocab) != config.vocab_size:
-            raise ModelFileError(f"{directory / hub.VOCAB_FILE}: has {len(vocab)} tokens but "
-                                 f"config.json says vocab_size {config.vocab_size}")
-        weights_path = directory / hub.WEIGHTS_FILE
-        state = hub.load_weights(weights_path)
+        """Load the text side of a model folder or Hub repo id: the folder read by
+        :func:`regioncap.hub.read_model_folder` (as ``RegionCaptioner.from_pretrained`` reads it), the text
+        encoder's weights strictly. Errors -> ModelFileError."""
+        folder = hub.read_model_folder(name_or_path, revision)
+        config, vocab, state = folder.config, folder.vocab, folder.weights
         encoder = TextEncoder(config.vocab_size, config.text_encoder, config.joint_dim,
                               concepts=config.concept_loss_weight > 0)
         mine = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
-        hub.check_state_dict(encoder.state_dict(), mine, weights_path, ["embed.weight"], directory / hub.VOCAB_FILE)
+        hub.check_state_dict(encoder.state_dict(), mine, folder.weights_path, ["embed.weight"], folder.vocab_path)
         encoder.load_state_dict(mine, strict=True)
         identity = state_identity(config.to_dict(), vocab.id_to_token, state)
         logger.info("loaded the text side of %s (id %s)", name_or_path, identity[:12])
-        return cls(config, vocab, encoder.to(device), identity, str(name_or_path))
+        model = cls(config, vocab, encoder.to(device), identity, str(name_or_path))
+        model.match_threshold = folder.match_threshold
+        return model
