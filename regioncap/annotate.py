@@ -131,6 +131,10 @@ class OutputFolder:
         save(draw(preview, result), target)
         return target
 
+    def prepare(self) -> None:
+        """Create the folder now (a video's copy is written into it frame by frame, not by :meth:`write`)."""
+        self._prepare()
+
     def _prepare(self) -> None:
         """Create the folder; a folder created here (or found empty) gets the marker the walker skips."""
         if self._ready:

@@ -47,6 +47,16 @@ def _count(minimum: int):
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regioncap", description="Region captions and phrase grounding.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -58,8 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, many: bool = False) -> None:
         if many:
-            p.add_argument("image", nargs="+", metavar="IMAGE", help="image files or folders (recursive); one "
-                           "file prints one JSON object, several print JSON Lines")
+            p.add_argument("image", nargs="+", metavar="IMAGE", help="image or video files or folders (recursive); "
+                           "one image prints one JSON object, several (or a video) print JSON Lines")
         else:
             p.add_argument("image", help="image file (JPEG, PNG, ...)")
         p.add_argument("--model", default=None,
@@ -83,6 +93,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     cap.add_argument("--output-dir", type=Path, default=None,
                      help="write an annotated JPEG of every image into this folder as NAME.SUFFIX.regions.jpg "
                      "(sub-folders kept; longest side <= 1600 px); not an input folder, and never walked as input")
+    cap.add_argument("--every", type=_seconds, default=0.5,
+                     help="videos: seconds between analysed frames (default 0.5; 0: every frame)")
+    cap.add_argument("--vtt", type=Path, default=None,
+                     help="one video: also write its audio-description track (WebVTT, kind descriptions) here")
     batching(cap)
     query = sub.add_parser("query", help="rank the image's regions by similarity to a phrase; prints JSON")
     common(query)
@@ -99,11 +113,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
         device(p)
 
-    index = sub.add_parser("index", help="add photos (files or folders, recursive) to a searchable index")
-    index.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    index = sub.add_parser("index", help="add photos and videos (files or folders, recursive) to a searchable index")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="image or video files or folders")
     collection(index)
     batching(index)
     index.add_argument("--prune", action="store_true", help="also forget indexed files that no longer exist")
+    index.add_argument("--every", type=_seconds, default=0.5,
+                       help="videos: seconds between indexed frames (default 0.5; 0: every frame)")
     index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                        help="analyse on a Ray cluster with Ray Data (ADDRESS: the cluster's; none: a local Ray); "
                        "needs: pip install -r requirements-scale.txt")
@@ -184,7 +200,8 @@ def run_collection(args) -> dict:
             counts = index_with_ray(index, args.paths, address=args.ray or None, progress=bar,
                                     batch_size=args.batch_size, workers=args.workers, revision=args.revision)
         else:
-            counts = index.add(args.paths, progress=bar, batch_size=args.batch_size, workers=args.workers)
+            counts = index.add(args.paths, progress=bar, batch_size=args.batch_size, workers=args.workers,
+                               every=args.every)
         removed = index.prune() if args.prune else 0
         return {"index": str(args.index), "model": name, "images": len(index), "added": counts["added"],
                 "updated": counts["updated"], "unchanged": counts["unchanged"], "removed": removed,
@@ -198,11 +215,13 @@ def run(args) -> dict | None:
     if args.command in ("index", "search"):
         return run_collection(args)
     if args.command == "caption":
-        if len(args.image) > 1 or Path(args.image[0]).is_dir():
+        if len(args.image) > 1 or Path(args.image[0]).is_dir() or _is_video(args.image[0]):
             if args.output is not None:
                 raise RegionCapError("--output is for one image; for several use --output-dir DIR")
             return caption_many(args)
         args.image = args.image[0]
+        if args.vtt is not None:
+            raise RegionCapError("--vtt is for a video; this is an image")
 
     image = load_image(args.image)  # first: a bad image fails fast, before torch is imported
     folder = _single_outputs(args) if args.command == "caption" else None
@@ -219,6 +238,12 @@ def run(args) -> dict | None:
     if folder is not None:
         folder.write(Path(args.image).resolve(), folder.preview(image), result)
     return caption_json(str(args.image), name, result)
+
+
+def _is_video(path) -> bool:
+    from regioncap.index.files import suffix_kinds
+
+    return suffix_kinds().get(Path(path).suffix.lower()) == "video"
 
 
 def _single_outputs(args):
@@ -248,7 +273,8 @@ def caption_json(image: str, model: str, result, path: str | None = None) -> dic
 def caption_many(args) -> None:
     """``caption`` over files and folders: one JSON line per image (:func:`caption_json` with ``path``, or
     ``path`` and ``error``: unreadable, not analysable, or its annotated copy not written), a progress bar
-    on stderr; decoding in threads, analysis in batches. Raises RegionCapError when no image could be read."""
+    on stderr; decoding in threads, analysis in batches. Then each video's lines
+    (:mod:`regioncap.video.command`). Raises RegionCapError when no image or video could be read."""
     from tqdm import tqdm
 
     from regioncap import annotate, batch
@@ -258,7 +284,12 @@ def caption_many(args) -> None:
     found = walk(args.image, exclude=[args.output_dir] if folder is not None else ())
     if folder is not None:
         folder.add(found)
-    files = found.files
+    files = [f.path for f in found.found if f.kind != "video"]
+    videos = [f.path for f in found.found if f.kind == "video"]
+    if videos or args.vtt is not None:
+        from regioncap.video.command import check_vtt_option
+
+        check_vtt_option(args, videos)
     for path, why in found.missing:
         _line({"path": path, "error": f"{path}: {why}"})
     name, model = _load_model(args)
@@ -280,9 +311,14 @@ def caption_many(args) -> None:
                 continue
             done += 1
             _line(caption_json(str(item.path), name, result, path=str(item.path)))
+    if videos:
+        from regioncap.video.command import caption_videos
+
+        done += caption_videos(args, videos, folder, model, _line)
     if not done:
-        what = f"among {len(files) + len(found.missing)} paths" if files or found.missing else "(no image file found)"
-        raise RegionCapError(f"no image could be read {what}")
+        total = len(files) + len(videos) + len(found.missing)
+        what = f"among {total} paths" if total else "(no image or video file found)"
+        raise RegionCapError(f"no image{' or video' if videos else ''} could be read {what}")
 
 
 def _line(record: dict) -> None:

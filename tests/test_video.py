@@ -14,7 +14,7 @@ av = pytest.importorskip("av")
 
 from regioncap.narrate import came_into_view, describe  # noqa: E402
 from regioncap.track import iou  # noqa: E402
-from regioncap.video.annotate import COMMENT, AnnotatedVideo, annotated_path, is_ours  # noqa: E402
+from regioncap.video.annotate import COMMENT, AnnotatedVideo, check_target, is_ours  # noqa: E402
 from regioncap.video.reader import (VideoDamagedError, VideoError, VideoReader, sampling_rate,  # noqa: E402
                                     video_time, work_size)
 from regioncap.video.run import TrackLog, VideoTracker, caption_video, distinct  # noqa: E402
@@ -194,21 +194,26 @@ def test_the_audio_description_track_format_and_its_owner_check(tmp_path):
     assert "someone made" in theirs.read_text()
 
 
-def test_the_annotated_copy_never_takes_an_inputs_name(tmp_path):
-    video = tmp_path / "clip.mp4"
-    video.write_bytes(b"input")
-    assert annotated_path(video, tmp_path) == tmp_path / "clip.regions.mp4"
-    sneaky = tmp_path / "clip.regions.mp4"  # an input with exactly the output's name
-    sneaky.write_bytes(b"someone's video")
-    assert annotated_path(video, tmp_path, inputs=[sneaky]) == tmp_path / "clip.regions-2.mp4"
-    assert annotated_path(video, tmp_path) == tmp_path / "clip.regions-2.mp4"  # not ours either: kept
+def test_the_annotated_copy_never_replaces_an_input_or_a_strangers_file(tmp_path):
     from PIL import Image
 
-    with AnnotatedVideo(tmp_path / "clip.regions-2.mp4", (64, 48), Fraction(2), "clip.mp4") as out:
+    from regioncap.errors import RegionCapError
+
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"input")
+    target = tmp_path / "clip.mp4.regions.mp4"
+    check_target(target, [video])  # free: fine
+    with pytest.raises(RegionCapError, match="is an input"):
+        check_target(video, [video])
+    target.write_bytes(b"someone's video")
+    with pytest.raises(RegionCapError, match="not written by regioncap"):
+        check_target(target, [video])
+    target.unlink()
+    with AnnotatedVideo(target, (64, 48), Fraction(2), "clip.mp4") as out:
         out.add(Image.new("RGB", (64, 48)), 0.0, [])
-    assert is_ours(tmp_path / "clip.regions-2.mp4") and not is_ours(sneaky)
-    assert annotated_path(video, tmp_path) == tmp_path / "clip.regions-2.mp4"  # ours: replaced on a re-run
-    assert sneaky.read_bytes() == b"someone's video"
+    assert is_ours(target) and not is_ours(video)
+    check_target(target, [video])  # ours: may be replaced on a re-run
+    assert video.read_bytes() == b"input"
 
 
 def test_numbers_progress_and_rates():

@@ -1,11 +1,12 @@
 """Which files to read: the one folder walker (``caption`` and ``index``), and the files' content keys.
 
 A folder is walked recursively, in sorted order. A file in it is taken when a reader knows its suffix
-(:data:`READERS`; today the image loader's :func:`~regioncap.data.image.image_suffixes`, matched without
-regard to case); any other file (an ``.xmp``/``.txt`` sidecar, a video) is counted in ``Walk.skipped``,
-never opened. Also left out: hidden files and folders (names starting with "."), folders the caller
-excludes (``caption``'s output folder) and regioncap's own folders — an index (its record or its creation
-marker, :data:`INDEX_MARKERS`) or a ``caption --output-dir`` folder (:data:`OUTPUT_MARKER`). Links to
+(:data:`READERS`: the image loader's :func:`~regioncap.data.image.image_suffixes` and the video reader's
+:data:`~regioncap.video.reader.VIDEO_SUFFIXES`, matched without regard to case); any other file (an
+``.xmp``/``.txt`` sidecar) is counted in ``Walk.skipped``, never opened. Also left out: hidden files and
+folders (names starting with "."), folders the caller excludes (``caption``'s output folder) and
+regioncap's own folders — an index (its record or its creation marker, :data:`INDEX_MARKERS`) or a
+``caption --output-dir`` folder (:data:`OUTPUT_MARKER`). Links to
 files are followed (the file is keyed by its target), links to folders are not (no loop can trap a walk).
 A file named explicitly is always taken, whatever its suffix: the reader decides.
 """
@@ -39,9 +40,15 @@ def _image_suffixes() -> frozenset[str]:
     return image_suffixes()
 
 
-# What a folder walk takes: each kind of file and the suffixes its reader knows (a video reader adds
-# "video" here; ``Found.kind`` tells the caller which reader to use).
-READERS = {"image": _image_suffixes}
+def _video_suffixes() -> frozenset[str]:
+    from regioncap.video.reader import VIDEO_SUFFIXES
+
+    return VIDEO_SUFFIXES
+
+
+# What a folder walk takes: each kind of file and the suffixes its reader knows (``Found.kind`` tells the
+# caller which reader to use).
+READERS = {"image": _image_suffixes, "video": _video_suffixes}
 
 
 def suffix_kinds() -> dict[str, str]:

@@ -28,9 +28,11 @@ class ImageHit:
     height: int
     hash: str
     paths: list[str] = field(default_factory=list)  # every indexed file with these bytes
+    time: float | None = None  # a video's frame: its time in seconds
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "score": self.score, "matches": [m.to_dict() for m in self.matches]}
+        return {"path": self.path, **_time(self.time), "score": self.score,
+                "matches": [m.to_dict() for m in self.matches]}
 
 
 @dataclass
@@ -43,6 +45,13 @@ class RegionHit:
     width: int
     height: int
     hash: str
+    time: float | None = None  # a video's frame: its time in seconds
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "box": self.box, "caption": self.caption, "similarity": self.similarity}
+        return {"path": self.path, **_time(self.time), "box": self.box, "caption": self.caption,
+                "similarity": self.similarity}
+
+
+def _time(time: float | None) -> dict:
+    """``{"time": t}`` for a video's frame, nothing for a photo."""
+    return {} if time is None else {"time": time}

@@ -31,7 +31,7 @@ from regioncap import batch
 from regioncap.errors import RegionCapError, SearchIndexError, TextError
 from regioncap.index import ledger
 from regioncap.index.edge import EdgeStore
-from regioncap.index.files import expand_paths
+from regioncap.index.files import walk
 from regioncap.index.hits import ImageHit, Match, RegionHit
 from regioncap.index.store import ServerStore, collection_prefix, connect, is_url
 from regioncap.models.identity import model_identity
@@ -42,7 +42,8 @@ MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 1000
 RERANK_MARGIN = 3  # extra candidates re-scored: Qdrant's and torch's float rounding may order near-ties apart
 MEMORY = ":memory:"
-IMAGE_FIELDS = ["hash", "paths", "width", "height", "regions", "max_regions", "threshold", ledger.TOKEN]
+IMAGE_FIELDS = ["hash", "paths", "width", "height", "regions", "max_regions", "threshold", ledger.TOKEN, "time"]
+VIDEO_FIELDS = ["time", "video", "every", "frames"]  # a video's frame (regioncap.video.indexing)
 
 
 def open_index(name, model, qdrant_url: str | None = None, **kw) -> RegionIndex:
@@ -160,7 +161,8 @@ class RegionIndex:
     def _state(self) -> tuple[dict[str, dict], dict[str, set[str]]]:
         """(hash -> image payload, path -> hashes listing it) for every indexed image."""
         images, by_path = {}, {}
-        for payload in self.store.scroll_images(["hash", "paths", "max_regions", "threshold", "regions", ledger.TOKEN]):
+        for payload in self.store.scroll_images(["hash", "paths", "max_regions", "threshold", "regions", ledger.TOKEN,
+                                                 *VIDEO_FIELDS]):
             images[payload["hash"]] = payload
             for path in payload["paths"]:
                 by_path.setdefault(path, set()).add(payload["hash"])
@@ -175,12 +177,15 @@ class RegionIndex:
         return info is not None and (info["max_regions"], info["threshold"]) == (self.max_regions,
                                                                                  self.score_threshold)
 
-    def write(self, digest: str, result: AnalysisResult, paths: list[str], old: dict | None = None) -> dict:
+    def write(self, digest: str, result: AnalysisResult, paths: list[str], old: dict | None = None,
+              extra: dict | None = None) -> dict:
         """Store ``result`` as image ``digest`` with these ``paths``; ``old``: its payload when it is
-        stored already (other settings): replaced as :func:`ledger.write` orders it."""
+        stored already (other settings): replaced as :func:`ledger.write` orders it. ``extra``: more
+        payload (a video frame's ``time``...)."""
         regions = [r.to_dict() | {"score": r.score, "caption_score": r.caption_score} for r in result.regions]
         payload = {"hash": digest, "paths": paths, "width": result.width, "height": result.height,
-                   "regions": regions, "max_regions": self.max_regions, "threshold": self.score_threshold}
+                   "regions": regions, "max_regions": self.max_regions, "threshold": self.score_threshold,
+                   **(extra or {})}
         multivector = torch.cat([result.image_vector[None], result.vectors]).numpy()  # row 0: whole image
         self.store.renew_write()
         return ledger.write(self.store, digest, multivector, payload, old)
@@ -193,9 +198,12 @@ class RegionIndex:
         else:
             ledger.delete(self.store, [images.pop(digest)])
 
-    def add(self, paths, progress=None, batch_size: int | None = None, workers: int | None = None) -> dict:
-        """Index image files and folders (recursive); returns ``{"added", "updated", "unchanged", "failed"}``
-        (``failed``: ``[{"path", "error"}]``). ``progress``: optional wrapper of the file list (e.g. tqdm).
+    def add(self, paths, progress=None, batch_size: int | None = None, workers: int | None = None,
+            every: float = 0.5) -> dict:
+        """Index image and video files and folders (recursive); returns ``{"added", "updated", "unchanged",
+        "failed"}`` (``failed``: ``[{"path", "error"}]``). ``progress``: optional wrapper of the file list (e.g. tqdm).
+        A video's frames, one every ``every`` seconds, are indexed as pictures with its path and their time
+        (:mod:`regioncap.video.indexing`).
         ``workers`` threads read and decode files while the model analyses ``batch_size`` images at a time
         (defaults: :func:`regioncap.batch.default_workers`, :func:`~regioncap.batch.default_batch_size`).
 
@@ -204,9 +212,11 @@ class RegionIndex:
         """
         if not hasattr(self.model, "analyze_batch"):
             raise RegionCapError(f"{self.model_name}: loaded for searching only; load the whole model to add photos")
-        files, missing = expand_paths(paths)
+        found = walk(paths)
+        files = [f.path for f in found.found if f.kind != "video"]
+        videos = [f.path for f in found.found if f.kind == "video"]
         counts = {"added": 0, "updated": 0, "unchanged": 0,
-                  "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in missing]}
+                  "failed": [{"path": p, "error": f"{p}: {why}"} for p, why in found.missing]}
         batch_size = batch_size or batch.default_batch_size(getattr(self.model, "device", "cpu"))
         with self._writing():
             images, by_path = self._state()
@@ -215,6 +225,10 @@ class RegionIndex:
             results = batch.analyze_loaded(self.model, loaded, batch_size, self.max_regions, self.score_threshold)
             records = ((str(item.path), item.digest, result, item.error) for item, result in results)
             self._record(records, counts, images, by_path, progress, len(files))
+            if videos:
+                from regioncap.video.indexing import add_videos
+
+                add_videos(self, videos, every, counts, images, by_path, progress)
             self.store.optimize()
         return counts
 
@@ -297,7 +311,7 @@ class RegionIndex:
             matches = [Match(a.phrase, a.region.box if a.region else [0, 0, w, h], a.region.caption if a.region
                              else "", a.similarity, a.region_index) for a in alignment]
             hits.append(ImageHit(payload["paths"][0], alignment.score, matches, w, h, payload["hash"],
-                                 list(payload["paths"])))
+                                 list(payload["paths"]), payload.get("time")))
         hits.sort(key=lambda hit: -hit.score)
         return hits[:top_k]
 
@@ -320,7 +334,7 @@ class RegionIndex:
                 sims[digest] = (self._result(payload, vectors).vectors @ s).tolist()  # exactly query()'s product
             r = payload["regions"][i]
             hits.append(RegionHit(payload["paths"][0], r["box"], r["caption"], sims[digest][i], i,
-                                  payload["width"], payload["height"], digest))
+                                  payload["width"], payload["height"], digest, payload.get("time")))
         hits.sort(key=lambda hit: -hit.similarity)
         return hits[:top_k]
 

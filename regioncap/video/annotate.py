@@ -3,23 +3,23 @@
 The copy plays at the sampling rate (``--every 0.5``: 2 frames a second), each frame at its own time,
 so it lines up with the JSON's times and the audio-description track. It is H.264 (libx264) when the
 PyAV wheel has it, else MPEG-4 Part 2, in an .mp4 whose ``comment`` says regioncap wrote it: an
-existing file without it is never overwritten, and the name never equals the input's
-(:func:`annotated_path`). The file is finished properly when the run stops early (Ctrl-C): what was
-written plays.
+existing file without it is never overwritten, nor is an input (:func:`check_target`). The file is
+finished properly when the run stops early (Ctrl-C): what was written plays.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 
+from regioncap.errors import RegionCapError
 from regioncap.viz import draw_regions
 
 logger = logging.getLogger(__name__)
 
 COMMENT = "regioncap annotated video"
-SUFFIX = ".regions.mp4"
 
 
 def encoder_name() -> str:
@@ -40,23 +40,21 @@ def is_ours(path: Path) -> bool:
         return False
 
 
-def annotated_path(video: Path, output_dir: Path, inputs=()) -> Path:
-    """Where the annotated copy of ``video`` goes in ``output_dir``: ``NAME.regions.mp4``, or
-    ``NAME.regions-2.mp4`` … when that is an input (``video`` or one of ``inputs``) or a file we did
-    not write."""
-    taken = {Path(p).resolve() for p in (video, *inputs)}
-    for n in range(1, 1000):
-        target = output_dir / (f"{video.stem}{SUFFIX}" if n == 1 else f"{video.stem}.regions-{n}.mp4")
-        if target.resolve() not in taken and (not target.exists() or is_ours(target)):
-            return target
-    raise FileExistsError(f"{output_dir}: no free name for the annotated copy of {video.name}")
+def check_target(target: Path, inputs) -> None:
+    """RegionCapError when writing ``target`` would replace an input (one of ``inputs``) or a file this module
+    did not write (the rule of ``regioncap.annotate.check_target``, for videos)."""
+    if Path(target).resolve() in {Path(p).resolve() for p in inputs}:
+        raise RegionCapError(f"{target}: is an input; an output never replaces an input (choose another name)")
+    if os.path.lexists(target) and not (Path(target).is_file() and is_ours(Path(target))):
+        raise RegionCapError(f"{target}: exists and was not written by regioncap; it is not replaced "
+                             "(move it away or choose another name)")
 
 
 class AnnotatedVideo:
     """Writes frames with their tracks drawn to ``path`` at ``rate`` frames a second (frame times kept).
 
     Args:
-        path: the .mp4 to write (see :func:`annotated_path`).
+        path: the .mp4 to write (checked first with :func:`check_target`).
         size: (width, height) of the frames given to :meth:`add` (even sides).
         rate: the sampling rate (frames a second).
         source: the input's name, recorded in the container's comment.

@@ -48,6 +48,17 @@ def _frames_of(images: dict, digest: str) -> list[str]:
     return [key for key in images if key.startswith(digest + "@")]
 
 
+def add_videos(index, videos: list[Path], every: float, counts: dict, images: dict, by_path: dict,
+               progress=None) -> None:
+    """:func:`add_video` for each of ``videos``, into ``counts`` (``RegionIndex.add``'s)."""
+    for path in progress(videos) if progress else videos:
+        status, error = add_video(index, path, every, images, by_path)
+        if status != "failed":
+            counts[status] += 1
+        if error:
+            counts["failed"].append({"path": str(path), "error": error})
+
+
 def add_video(index, path: Path, every: float, images: dict, by_path: dict) -> tuple[str, str | None]:
     """Index one video into ``index`` (a :class:`~regioncap.index.RegionIndex`); ``images``/``by_path``:
     its ``_state()``, kept current. Returns (status, error): status "added", "updated", "unchanged" or

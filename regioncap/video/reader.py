@@ -33,6 +33,11 @@ from regioncap.errors import RegionCapError
 
 logger = logging.getLogger(__name__)
 
+# Suffixes a folder walk takes as videos (regioncap.index.files.READERS): containers FFmpeg reads whose
+# files are nearly always video. A named file of any suffix is tried all the same.
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".wmv", ".mpg", ".mpeg",
+                            ".m2ts", ".mts", ".ts", ".3gp", ".3g2", ".flv", ".ogv", ".mxf"})
+
 
 class VideoError(RegionCapError, ValueError):
     """A video that cannot be read: not a video, no video stream, no frames, an unknown codec."""

@@ -153,6 +153,8 @@ def caption_video(model, path, every: float = 0.5, max_regions: int = 10, score_
                 if bar is not None:
                     _advance(bar, frame.time, info.duration)
                 yield record
+            if bar is not None and info.duration and not damage:
+                _advance(bar, info.duration, info.duration)  # the last frame is a sample short of the end
         finally:
             if bar is not None:
                 bar.close()
@@ -238,14 +240,18 @@ def distinct(result, threshold: float = DUPLICATE_IOU):
 
 
 def _progress(duration: float | None, name: str):
+    """A bar on stderr that reads "clip.mp4 12:30 / 58:02  21%|██        | [01:02<03:50]"."""
     from tqdm import tqdm
 
     total = round(duration, 1) if duration else None
-    return tqdm(total=total, file=sys.stderr, desc=name, unit="s", dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+    bar = tqdm(total=total, file=sys.stderr, unit="s", dynamic_ncols=True,
+               bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+    bar.name = name
+    _advance(bar, 0.0, duration)
+    return bar
 
 
 def _advance(bar, time: float, duration: float | None) -> None:
     shown = min(time, duration) if duration else time
     bar.update(round(shown - bar.n, 1) if bar.total else 0)
-    bar.set_postfix_str(f"{video_time(time)} / {video_time(duration) if duration else '?'}", refresh=False)
+    bar.set_description_str(f"{bar.name} {video_time(time)} / {video_time(duration) if duration else '?'}")
