@@ -18,7 +18,8 @@ browser's speech synthesis) and the regions as buttons to explore by keyboard, e
 picture while it has focus (``appui/narration.py``; docs/accessibility.md).
 
 The Live tab (``appui/live.py``) streams the visitor's camera through the model (a private ``stream`` event,
-``live_frame``), numbering regions stably across frames (``regioncap.track``).
+``live_frame``), numbering regions stably across frames (``regioncap.track``); the Video tab (``appui/video.py``)
+captions an uploaded video (``regioncap.video``) and finds the moments a phrase matches.
 
 Pictures are returned as paths of unique files the app wrote, never as PIL images: Gradio 6.31 can
 serve a truncated file when two requests return the same PIL image at once (DESIGN.md section 6).
@@ -37,6 +38,7 @@ import gradio as gr  # noqa: E402
 from appui.handlers import BOX_INFO, RegionApp  # noqa: E402
 from appui.inputs import user_errors  # noqa: E402
 from appui.live import LiveApp  # noqa: E402
+from appui.video import VideoApp  # noqa: E402
 from appui.model import ModelHolder  # noqa: E402
 from appui.narration import DESCRIPTION_JS, EXPLORER_JS, PARTS, SPEAK_JS, description_html  # noqa: E402
 from appui.settings import (CANDIDATE_HEADERS, DEFAULTS, EXAMPLES_DIR, MATCH_HEADERS, MAX_COLLECTION,  # noqa: E402
@@ -55,6 +57,7 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
     threading.Thread(target=app.warm, args=(examples,), name="regioncap-warm", daemon=True).start()
     live = LiveApp(app)  # the Live tab (appui/live.py): webcam frames streamed through the model
     threading.Thread(target=live.warm, name="regioncap-live-warm", daemon=True).start()
+    video = VideoApp(app)  # the Video tab (appui/video.py): an uploaded video captioned, tracked and searchable
     picture = {"type": "filepath", "interactive": False, "buttons": ["download", "fullscreen"]}
     with gr.Blocks(title="regioncap", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# regioncap: region captions and phrase search\nUpload a picture: each interesting region "
@@ -138,6 +141,8 @@ def build_app(model_path: str | None = None, examples: list[str] | None = None) 
                     hit_paths = gr.State([], time_to_live=3600)
                 with gr.Tab("Live", id="live"):
                     live.layout(max_regions, threshold)
+                with gr.Tab("Video", id="video"):
+                    video.layout(max_regions, threshold)
                 with gr.Tab("Model"):
                     model_info = gr.Markdown("Loading the model…", elem_id="model-info")
                     loss_curves = gr.Image(label="Loss curves", visible=False, interactive=False,

@@ -25,14 +25,16 @@ from PIL import Image  # noqa: E402
 from regioncap.errors import RegionCapError, TextError  # noqa: E402
 from regioncap.viz import draw_regions  # noqa: E402
 
-from appui.common import MAX_PHRASE, THRESHOLD_HOW, _settings, user_errors  # noqa: E402
+from appui.inputs import parse_settings, user_errors  # noqa: E402
+from appui.matching import THRESHOLD_HOW  # noqa: E402
+from appui.settings import MAX_PHRASE  # noqa: E402
 
 logger = logging.getLogger("regioncap.app")
 MAX_VIDEO_MB = 100
 MAX_VIDEO_SECONDS = 180
 VIDEO_EVERY = 0.5  # seconds between analysed frames
 FRAME_SIDE = 480  # the kept frames' longest side (what the phrase's results show)
-TIMELINE_HEADERS = ["track #", "caption", "from", "to"]
+TIMELINE_HEADERS = ["#", "caption", "from", "to"]
 MOMENT_GAP = 1.0  # matching frames closer than this (seconds) are one moment
 
 
@@ -96,7 +98,7 @@ class VideoApp:
             raise RegionCapError("Upload a video first.")
         path = video if isinstance(video, str) else video.get("path") if isinstance(video, dict) else str(video)
         info = self._check(path)
-        settings, model = _settings(max_regions, threshold), self.app.holder.get()
+        settings, model = parse_settings(max_regions, threshold), self.app.holder.get()
         stem = Path(path).stem or "video"
         annotated, vtt = self.app.files.path(f"{stem}.regions.mp4"), self.app.files.path(f"{stem}.vtt")
         analysis = VideoAnalysis(Path(path).name)
@@ -116,7 +118,8 @@ class VideoApp:
         status = (f"{len(analysis.frames)} frames analysed (one every {VIDEO_EVERY} s), {len(tracks)} "
                   f"region{'s' if len(tracks) != 1 else ''} followed. The player's captions read each region "
                   f"as it comes into view (the audio-description track, below).")
-        return (str(annotated), str(vtt)), timeline_rows(tracks), str(vtt), status, analysis
+        shown = gr.update(value=str(annotated), subtitles=str(vtt))  # the track as the player's captions
+        return shown, timeline_rows(tracks), str(vtt), status, analysis
 
     @user_errors
     def find(self, phrase: str, analysis: VideoAnalysis | None):
@@ -174,7 +177,8 @@ class VideoApp:
                 find = gr.Button("Find", elem_id="video-find")
                 listed = gr.Markdown(elem_id="video-moments")
                 frames = gr.Gallery(label="Moments", columns=2, height=300, elem_id="video-frames")
+        private = {"api_visibility": "private"}  # UI-only events, as the Live tab's
         run.click(self.caption, [video, max_regions, threshold], [shown, timeline, vtt, status, analysis],
-                  concurrency_id="video", concurrency_limit=1, api_name="video")
+                  concurrency_id="model", **private)  # the page's one limit for work on the model
         for trigger in (find.click, phrase.submit):
-            trigger(self.find, [phrase, analysis], [frames, listed], api_name=False)
+            trigger(self.find, [phrase, analysis], [frames, listed], **private)

@@ -13,7 +13,7 @@ pytest.importorskip("av")
 gr = pytest.importorskip("gradio")
 
 from appui import video as video_tab  # noqa: E402
-from appui.common import OutputFiles  # noqa: E402
+from appui.files import OutputFiles  # noqa: E402
 from regioncap.video.synthetic import MovingScene, Mover, write_video  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model"
@@ -53,8 +53,8 @@ def test_the_tab_captions_a_video_and_finds_the_moments_of_a_phrase(model, tmp_p
     path = tmp_path / "clip.mp4"
     write_video(path, MovingScene(movers, seed=5, seconds=6.0), fps=10)
     tab = video_tab.VideoApp(FakeApp(model))
-    (shown, vtt), rows, vtt_file, status, analysis = tab.caption(str(path), 10, 0.5)
-    assert Path(shown).is_file() and Path(vtt).read_text().startswith("WEBVTT") and vtt_file == vtt
+    shown, rows, vtt, status, analysis = tab.caption(str(path), 10, 0.5)
+    assert Path(shown["value"]).is_file() and shown["subtitles"] == vtt and Path(vtt).read_text().startswith("WEBVTT")
     assert [(r[0], r[2], r[3]) for r in rows] == [(1, "0:00.0", "0:05.5"), (2, "0:01.0", "0:02.0"),
                                                    (3, "0:04.0", "0:04.5")]
     assert "red circle" in rows[0][1] and "blue square" in rows[1][1] and "12 frames analysed" in status
