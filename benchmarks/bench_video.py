@@ -206,25 +206,45 @@ def search_scores(model, scene, kept, tracks) -> dict:
 
 
 # -- memory ----------------------------------------------------------------------------------------------
-def memory_child(path: str, every: float) -> None:
-    """In a fresh process: caption ``path`` and print the peak RSS."""
+def memory_child(path: str, every: float, workers: int) -> None:
+    """In a fresh process: caption ``path``; print the peak RSS, and the RSS after loading the model, after
+    the first minute of video and at the end (growth with length shows between the last two)."""
+    import torch
+
     from regioncap import RegionCaptioner
     from regioncap.video.run import caption_video
 
+    torch.set_num_threads(1)
     model = RegionCaptioner.from_pretrained(DEMO)
+    loaded = rss_mb()
+    marks = {}
     t0 = time.perf_counter()
-    n = sum(1 for _ in caption_video(model, path, every))
+    n = 0
+    for record in caption_video(model, path, every, workers=workers):
+        n += 1
+        if record.get("time", 0) >= 60 and "minute" not in marks:
+            marks["minute"] = rss_mb()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"records": n, "wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(peak, 1)}))
+    print(json.dumps({"records": n, "wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(peak, 1),
+                      "rss_loaded_mb": loaded, "rss_after_1min_mb": marks.get("minute"), "rss_end_mb": rss_mb()}))
 
 
-def memory_rows(folder: Path, minutes: list[float], every: float, fps: float) -> list[dict]:
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def memory_rows(folder: Path, minutes: list[float], every: float, fps: float, workers: int) -> list[dict]:
     rows = []
     for m in minutes:
         _, path, made = make_video(folder, f"long-{m:g}min.mp4", m * 60, seed=11, fps=fps)
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), "--every", str(every)],
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), "--every", str(every),
+                              "--memory-workers", str(workers)],
                              capture_output=True, text=True, check=True)
-        row = {"minutes": m, "fps": fps, "every": every, "size_mb": round(path.stat().st_size / 2**20, 1),
+        row = {"minutes": m, "fps": fps, "every": every, "workers": workers,
+               "size_mb": round(path.stat().st_size / 2**20, 1),
                "made_s": round(made, 1), **json.loads(out.stdout.strip().splitlines()[-1]), "load": loadavg()}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -245,11 +265,12 @@ def main(argv=None) -> int:
     p.add_argument("--memory-every", type=float, default=4.0,
                    help="sampling of the memory runs (default 4 s: 900 analyses for an hour on busy cores)")
     p.add_argument("--memory-fps", type=float, default=2.0)
+    p.add_argument("--memory-workers", type=int, default=2)
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the report here")
     args = p.parse_args(argv)
     if args.memory_child:
-        memory_child(args.memory_child, args.every)
+        memory_child(args.memory_child, args.every, args.memory_workers)
         return 0
     import torch
 
@@ -287,7 +308,7 @@ def main(argv=None) -> int:
                                         setting)[0] for setting in args.settings.split(",")]
         if "memory" in only:
             minutes = [float(m) for m in args.memory_minutes.split(",")]
-            report["memory"] = memory_rows(folder, minutes, args.memory_every, args.memory_fps)
+            report["memory"] = memory_rows(folder, minutes, args.memory_every, args.memory_fps, args.memory_workers)
             peaks = [r["peak_rss_mb"] for r in report["memory"]]
             report["memory_ratio"] = round(max(peaks) / min(peaks), 3)
             print(f"peak RSS ratio (longest / shortest): {report['memory_ratio']}", flush=True)
