@@ -178,7 +178,8 @@ class VideoApp:
                 listed = gr.Markdown(elem_id="video-moments")
                 frames = gr.Gallery(label="Moments", columns=2, height=300, elem_id="video-frames")
         private = {"api_visibility": "private"}  # UI-only events, as the Live tab's
+        # named: an unnamed event takes its function's name, and "caption" is the page's public endpoint
         run.click(self.caption, [video, max_regions, threshold], [shown, timeline, vtt, status, analysis],
-                  concurrency_id="model", **private)  # the page's one limit for work on the model
-        for trigger in (find.click, phrase.submit):
-            trigger(self.find, [phrase, analysis], [frames, listed], **private)
+                  concurrency_id="model", api_name="video_caption", **private)  # the page's one model limit
+        find.click(self.find, [phrase, analysis], [frames, listed], api_name="video_find", **private)
+        phrase.submit(self.find, [phrase, analysis], [frames, listed], api_name="video_find_enter", **private)
