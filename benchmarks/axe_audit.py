@@ -30,7 +30,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
 IMPACTS = ("critical", "serious", "moderate", "minor")
-STATES = ("page", "Caption", "Search", "Sentence", "Collection", "Live", "Model")
+STATES = ("page", "Caption", "Search", "Sentence", "Collection", "Live", "Video", "Model")
 PHRASE, SENTENCE = "a red circle", "a red circle next to a blue square"
 BLOCKING = ("critical", "serious")
 # (rule, the Gradio component it comes from, a CSS selector that element sits in): Gradio renders these
