@@ -232,7 +232,7 @@ APP_FILES = {"app.py", "requirements.txt", "packages.txt", "README.md", "LICENSE
 def test_space_dry_run_lists_the_app_and_the_demo_model_and_touches_nothing(capsys, monkeypatch):
     import huggingface_hub
     from app import example_images
-    from appui.common import EXAMPLES_DIR
+    from appui.settings import EXAMPLES_DIR
 
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: pytest.fail("dry run made a Hub client"))
     api = Recorder()
@@ -425,7 +425,7 @@ def test_round_trip_publish_then_load_by_repo_id_gives_the_same_threshold_result
     assert text_remote.identity == text_local.identity and text_remote.match_threshold == local.match_threshold
 
     # The app, given the repo id as REGIONCAP_MODEL would give it: the same threshold and Model tab.
-    from appui.common import ModelHolder, describe_model
+    from appui.model import ModelHolder, describe_model
     from appui.handlers import RegionApp
 
     tabs = []

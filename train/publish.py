@@ -47,7 +47,7 @@ METRIC_KEYS = ("det_ap50", "grounding_acc", "grounding_acc_any", "bleu1", "bleu2
 # What the app needs on a Space, relative to the repository root.
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt", "README.md", "LICENSE")
 SPACE_FOLDERS = ("appui", "regioncap")
-EXAMPLES_DIR = "assets/examples"  # appui.common.EXAMPLES_DIR: the app's example pictures
+EXAMPLES_DIR = "assets/examples"  # appui.settings.EXAMPLES_DIR: the app's example pictures
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")  # app.example_images
 SPACE_MODEL_DIR = "model"  # where a local --model folder goes in the Space
 
