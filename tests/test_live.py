@@ -413,10 +413,10 @@ def test_a_stream_leaves_nothing_in_gradios_cache(tmp_path, monkeypatch):
         answers = bench_live.stream_answers(url, lambda i: camera(100 + i), seconds=2.5, session="tab")
     finally:
         demo.close()
+    assert len(answers) >= 3 and cache_files(cache) == before, (len(answers), cache_files(cache)[-3:])
     pictures = [d[0] for _, d in answers if isinstance(d[0], str) and d[0].startswith("<img")]
-    assert len(pictures) >= 3 and len(set(pictures)) == len(pictures), [str(d)[:200] for _, d in answers[:3]]
+    assert len(pictures) == len(answers) == len(set(pictures)), [str(d)[:200] for _, d in answers[:3]]
     assert all(picture(p)[0].size == (320, 240) for p in pictures)
-    assert cache_files(cache) == before
 
 
 def test_a_second_visitor_sees_the_camera_is_busy_through_the_app(tmp_path):
