@@ -1,9 +1,11 @@
-"""The Live tab's frames per second on this machine (issue 24), per model, in two parts.
+"""The Live tab's frames per second on this machine (issue 24), per model, in two parts; and what a stream
+leaves on disk (issue 29).
 
 * handler: the tab's stream handler (``appui.live.LiveApp.frame``) called directly on a 640x480 video of
   synthetic scenes, with the time split into decode (Gradio's own preprocessing of the JPEG data URL a
   browser sends), reduce (to the live work size), analysis (``analyze``), draw (tracking, drawing the
-  regions on the full frame, writing the JPEG) and postprocess (Gradio copying that file into its cache).
+  regions on the display-size frame, encoding it as an inline JPEG) and postprocess (Gradio's own, of that
+  HTML: nothing is copied into its cache).
 * end to end: ``python app.py`` in a subprocess and a client speaking the browser's stream protocol: it
   joins the queue with the ``live_frame`` event, posts a JPEG data URL to ``/gradio_api/stream/{event_id}``
   every 0.1 s (as the browser does, whether or not the last one was answered) and reads the answers from
@@ -11,11 +13,12 @@
   answers minus the median handler time reported on each answer's status line (Gradio's decode and
   postprocess, the HTTP round trips and any wait for the next frame).
 
-* disk (``--disk 60,120``): the same server and client, a drifting 1280x720 fake camera whose every frame is
-  distinct (the view slides 1 px a frame and each frame carries its number in a corner), streamed as a visitor
-  does for the given seconds (back-to-back streams of the tab's 30 s, as pressing Record again); after each
-  checkpoint the bytes, files and folders in Gradio's cache (``GRADIO_TEMP_DIR``) and in the app's own
-  temporary folder. A Live tab whose disk use is bounded shows the same figures at 60 s and at 120 s.
+* disk (``--disk 60,120``, instead of the two parts above): the same server and client, a drifting 1280x720
+  fake camera whose every frame is distinct (the view slides 1 px a frame and each frame carries its number in
+  a corner), streamed as a visitor does for the given seconds (back-to-back streams of the tab's 30 s, as
+  pressing Record again); after each checkpoint the bytes, files and folders in Gradio's cache
+  (``GRADIO_TEMP_DIR``) and in the app's own output files. A Live tab whose disk use is bounded shows the
+  same figures at 60 s and at 120 s.
 
 Models: ``assets/demo-model`` and a COCO-size ``mobilenet_v3_large_fpn`` built without weights (random,
 with trained-like statistics from ``_common.calibrate_detector``; its decoder writes the longest captions,
@@ -112,7 +115,7 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
     live = LiveApp(RegionApp(holder))
     model = live.model()
     camera = gr.Image(sources=["webcam"], streaming=True, type="pil", render=False)
-    shown = gr.Image(type="filepath", interactive=False, render=False)
+    shown = gr.HTML(render=False)
     urls = [data_url(f) for f in frames]
     rows, session = [], None
 
@@ -120,9 +123,9 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
         t0 = time.perf_counter()
         image = camera.preprocess(ImageData(url=url))
         t1 = time.perf_counter()
-        path, *_, session = live.frame(image, 10, 0.5, "", session)
+        picture, *_, session = live.frame(image, 10, 0.5, "", session)
         t2 = time.perf_counter()
-        shown.postprocess(path)
+        shown.postprocess(picture)
         t3 = time.perf_counter()
         return session, {"decode": (t1 - t0) * 1e3, **session.timings_ms, "postprocess": (t3 - t2) * 1e3,
                          "total": (t3 - t0) * 1e3, "regions": sum(t.missed == 0 for t in session.tracker.tracks)}
@@ -194,14 +197,16 @@ def stream_answers(url: str, urls, seconds: float, every: float = EVERY, session
     return answers
 
 
-def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: float) -> dict:
+def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: float, tab: str | None = None
+                 ) -> dict:
     """Answers per second after ``warmup`` seconds of the stream, and the handler time they report. Short
-    streams run first until one is answered: the app loads its model (and the live twin) after it answers."""
+    streams run first until one is answered: the app loads its model (and the live twin) after it answers.
+    ``tab``: the browser tab's session hash (the camera stays a tab's own from one stream to its next)."""
     urls, deadline = [data_url(f) for f in frames], time.monotonic() + 600
-    while not any(len(d) > 3 and "ms a frame" in str(d[3]) for _, d in stream_answers(url, urls, 2.0)):
+    while not any(len(d) > 3 and "ms a frame" in str(d[3]) for _, d in stream_answers(url, urls, 2.0, session=tab)):
         if time.monotonic() > deadline:
             raise RuntimeError("the app's Live tab did not answer within 10 minutes")
-    answers = [(t, data) for t, data in stream_answers(url, urls, warmup + seconds) if t >= warmup]
+    answers = [(t, data) for t, data in stream_answers(url, urls, warmup + seconds, session=tab) if t >= warmup]
     times, handler_ms, errors = [t for t, _ in answers], [], []
     for _, data in answers:
         status = data[3] if len(data) > 3 and isinstance(data[3], str) else ""
@@ -372,9 +377,10 @@ def main(argv=None) -> dict:
         server = Server(model_dir, work / f"server-{name}")
         try:
             server.wait()
-            stream_answers(server.url, [data_url(frames[0])], 1.0)  # the model loads; the live twin is built
+            tab = uuid.uuid4().hex  # one browser tab: no stream waits for the camera its last one held
+            stream_answers(server.url, [data_url(frames[0])], 1.0, session=tab)  # the model loads; the twin is built
             settled = round(settle(server.proc.pid), 1)
-            runs = [bench_stream(server.url, frames, args.seconds, args.warmup) for _ in range(args.repeats)]
+            runs = [bench_stream(server.url, frames, args.seconds, args.warmup, tab) for _ in range(args.repeats)]
             stream = {"settled_s": settled, "runs": runs, "frames_per_s_runs": [r["frames_per_s"] for r in runs]}
             stream.update({k: median([r[k] for r in runs]) for k in ("frames_per_s", "handler_ms", "transport_ms")})
         finally:
