@@ -1,8 +1,9 @@
 """The Live tab's handler called directly (no server, no browser): numbering across frames, the phrase,
 the status line, problems told without raising (and logged once a stream), the live work size / twin model,
-the drawn frame (display size, inline, its narration as alt text), announcements and "Describe now", the
-camera held by one stream at a time; and through the real app: frames dropped, never queued; nothing left
-in Gradio's cache; a second visitor told that the camera is busy."""
+the drawn frame (display size, inline, its narration as alt text), the webcam options, announcements
+(appui.live_session's pure rules) and "Describe now", the camera held by one stream at a time; and through
+the real app: frames dropped, never queued; nothing left in Gradio's cache; a second visitor told that the
+camera is busy."""
 
 import base64
 import html
@@ -178,7 +179,8 @@ def test_a_failing_frame_is_logged_once_a_stream(live, frames, caplog):
 
 
 def test_the_status_line_says_when_a_stream_has_stopped(live):
-    from appui.live import LIVE_TIME_LIMIT, LiveApp, LiveSession
+    from appui.live import LiveApp
+    from appui.live_session import LIVE_TIME_LIMIT, LiveSession
 
     text = LiveApp.stopped("**5.2 frames/s** · 80 ms a frame · analysed at 192×144 px")
     assert text.startswith("**5.2 frames/s** · *The stream has stopped") and f"up to {LIVE_TIME_LIMIT} s" in text
@@ -229,13 +231,15 @@ def test_a_second_visitor_is_told_the_camera_is_busy_and_for_how_long(live, monk
     clock[0] += 2.5  # the second visitor closed the tab: its frames stopped, the camera is free after STALE s
     *_, status, _, first = live.frame("first", 10, 0.5, "", first)
     assert status == "**0.0 frames/s**" and analysed[-1] == "first"
-    clock[0] += 40  # a stream past its time limit: whatever its last frames, the next frame starts a new one
-    live.frame("first", 10, 0.5, "", first)
-    assert first.started == clock[0]
+    start = first.started
+    for _ in range(31):  # frames a second apart, past the time limit (the stream's end not seen by the server)
+        clock[0] += 1
+        first = live.frame("first", 10, 0.5, "", first)[-1]
+    assert first.started == start + 31  # no stream lasts longer: a new one began (its own 30 s on the lease)
 
 
 def test_the_busy_note_says_whether_the_visitors_own_stream_lasts_until_the_camera_is_free():
-    from appui.live import busy_text
+    from appui.live_session import busy_text
 
     assert busy_text(17.6, 29.0) == ("The camera is busy: another visitor's stream ends in about 18 s; your stream "
                                      "starts then.")
@@ -245,7 +249,7 @@ def test_the_busy_note_says_whether_the_visitors_own_stream_lasts_until_the_came
 
 
 def test_announcement_rate_limit_and_new_tracks_only():
-    from appui.live import announcement, due, newcomers
+    from appui.live_session import announcement, due, newcomers
     from regioncap.track import RegionTracker
 
     assert due(5.0, None) and due(2.0, 0.0) and not due(1.99, 0.0) and due(10.0, 7.5, every=2.5)
@@ -274,7 +278,7 @@ def test_announcement_rate_limit_and_new_tracks_only():
 
 
 def test_the_session_announces_what_came_into_view_at_most_every_two_seconds():
-    from appui.live import LiveSession
+    from appui.live_session import LiveSession
 
     s, said = LiveSession(), {}
 
@@ -301,7 +305,8 @@ def test_the_session_announces_what_came_into_view_at_most_every_two_seconds():
 
 
 def test_describe_now_reads_the_narration_of_the_regions_in_view(live, frames):
-    from appui.live import LiveSession, spoken_html
+    from appui.live import spoken_html
+    from appui.live_session import LiveSession
     from regioncap.narrate import describe
 
     video, shown = frames
@@ -323,7 +328,7 @@ def test_describe_now_reads_the_narration_of_the_regions_in_view(live, frames):
 
 
 def test_fps_counts_answered_frames_and_a_pause_starts_afresh():
-    from appui.live import LiveSession
+    from appui.live_session import LiveSession
 
     s = LiveSession()
     s.begin(0.0)
