@@ -49,7 +49,7 @@ LIVE_STREAMS = 4  # streams connected at once: one analysed (a 2-vCPU Space stay
 LIVE_MIN_SIDE, LIVE_MAX_SIDE, LIVE_PROPOSALS = 320, 640, 150  # torchvision's mobilenet_v3_large_320_fpn
 WEBCAM_WIDTH = 640  # the camera width asked of the browser (ideal: it sends what the camera has nearest)
 DISPLAY_MAX = 640  # long side of the drawn frame sent back
-JPEG_QUALITY = 80  # of the drawn frame (4:2:0): ~30-60 kB at 640x480
+JPEG_QUALITY = 80  # of the drawn frame (4:2:0): 17-35 kB for the test scenes at 640x480
 WEBCAM = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"ideal": WEBCAM_WIDTH},
                                                                "facingMode": "environment"}})
 RECORD_NAMES = {"Record": "Record: stream your camera through the model", "Stop": "Stop the stream",

@@ -122,7 +122,7 @@ def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_
     assert announced and all(CAME.fullmatch(sentence) for text in announced
                              for sentence in re.split(r"(?<=\.) ", text)), announced
     assert all(b - a >= 1900 for (a, _), (b, _) in zip(spoken, spoken[1:])), spoken
-    assert shown <= set(re.findall(r"[a-z]+", announced[0])), announced  # the first frames: every shape
+    assert shown <= {w for text in announced for w in re.findall(r"[a-z]+", text)}, announced  # every shape
 
     named = {w for listed in samples for caption in listed.values() for w in caption.split()}
     assert shown <= named, (shown, samples)  # every shape of the scene is named
