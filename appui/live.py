@@ -244,10 +244,12 @@ class LiveApp:
 
     def describe_now(self, session: LiveSession | None, spoken: str | None = None) -> str:
         """The "Describe now" button: the narration of the regions in view, into the live region (said again
-        when it is the same text; the next announcement then waits ANNOUNCE_EVERY seconds)."""
+        when it is the same text; the next announcement then waits its 2 s)."""
         text = session.narration() if session is not None else LiveSession().narration()
         if session is not None and session.ended:
             text = f"The stream has stopped. Its last frame: {text}"
+        elif session is not None and session.size is None and session.told_busy:
+            text = "Nothing has been analysed yet: the camera is busy with another visitor's stream."
         if spoken == spoken_html(text):
             text += "\u00a0"  # a changed text is read again
         if session is not None:

@@ -325,6 +325,9 @@ def test_describe_now_reads_the_narration_of_the_regions_in_view(live, frames):
     session.ended = True
     assert live.describe_now(session) == spoken_html(f"The stream has stopped. Its last frame: {narration}")
     assert LiveSession().narration().startswith("Nothing has been analysed yet")
+    waiting = LiveSession(told_busy=True)  # a visitor whose frames wait for the camera
+    assert live.describe_now(waiting) == spoken_html("Nothing has been analysed yet: the camera is busy with "
+                                                     "another visitor's stream.")
 
 
 def test_fps_counts_answered_frames_and_a_pause_starts_afresh():
