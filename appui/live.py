@@ -40,7 +40,9 @@ from PIL import Image  # noqa: E402
 from regioncap.errors import RegionCapError  # noqa: E402
 from regioncap.viz import draw_regions, spotlight  # noqa: E402
 
-from appui.common import MAX_PHRASE, THRESHOLD_HOW, _settings  # noqa: E402
+from appui import matching  # noqa: E402
+from appui.inputs import parse_settings  # noqa: E402
+from appui.settings import MAX_PHRASE  # noqa: E402
 from appui.live_session import LIVE_TIME_LIMIT, CameraLease, LiveSession, busy_text  # noqa: E402
 
 logger = logging.getLogger("regioncap.app")
@@ -136,7 +138,6 @@ class LiveApp:
     def __init__(self, app):
         self.app, self._lock = app, threading.Lock()
         self._base = self._model = None
-        self._floor = None
         self.lease = CameraLease()
 
     def model(self):
@@ -155,11 +156,6 @@ class LiveApp:
                 self.model()
             except Exception:  # reported with the first frame; it must not stop the app
                 logger.exception("live model")
-
-    def match_threshold(self) -> float:
-        if self._floor is None:
-            self._floor = self.app.match_threshold()
-        return self._floor
 
     # -- the stream handler ---------------------------------------------------------------------
     def frame(self, image, max_regions=10, threshold=0.5, phrase="", session: LiveSession | None = None):
@@ -192,7 +188,7 @@ class LiveApp:
     def _frame(self, image, max_regions, threshold, phrase, session: LiveSession):
         t0 = time.perf_counter()
         frame = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(image).convert("RGB")
-        settings, model = _settings(max_regions, threshold), self.model()
+        settings, model = parse_settings(max_regions, threshold), self.model()
         shown = display_size(*frame.size)
         display = frame.resize(shown, Image.Resampling.BILINEAR, reducing_gap=2.0) if shown != frame.size else frame
         size = work_size(model, *display.size)
@@ -220,23 +216,20 @@ class LiveApp:
 
     def _draw(self, frame: Image.Image, result, tracks, phrase: str) -> tuple[Image.Image, str]:
         """The frame with its numbered regions; with a phrase, only the matching ones, lit as on the Search tab."""
-        phrase = (phrase or "").strip()
+        phrase = matching.check_phrase(phrase)  # too long: a RegionCapError, said under the phrase
         numbers = [t.number for t in tracks]
         if not phrase:
             return draw_regions(frame, tracks, [t.caption or "…" for t in tracks], numbers=numbers), ""
-        if len(phrase) > MAX_PHRASE:
-            raise RegionCapError(f"That is too long for a phrase (over {MAX_PHRASE} characters): try 'a red box'.")
         if not tracks:
             return frame, "*No region in this frame to search: lower the detector score threshold.*"
-        try:
-            found = result.query(phrase, top_k=len(tracks))
+        try:  # the Search tab's rule: the model's calibrated match threshold
+            found = matching.phrase_matches(result, phrase, len(tracks), matching.match_threshold(self.app.holder))
         except RegionCapError as e:  # an unknown word: said under the phrase, the frame still shown
             return draw_regions(frame, tracks, [t.caption or "…" for t in tracks], numbers=numbers), f"*{e}*"
-        index, floor = {id(r): i for i, r in enumerate(result.regions)}, self.match_threshold()
-        hits = [(tracks[index[id(r)]], sim) for r, sim in found if sim >= floor]
+        index = {id(r): i for i, r in enumerate(result.regions)}
+        hits = [(tracks[index[id(r)]], sim) for r, sim in found.matches]
         if not hits:
-            return frame, (f"*No region matches this phrase well: the best similarity is {found[0][1]:.2f}, "
-                           f"below {floor:.2f}* ({THRESHOLD_HOW})")
+            return frame, found.note
         picture = spotlight(frame, [t.box for t, _ in hits])
         picture = draw_regions(picture, [t for t, _ in hits], [f"{sim:.2f}: {t.caption}" for t, sim in hits],
                                numbers=[t.number for t, _ in hits])

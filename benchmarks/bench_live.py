@@ -104,7 +104,7 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
     import gradio as gr
     from gradio.data_classes import ImageData
 
-    from appui.common import ModelHolder
+    from appui.model import ModelHolder
     from appui.handlers import RegionApp
     from appui.live import LiveApp, work_size
 
@@ -271,7 +271,7 @@ def disk_use(folder: Path, pattern: str = "*") -> dict:
     return {"files": files, "folders": dirs, "bytes": size, "disk_bytes": blocks}
 
 
-APP_FILES = "regioncap-app-*"  # the app's own output files (appui.common.OutputFiles)
+APP_FILES = "regioncap-app-*"  # the app's own output files (appui.files.OutputFiles)
 
 
 def bench_disk(model_dir: Path, work: Path, checkpoints: list[float], every: float = EVERY) -> dict:

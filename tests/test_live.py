@@ -33,7 +33,7 @@ IMG = re.compile(r'^<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)" alt="([^
 
 @pytest.fixture(scope="module")
 def region_app():
-    from appui.common import ModelHolder
+    from appui.model import ModelHolder
     from appui.handlers import RegionApp
 
     holder = ModelHolder(str(ROOT / "assets" / "demo-model"))
@@ -142,11 +142,10 @@ def test_a_phrase_lights_up_matches_with_the_search_tabs_wording(live, frames):
     assert note.startswith(f"Matches, best first: region {triangle} (")
     _, _, note, *_ = live.frame(video[0], 10, 0.5, "zebra", session)  # no known word: said, not raised
     assert "zebra" in note and note.startswith("*")
-    live._floor = 0.99  # a threshold no region reaches: the Search tab's note
-    try:
+    from appui import matching
+    with pytest.MonkeyPatch.context() as mp:  # a threshold no region reaches: the Search tab's note
+        mp.setattr(matching, "match_threshold", lambda holder: 0.99)
         _, _, note, *_ = live.frame(video[0], 10, 0.5, "a red triangle", session)
-    finally:
-        live._floor = None
     assert note.startswith("*No region matches this phrase well: the best similarity is") and "below 0.99" in note
 
 
