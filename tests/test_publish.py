@@ -2,6 +2,7 @@
 the round trip publish -> download by repo id, all against a recorder standing in for HfApi (no network)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -244,8 +245,11 @@ def test_space_dry_run_lists_the_app_and_the_demo_model_and_touches_nothing(caps
     assert {f"assets/demo-model/{name}" for name in hub.MODEL_FILES} <= set(lines)  # the demo has every file
     examples = {str(p.relative_to(publish.ROOT)) for p in map(Path, example_images())}
     assert examples and examples <= set(lines) and EXAMPLES_DIR == publish.ROOT / publish.EXAMPLES_DIR
-    assert not any("__pycache__" in line or line.endswith(".pyc") or line.startswith(("tests/", "train/", "docs/"))
+    assert not any("__pycache__" in line or line.endswith(".pyc") or line.startswith(("tests/", "train/"))
                    for line in lines)
+    # The README is the Space's page: every picture it shows goes up with it, and nothing else of docs/.
+    shown = set(re.findall(r"\]\((docs/images/[^)]+)\)", (publish.ROOT / "README.md").read_text()))
+    assert shown and {line for line in lines if line.startswith("docs/")} == shown
     assert not any("=" in line for line in lines)  # no variable without --model
 
 
