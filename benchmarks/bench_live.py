@@ -1,9 +1,11 @@
-"""The Live tab's frames per second on this machine (issue 24), per model, in two parts.
+"""The Live tab's frames per second on this machine (issue 24), per model, in two parts; and what a stream
+leaves on disk (issue 29).
 
 * handler: the tab's stream handler (``appui.live.LiveApp.frame``) called directly on a 640x480 video of
   synthetic scenes, with the time split into decode (Gradio's own preprocessing of the JPEG data URL a
   browser sends), reduce (to the live work size), analysis (``analyze``), draw (tracking, drawing the
-  regions on the full frame, writing the JPEG) and postprocess (Gradio copying that file into its cache).
+  regions on the display-size frame, encoding it as an inline JPEG) and postprocess (Gradio's own, of that
+  HTML: nothing is copied into its cache).
 * end to end: ``python app.py`` in a subprocess and a client speaking the browser's stream protocol: it
   joins the queue with the ``live_frame`` event, posts a JPEG data URL to ``/gradio_api/stream/{event_id}``
   every 0.1 s (as the browser does, whether or not the last one was answered) and reads the answers from
@@ -11,12 +13,20 @@
   answers minus the median handler time reported on each answer's status line (Gradio's decode and
   postprocess, the HTTP round trips and any wait for the next frame).
 
+* disk (``--disk 60,120``, instead of the two parts above): the same server and client, a drifting 1280x720
+  fake camera whose every frame is distinct (the view slides 1 px a frame and each frame carries its number in
+  a corner), streamed as a visitor does for the given seconds (back-to-back streams of the tab's 30 s, as
+  pressing Record again); after each checkpoint the bytes, files and folders in Gradio's cache
+  (``GRADIO_TEMP_DIR``) and in the app's own output files. A Live tab whose disk use is bounded shows the
+  same figures at 60 s and at 120 s.
+
 Models: ``assets/demo-model`` and a COCO-size ``mobilenet_v3_large_fpn`` built without weights (random,
 with trained-like statistics from ``_common.calibrate_detector``; its decoder writes the longest captions,
 a worst case for decoding), or ``--coco-model DIR`` for a trained one.
 
     python benchmarks/bench_live.py                       # both models, ~4 minutes on 2 cores
     python benchmarks/bench_live.py --models demo --seconds 10 --frames 20 --json live.json
+    python benchmarks/bench_live.py --disk 60,120                 # demo model, what 1 and 2 minutes leave on disk
 """
 
 from __future__ import annotations
@@ -94,7 +104,7 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
     import gradio as gr
     from gradio.data_classes import ImageData
 
-    from appui.common import ModelHolder
+    from appui.model import ModelHolder
     from appui.handlers import RegionApp
     from appui.live import LiveApp, work_size
 
@@ -105,7 +115,7 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
     live = LiveApp(RegionApp(holder))
     model = live.model()
     camera = gr.Image(sources=["webcam"], streaming=True, type="pil", render=False)
-    shown = gr.Image(type="filepath", interactive=False, render=False)
+    shown = gr.HTML(render=False)
     urls = [data_url(f) for f in frames]
     rows, session = [], None
 
@@ -113,9 +123,9 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
         t0 = time.perf_counter()
         image = camera.preprocess(ImageData(url=url))
         t1 = time.perf_counter()
-        path, *_, session = live.frame(image, 10, 0.5, "", session)
+        picture, *_, session = live.frame(image, 10, 0.5, "", session)
         t2 = time.perf_counter()
-        shown.postprocess(path)
+        shown.postprocess(picture)
         t3 = time.perf_counter()
         return session, {"decode": (t1 - t0) * 1e3, **session.timings_ms, "postprocess": (t3 - t2) * 1e3,
                          "total": (t3 - t0) * 1e3, "regions": sum(t.missed == 0 for t in session.tracker.tracks)}
@@ -135,19 +145,22 @@ def bench_handler(model_dir: Path, frames: list[Image.Image], warmup: int = 5) -
 
 
 # -- part 2: end to end ---------------------------------------------------------------------------
-def stream_answers(url: str, urls: list[str], seconds: float, every: float = EVERY) -> list[tuple[float, list]]:
-    """Stream JPEG data URLs (looped) to the running app's Live tab as a browser does: join the queue with
-    the ``live_frame`` event, post the next frame to ``/gradio_api/stream/{event_id}`` every ``every``
-    seconds, answered or not, close after ``seconds``. Returns (seconds since the stream started,
-    output data) for every answer."""
+def stream_answers(url: str, urls, seconds: float, every: float = EVERY, session: str | None = None
+                   ) -> list[tuple[float, list]]:
+    """Stream JPEG data URLs (a list, looped, or a function of the frame number) to the running app's Live
+    tab as a browser does: join the queue with the ``live_frame`` event, post the next frame to
+    ``/gradio_api/stream/{event_id}`` every ``every`` seconds, answered or not, close after ``seconds``.
+    ``session``: the browser tab's session hash (default: a new one). Returns (seconds since the stream
+    started, output data) for every answer."""
     import httpx
 
     config = httpx.get(url + "config", timeout=30).json()
     dep = next(d for d in config["dependencies"] if d.get("api_name") == "live_frame")
-    session = uuid.uuid4().hex
+    session = session or uuid.uuid4().hex
+    frame_url = urls if callable(urls) else (lambda i: urls[i % len(urls)])
 
     def body(i: int) -> dict:
-        image = {"url": urls[i % len(urls)], "meta": {"_type": "gradio.FileData"}}
+        image = {"url": frame_url(i), "meta": {"_type": "gradio.FileData"}}
         return {"data": [image, 10, 0.5, "", None], "event_data": None, "fn_index": dep["id"],
                 "trigger_id": dep["targets"][0][0], "session_hash": session}
 
@@ -184,14 +197,16 @@ def stream_answers(url: str, urls: list[str], seconds: float, every: float = EVE
     return answers
 
 
-def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: float) -> dict:
+def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: float, tab: str | None = None
+                 ) -> dict:
     """Answers per second after ``warmup`` seconds of the stream, and the handler time they report. Short
-    streams run first until one is answered: the app loads its model (and the live twin) after it answers."""
+    streams run first until one is answered: the app loads its model (and the live twin) after it answers.
+    ``tab``: the browser tab's session hash (the camera stays a tab's own from one stream to its next)."""
     urls, deadline = [data_url(f) for f in frames], time.monotonic() + 600
-    while not any(len(d) > 3 and "ms a frame" in str(d[3]) for _, d in stream_answers(url, urls, 2.0)):
+    while not any(len(d) > 3 and "ms a frame" in str(d[3]) for _, d in stream_answers(url, urls, 2.0, session=tab)):
         if time.monotonic() > deadline:
             raise RuntimeError("the app's Live tab did not answer within 10 minutes")
-    answers = [(t, data) for t, data in stream_answers(url, urls, warmup + seconds) if t >= warmup]
+    answers = [(t, data) for t, data in stream_answers(url, urls, warmup + seconds, session=tab) if t >= warmup]
     times, handler_ms, errors = [t for t, _ in answers], [], []
     for _, data in answers:
         status = data[3] if len(data) > 3 and isinstance(data[3], str) else ""
@@ -210,6 +225,103 @@ def bench_stream(url: str, frames: list[Image.Image], seconds: float, warmup: fl
     if errors:
         out["status_errors"] = errors[:3]
     return out
+
+
+# -- part 3: what a stream leaves on disk ------------------------------------------------------------
+class DriftingCamera:
+    """A 1280x720 camera slowly panning over a synthetic scene, every frame distinct: the view slides 1 px a
+    frame (back and forth over ``pan`` px) and frame ``i`` carries ``i`` in binary as 20 black/white squares
+    along its bottom edge. ``camera(i)`` is frame ``i`` as the browser sends it (a JPEG data URL)."""
+
+    def __init__(self, size=(1280, 720), pan: int = 400):
+        from regioncap.testing import scene_frames
+
+        self.size, self.pan = size, pan
+        wide = scene_frames(2026, 81, (size[0] + pan, size[1]), pan=1)[0][0]
+        self.wide = wide
+
+    def frame(self, i: int) -> Image.Image:
+        from PIL import ImageDraw
+
+        x = i % (2 * self.pan)
+        x = x if x < self.pan else 2 * self.pan - x
+        frame = self.wide.crop((x, 0, x + self.size[0], self.size[1]))
+        draw, side = ImageDraw.Draw(frame), 8
+        for bit in range(20):
+            y0 = self.size[1] - side
+            draw.rectangle((bit * side, y0, bit * side + side - 1, y0 + side - 1),
+                           fill=(255, 255, 255) if i >> bit & 1 else (0, 0, 0))
+        return frame
+
+    def __call__(self, i: int) -> str:
+        return data_url(self.frame(i))
+
+
+def disk_use(folder: Path, pattern: str = "*") -> dict:
+    """Files, folders, their bytes and the disk blocks all of it takes (folders included) under ``folder``
+    (only in its entries matching ``pattern``)."""
+    files = dirs = size = blocks = 0
+    for path in (p for top in folder.glob(pattern) for p in [top, *top.rglob("*")]):
+        st = path.lstat()
+        blocks += st.st_blocks * 512
+        if path.is_dir():
+            dirs += 1
+        else:
+            files, size = files + 1, size + st.st_size
+    return {"files": files, "folders": dirs, "bytes": size, "disk_bytes": blocks}
+
+
+APP_FILES = "regioncap-app-*"  # the app's own output files (appui.files.OutputFiles)
+
+
+def bench_disk(model_dir: Path, work: Path, checkpoints: list[float], every: float = EVERY) -> dict:
+    """What streaming a distinct frame every ``every`` s leaves on disk after each checkpoint (seconds of
+    streaming, as back-to-back streams of the app's time limit): Gradio's cache and the app's own temporary
+    output files (``APP_FILES``), both under ``work`` (the server's GRADIO_TEMP_DIR and TMPDIR)."""
+    from appui.live import LIVE_TIME_LIMIT
+
+    tmp, old = work / "tmp", os.environ.get("TMPDIR")
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)  # the server's tempfile.mkdtemp lands here
+    try:
+        server = Server(model_dir, work)
+    finally:
+        os.environ.pop("TMPDIR") if old is None else os.environ.__setitem__("TMPDIR", old)
+    camera, cache, rows = DriftingCamera(), work / "gradio-tmp", []
+    try:
+        server.wait()
+        deadline, tab = time.monotonic() + 600, uuid.uuid4().hex  # one browser tab pressing Record again and again
+        while not any(len(d) > 3 and "ms a frame" in str(d[3])
+                      for _, d in stream_answers(server.url, camera, 2.0, session=tab)):
+            if time.monotonic() > deadline:  # the model loads first
+                raise RuntimeError("the app's Live tab did not answer within 10 minutes")
+        settle(server.proc.pid)
+        start = {"gradio_cache": disk_use(cache), "app_tmp": disk_use(tmp, APP_FILES)}
+        streamed = answered = 0.0
+        offset = 0
+        for checkpoint in checkpoints:
+            while streamed < checkpoint:
+                seconds = min(LIVE_TIME_LIMIT - 1, checkpoint - streamed)
+                answers = stream_answers(server.url, lambda i, o=offset: camera(o + i), seconds, every, session=tab)
+                statuses = [d[3] for _, d in answers if len(d) > 3 and isinstance(d[3], str)]
+                answered += sum("ms a frame" in s for s in statuses)
+                offset, streamed = offset + int(seconds / every) + 2, streamed + seconds
+            rows.append({"seconds": round(streamed), "answered": int(answered),
+                         "gradio_cache": disk_use(cache), "app_tmp": disk_use(tmp, APP_FILES)})
+    finally:
+        server.stop()
+    return {"start": start, "checkpoints": rows}
+
+
+def print_disk(report: dict) -> None:
+    mb = 1e6
+    print("\n## What a Live stream leaves on disk (drifting 1280x720 camera, every frame distinct)")
+    print("| streamed | frames answered | Gradio cache: files / folders / MB (disk MB) | app's files: files / MB |")
+    print("|---|---|---|---|")
+    for row in [{"seconds": 0, "answered": 0, **report["start"]}, *report["checkpoints"]]:
+        g, a = row["gradio_cache"], row["app_tmp"]
+        print(f"| {row['seconds']} s | {row['answered']} | {g['files']} / {g['folders']} / {g['bytes'] / mb:.2f} "
+              f"({g['disk_bytes'] / mb:.2f}) | {a['files']} / {a['bytes'] / mb:.2f} |")
 
 
 def settle(pid: int, idle: float = 0.1, timeout: float = 180) -> float:
@@ -238,9 +350,21 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, default=15, help="seconds of the end-to-end stream measured")
     p.add_argument("--warmup", type=float, default=4, help="seconds of the stream before measuring")
     p.add_argument("--repeats", type=int, default=3, help="end-to-end streams per model (medians printed)")
+    p.add_argument("--disk", default=None, metavar="SECONDS,...",
+                   help="only measure what streaming a distinct frame every 0.1 s leaves on disk after these "
+                        "seconds (demo model, or --demo-model)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    if args.disk:
+        report = {"load_before": loadavg(), "disk": bench_disk(Path(args.demo_model), work / "disk",
+                                                               [float(s) for s in args.disk.split(",")])}
+        report["load_after"] = loadavg()
+        print_disk(report["disk"])
+        print(f"(load {report['load_before']} -> {report['load_after']})")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return report
     frames = video(max(args.frames, 64))
     report = {"load_before": loadavg(), "size": "x".join(map(str, SIZE)), "models": {}}
     for name in args.models.split(","):
@@ -253,9 +377,10 @@ def main(argv=None) -> dict:
         server = Server(model_dir, work / f"server-{name}")
         try:
             server.wait()
-            stream_answers(server.url, [data_url(frames[0])], 1.0)  # the model loads; the live twin is built
+            tab = uuid.uuid4().hex  # one browser tab: no stream waits for the camera its last one held
+            stream_answers(server.url, [data_url(frames[0])], 1.0, session=tab)  # the model loads; the twin is built
             settled = round(settle(server.proc.pid), 1)
-            runs = [bench_stream(server.url, frames, args.seconds, args.warmup) for _ in range(args.repeats)]
+            runs = [bench_stream(server.url, frames, args.seconds, args.warmup, tab) for _ in range(args.repeats)]
             stream = {"settled_s": settled, "runs": runs, "frames_per_s_runs": [r["frames_per_s"] for r in runs]}
             stream.update({k: median([r[k] for r in runs]) for k in ("frames_per_s", "handler_ms", "transport_ms")})
         finally:

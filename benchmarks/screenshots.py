@@ -132,7 +132,7 @@ def live(page, shot: Shot):
     regions drawn on the frame and listed beside it, with the frames per second."""
     page.get_by_role("tab", name="Live").click()
     page.locator("#live-camera").get_by_text("Click to Access Webcam").click(timeout=TIMEOUT_MS)
-    page.locator("#live-camera [aria-label='capture photo']").click(timeout=TIMEOUT_MS)
+    page.locator("#live-camera button.capture-button").click(timeout=TIMEOUT_MS)  # Record
     page.locator("#live-captions li").first.wait_for(timeout=TIMEOUT_MS)
     page.wait_for_timeout(3000)  # a few seconds of frames: the frames/s figure settles
     return page.locator("#live-frame")

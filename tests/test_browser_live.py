@@ -1,10 +1,13 @@
 """The Live tab in a real browser: Chromium plays a video of a synthetic scene as its camera.
 
 The video (a y4m file: a text header, then per frame the Y plane and the half-size Cb and Cr planes) pans
-slowly over one shapes-preset scene the demo model knows; the test presses Record, waits for the
-regions list, checks that the captions name the scene's shapes, that each region keeps its number (and
-its caption) while the scene stays in view, that the frames-per-second figure shows, and that a phrase
-lights up matching regions. Skipped without /usr/bin/chromium, unless REGIONCAP_REQUIRE_BROWSER=1.
+slowly over one shapes-preset scene the demo model knows; the test presses Record (found by the name
+that says what it does), waits for the regions list, checks that the captions name the scene's shapes,
+that each region keeps its number (and its caption) while the scene stays in view, that the
+frames-per-second figure shows, that the camera is not mirrored, that the drawn frame's alt text is the
+narration, that the polite live region announces what came into view at most every 2 s, that "Describe
+now" reads the narration there, and that a phrase lights up the region it names. Skipped without
+/usr/bin/chromium, unless REGIONCAP_REQUIRE_BROWSER=1.
 """
 
 import os
@@ -80,11 +83,22 @@ def demo_server():
     demo.close()
 
 
-def regions_listed(page) -> tuple[dict[int, str], str]:
-    """The Live tab's regions list (number -> caption) and the drawn frame's address, read at once."""
-    items, src = page.evaluate("[[...document.querySelectorAll('#live-captions li')].map(li => [li.value, "
-                               "li.textContent.trim()]), document.querySelector('#live-frame img')?.src]")
-    return {int(n): caption for n, caption in items}, src
+COUNT = r"(One|Two|Three|Four|Five|Six|Seven|Eight|Nine|Ten) regions?: "
+CAME = re.compile(r"(A|An) [a-z ]+ came into view (at the (top |bottom )?(left|right)|at the (top|bottom)|in the "
+                  r"middle)\.")
+# Every change of the live region's text, with the page's clock (ms), from before Record is pressed.
+WATCH_SPOKEN = """() => { window.spoken = [];
+  const region = document.querySelector('#live-spoken [aria-live=polite]');
+  new MutationObserver(() => window.spoken.push([performance.now(), region.textContent]))
+    .observe(region, {subtree: true, childList: true, characterData: true}); }"""
+
+
+def regions_listed(page) -> tuple[dict[int, str], str, str]:
+    """The Live tab's regions list (number -> caption), the drawn frame's address and alt text, read at once."""
+    items, src, alt = page.evaluate(
+        "[[...document.querySelectorAll('#live-captions li')].map(li => [li.value, li.textContent.trim()]), "
+        "document.querySelector('#live-frame img')?.src, document.querySelector('#live-frame img')?.alt]")
+    return {int(n): caption for n, caption in items}, src, alt
 
 
 def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_path):
@@ -93,11 +107,22 @@ def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        samples = run_live(page, demo_server, tmp_path)
+        samples, alts, spoken = run_live(page, demo_server, tmp_path, shown)
     except Exception:
         shoot(page, "live-failure.png", tmp_path)
         raise
     assert not errors, errors
+
+    # The drawn frame's text alternative is the narration of the regions in it.
+    assert alts and all(re.match(COUNT, alt) for alt in alts), alts
+    assert all(shown <= set(re.findall(r"[a-z]+", alt)) for alt in alts), (shown, alts)
+    # The live region said what came into view, in whole sentences, at most once every 2 s (the server
+    # spaces them 2 s apart; the browser receives them a frame's jitter apart at worst).
+    announced = [text for _, text in spoken]
+    assert announced and all(CAME.fullmatch(sentence) for text in announced
+                             for sentence in re.split(r"(?<=\.) ", text)), announced
+    assert all(b - a >= 1900 for (a, _), (b, _) in zip(spoken, spoken[1:])), spoken
+    assert shown <= {w for text in announced for w in re.findall(r"[a-z]+", text)}, announced  # every shape
 
     named = {w for listed in samples for caption in listed.values() for w in caption.split()}
     assert shown <= named, (shown, samples)  # every shape of the scene is named
@@ -113,35 +138,56 @@ def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_
     assert {w for n in first for w in captions[n].split()} >= shown, captions  # between them, every shape
 
 
-def run_live(page, url, tmp_path) -> list[dict[int, str]]:
+def run_live(page, url, tmp_path, shown) -> tuple[list[dict[int, str]], list[str], list]:
+    from appui.live import RECORD_NAMES
+
     page.goto(url, timeout=TIMEOUT_MS)
     page.locator("#model-banner").get_by_text("synthetic scenes").wait_for(timeout=TIMEOUT_MS)  # model loaded
     page.get_by_role("tab", name="Live").click()
+    page.get_by_role("heading", name="Regions in view", level=3).wait_for(timeout=TIMEOUT_MS)
+    page.evaluate(WATCH_SPOKEN)
     page.locator("#live-camera").get_by_text("Click to Access Webcam").click(timeout=TIMEOUT_MS)
-    page.locator("#live-camera [aria-label='capture photo']").click(timeout=TIMEOUT_MS)
+    page.locator("#live-camera").get_by_role("button", name=RECORD_NAMES["Record"], exact=True).click(
+        timeout=TIMEOUT_MS)
     page.locator("#live-captions li").first.wait_for(timeout=TIMEOUT_MS)
     page.locator("#live-status").get_by_text("frames/s").wait_for(timeout=TIMEOUT_MS)
     page.locator("#live-frame img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.locator("#live-camera").get_by_role("button", name=RECORD_NAMES["Stop"], exact=True).wait_for(
+        timeout=TIMEOUT_MS)
+    assert "flip" not in (page.locator("#live-camera video").get_attribute("class") or "")  # not mirrored
 
-    samples, frames = [], set()
+    samples, frames, alts = [], set(), []
     deadline = time.monotonic() + 6
     while time.monotonic() < deadline:  # the video loops every 3.2 s: about two rounds
-        listed, src = regions_listed(page)
+        listed, src, alt = regions_listed(page)
         samples.append(listed)
         frames.add(src)
+        alts.append(alt)
         page.wait_for_timeout(250)
     shoot(page, "live-1-regions.png", tmp_path)
     assert len(frames) >= 5, "the drawn frame should change as frames stream in"
+    assert all(src.startswith("data:image/jpeg;base64,") for src in frames)  # inline: nothing in Gradio's cache
     status = page.locator("#live-status").inner_text()
     fps = float(re.search(r"([\d.]+) frames/s", status).group(1))
     assert fps > 0 and "analysed at 192×144 px" in status and "640×480" in status, status
+    spoken = page.evaluate("window.spoken")
 
-    # A phrase lights up the matching regions (or says why none matches) while the stream goes on.
+    # "Describe now" puts the narration of the regions in view into the live region.
+    page.locator("#live-describe").click()
+    region = page.locator("#live-spoken [aria-live=polite]")
+    region.get_by_text(re.compile(COUNT)).wait_for(timeout=TIMEOUT_MS)
+    narration = region.inner_text()
+    assert shown <= set(re.findall(r"[a-z]+", narration)), narration
+
+    # A phrase lights up the region it names while the stream goes on.
     page.locator("#live-phrase textarea, #live-phrase input").first.fill("a red triangle")
-    page.locator("#live-matches").get_by_text(re.compile(r"Matches, best first: region \d|No region matches")).wait_for(
-        timeout=TIMEOUT_MS)
+    matches = page.locator("#live-matches").get_by_text(re.compile(r"Matches, best first: region \d"))
+    matches.wait_for(timeout=TIMEOUT_MS)
+    listed, _, _ = regions_listed(page)
+    triangle = next(n for n, caption in listed.items() if "triangle" in caption)
+    assert re.match(rf"Matches, best first: region {triangle} \(0\.\d\d\)", matches.inner_text()), listed
     shoot(page, "live-2-phrase.png", tmp_path)
-    return samples
+    return samples, alts, spoken
 
 
 def test_video_frames_are_the_scene(tmp_path):

@@ -22,6 +22,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from appui.settings import DISPLAY_MAX, DISPLAY_MIN  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +112,7 @@ def test_odd_but_legal_images_are_answered_in_their_own_pixels(app, handlers, tm
         assert all(0 <= r["box"][0] < r["box"][2] <= w and 0 <= r["box"][1] < r["box"][3] <= h
                    for r in data["regions"])
         with Image.open(picture) as im:
-            assert max(im.size) >= min(max(w, h), app.DISPLAY_MIN) and max(im.size) <= app.DISPLAY_MAX
+            assert max(im.size) >= min(max(w, h), DISPLAY_MIN) and max(im.size) <= DISPLAY_MAX
 
 
 def test_a_pinned_revision_reaches_every_hub_call_of_the_app(app, model_dir, monkeypatch):

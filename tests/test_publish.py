@@ -2,6 +2,7 @@
 the round trip publish -> download by repo id, all against a recorder standing in for HfApi (no network)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -232,7 +233,7 @@ APP_FILES = {"app.py", "requirements.txt", "packages.txt", "README.md", "LICENSE
 def test_space_dry_run_lists_the_app_and_the_demo_model_and_touches_nothing(capsys, monkeypatch):
     import huggingface_hub
     from app import example_images
-    from appui.common import EXAMPLES_DIR
+    from appui.settings import EXAMPLES_DIR
 
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: pytest.fail("dry run made a Hub client"))
     api = Recorder()
@@ -244,8 +245,11 @@ def test_space_dry_run_lists_the_app_and_the_demo_model_and_touches_nothing(caps
     assert {f"assets/demo-model/{name}" for name in hub.MODEL_FILES} <= set(lines)  # the demo has every file
     examples = {str(p.relative_to(publish.ROOT)) for p in map(Path, example_images())}
     assert examples and examples <= set(lines) and EXAMPLES_DIR == publish.ROOT / publish.EXAMPLES_DIR
-    assert not any("__pycache__" in line or line.endswith(".pyc") or line.startswith(("tests/", "train/", "docs/"))
+    assert not any("__pycache__" in line or line.endswith(".pyc") or line.startswith(("tests/", "train/"))
                    for line in lines)
+    # The README is the Space's page: every picture it shows goes up with it, and nothing else of docs/.
+    shown = set(re.findall(r"\]\((docs/images/[^)]+)\)", (publish.ROOT / "README.md").read_text()))
+    assert shown and {line for line in lines if line.startswith("docs/")} == shown
     assert not any("=" in line for line in lines)  # no variable without --model
 
 
@@ -425,7 +429,7 @@ def test_round_trip_publish_then_load_by_repo_id_gives_the_same_threshold_result
     assert text_remote.identity == text_local.identity and text_remote.match_threshold == local.match_threshold
 
     # The app, given the repo id as REGIONCAP_MODEL would give it: the same threshold and Model tab.
-    from appui.common import ModelHolder, describe_model
+    from appui.model import ModelHolder, describe_model
     from appui.handlers import RegionApp
 
     tabs = []

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -47,9 +48,15 @@ METRIC_KEYS = ("det_ap50", "grounding_acc", "grounding_acc_any", "bleu1", "bleu2
 # What the app needs on a Space, relative to the repository root.
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt", "README.md", "LICENSE")
 SPACE_FOLDERS = ("appui", "regioncap")
-EXAMPLES_DIR = "assets/examples"  # appui.common.EXAMPLES_DIR: the app's example pictures
+EXAMPLES_DIR = "assets/examples"  # appui.settings.EXAMPLES_DIR: the app's example pictures
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")  # app.example_images
 SPACE_MODEL_DIR = "model"  # where a local --model folder goes in the Space
+
+
+def readme_pictures(readme: Path) -> list[str]:
+    """The pictures ``readme`` shows from its own repository (``![alt](docs/images/x.png)``), existing ones."""
+    names = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8"))
+    return sorted({n for n in names if "://" not in n and (readme.parent / n).is_file()})
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -155,6 +162,8 @@ def space_uploads(model: str | None, root: Path = ROOT) -> tuple[dict[str, Path]
         for path in _tree(root / folder):
             if path.suffix.lower() in suffixes:  # the code and the pictures, no stray file beside them
                 files[path.relative_to(root).as_posix()] = path
+    for name in readme_pictures(root / "README.md"):  # the README is the Space's page: its pictures go too
+        files[name] = root / name
     variables: dict[str, str] = {}
     if model is None:
         demo = root / hub.DEFAULT_MODEL
