@@ -171,7 +171,8 @@ class VideoApp:
                 vtt = gr.File(label="Audio-description track (WebVTT, kind: descriptions)", elem_id="video-vtt")
             with gr.Column(scale=2, min_width=240):
                 timeline = gr.Dataframe(headers=TIMELINE_HEADERS, label="Timeline of the regions",
-                                        interactive=False, elem_id="video-timeline", wrap=True)
+                                        interactive=False, elem_id="video-timeline", wrap=True,
+                                        column_widths=["10%", "40%", "25%", "25%"])
                 phrase = gr.Textbox(label="Find the moments matching a phrase", placeholder="a red circle",
                                     max_length=MAX_PHRASE, elem_id="video-phrase")
                 find = gr.Button("Find", elem_id="video-find")

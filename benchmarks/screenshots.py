@@ -148,6 +148,27 @@ def live_camera(shot: Shot) -> list[str]:
             f"--use-file-for-fake-video-capture={video}"]
 
 
+def video(page, shot: Shot):
+    """The Video tab: a synthetic video of moving shapes captioned (annotated video, timeline of its
+    regions) and the moments of one shape's phrase found, each with its frame."""
+    sys.path.insert(0, str(ROOT))
+    from regioncap.video.synthetic import MovingScene, write_video
+
+    scene = MovingScene.random(3, 12.0, size=(512, 384))
+    path = shot.work / "shapes.mp4"
+    write_video(path, scene, fps=10)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-input input[type=file]").set_input_files(str(path))
+    page.locator("#video-input video").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Caption the video").click()
+    page.locator("#video-status").get_by_text("frames analysed").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#video-phrase textarea, #video-phrase input").first.fill(scene.movers[0].phrase)
+    page.get_by_role("button", name="Find", exact=True).click()
+    page.locator("#video-frames img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(1000)  # the annotated video's first frame shows
+    return page.locator("#video-status")
+
+
 @dataclass
 class Picture:
     file: str  # written into --out
@@ -158,7 +179,8 @@ class Picture:
 # A new tab gets its own function and entry here (the Live picture starts chromium with a fake camera).
 PICTURES = {"caption": Picture("caption.png", caption), "search": Picture("search.png", search),
             "keyboard": Picture("keyboard-focus.png", keyboard_focus),
-            "collection": Picture("collection.png", collection), "live": Picture("live.png", live, live_camera)}
+            "collection": Picture("collection.png", collection), "live": Picture("live.png", live, live_camera),
+            "video": Picture("video.png", video)}
 
 
 def save(page, end, path: Path) -> None:
