@@ -40,6 +40,15 @@ BOX_INFO = ("x1, y1, x2, y2 in pixels of the picture; or choose a part of the pi
             "opposite corners on the picture.")
 
 
+def hit_picture(hit):
+    """A collection hit's picture: the photo, or a video's frame at the hit's time."""
+    if hit.time is None:
+        return load_image(hit.path)
+    from regioncap.video.reader import frame_at
+
+    return frame_at(hit.path, hit.time)
+
+
 class RegionApp:
     """Event handlers. ``*_outputs`` format a View; the handlers below them are wired in build_app."""
 
@@ -190,14 +199,15 @@ class RegionApp:
 
     def gallery_item(self, hit) -> tuple[str, str]:
         """(picture with the matched regions lit and captioned, gallery caption) for one ImageHit."""
-        shown, scale = canvas(load_image(hit.path))
+        shown, scale = canvas(hit_picture(hit))
         boxed = [m for m in hit.matches if m.region_index is not None]
         picture = spotlight(shown, [[c * scale for c in m.box] for m in boxed])
         drawn = [{"box": [c * scale for c in m.box], "caption": f"{m.phrase}: {m.caption}"} for m in boxed]
         path = self.files.image(draw_regions(picture, drawn), Path(hit.path).stem + "-match")
         parts = [f"{m.phrase} → {f'“{m.caption}”' if m.region_index is not None else 'the whole image'} "
                  f"({m.similarity:.2f})" for m in hit.matches]
-        return path, f"{Path(hit.path).name} · S_kl {hit.score:.2f} · " + "; ".join(parts)
+        name = Path(hit.path).name + (f" at {hit.time:.1f} s" if hit.time is not None else "")  # a video's moment
+        return path, f"{name} · S_kl {hit.score:.2f} · " + "; ".join(parts)
 
     def warm(self, paths: list[str]) -> None:
         """Analyse the examples with the default settings, so that picking one answers at once."""
@@ -297,9 +307,12 @@ class RegionApp:
         index, where = self.sessions().searchable(session_id(request))
         hits = index.search(text, by="images", top_k=max(1, min(int(top_k), 20)))
         results = {"query": text, "by": "images", "collection": where,
-                   "results": [{"name": Path(h.path).name, "score": h.score, "matches": h.to_dict()["matches"]}
+                   "results": [{"name": Path(h.path).name, **({"time": h.time} if h.time is not None else {}),
+                                "score": h.score, "matches": h.to_dict()["matches"]}
                                for h in hits]}  # names, not server paths ("path" keys read as files by gradio_client)
-        return [self.gallery_item(h) for h in hits], results, [h.path for h in hits]
+        opened = [h.path if h.time is None else self.files.image(hit_picture(h), Path(h.path).stem + "-frame")
+                  for h in hits]  # a video's moment opens as its frame on the Caption tab
+        return [self.gallery_item(h) for h in hits], results, opened
 
     def open_hit(self, paths, evt: gr.SelectData):
         """A gallery picture selected: open it in the main view (its own analysis on the Caption tab)."""

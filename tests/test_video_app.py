@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -77,3 +78,26 @@ def test_the_tab_states_and_enforces_its_limits(model, tmp_path, monkeypatch):
     text.write_text("not a video\n" * 20)
     with pytest.raises(gr.Error, match="not a video"):
         tab.caption(str(text), 10, 0.5)
+
+
+def test_the_collection_shows_a_video_moment_as_its_frame_with_its_time(model, tmp_path):
+    from PIL import Image
+
+    from appui.handlers import RegionApp, hit_picture
+    from regioncap.index import RegionIndex
+
+    movers = [Mover("circle", "red", "medium", 30, 0.0, 4.0, 50, 50, 52, 50),
+              Mover("square", "blue", "medium", 28, 2.0, 4.0, 200, 140, 200, 140)]
+    scene = MovingScene(movers, seed=5, seconds=4.0)
+    path = tmp_path / "clip.mp4"
+    write_video(path, scene, fps=10)
+    with RegionIndex(tmp_path / "idx", model) as index:
+        index.add([path], every=1.0)
+        hit = index.search("a blue square", top_k=1)[0]
+    assert hit.path == str(path) and hit.time in (2.0, 3.0)
+    frame = hit_picture(hit)  # the frame at the hit's time, not the video's first
+    assert frame.size == (256, 192)
+    assert abs(np.asarray(frame, np.float32) - np.asarray(scene.frame(hit.time), np.float32)).mean() < 6
+    picture, caption = RegionApp(holder=None).gallery_item(hit)
+    assert caption.startswith(f"clip.mp4 at {hit.time:.1f} s · S_kl ") and "blue square" in caption
+    assert Image.open(picture).size[0] >= 256

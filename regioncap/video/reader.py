@@ -260,6 +260,29 @@ class VideoReader:
                                     f"{duration:.1f} s it declares; {kept}", taken, last)
 
 
+def frame_at(path, time: float, max_side: int | None = 2048) -> Image.Image:
+    """The frame shown at ``time`` seconds (the first at or after it; the last one when ``time`` is past the
+    end), upright, its longest side at most ``max_side``: e.g. a search hit's moment. Seeks to the keyframe
+    before ``time`` first, so a moment late in a long video is not decoded from the start."""
+    with VideoReader(path, every=0, work_side=(None, max_side)) as video:
+        stream = video.stream
+        if time > 1.0 and stream.time_base:
+            start = stream.start_time or 0
+            try:
+                video._container.seek(start + int(time / stream.time_base), stream=stream, backward=True)
+                video._first = next(video._frames, None)  # the decoder restarts at the keyframe
+            except (video._av.error.FFmpegError, StopIteration):
+                pass
+        last = None
+        for frame in video:
+            last = frame
+            if frame.time >= time - 1e-3:
+                break
+        if last is None:
+            raise VideoError(f"{path}: no frame at {time:.1f} s")
+        return last.image
+
+
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
