@@ -358,3 +358,21 @@ def test_two_workers_give_the_records_of_one(demo_model, scene_video):
     one = list(caption_video(demo_model, scene_video, every=1.0))
     two = list(caption_video(demo_model, scene_video, every=1.0, workers=2))
     assert summary(two) == summary(one) and len(one) == 8 + 3
+
+
+def test_an_interrupted_run_leaves_a_playable_copy_and_a_valid_track(demo_model, scene_video, tmp_path):
+    vtt, out = tmp_path / "cut.vtt", tmp_path / "cut.regions.mp4"
+    seen = []
+
+    def stop_after_six(frame, result, tracks):
+        seen.append(frame.time)
+        if len(seen) == 7:
+            raise KeyboardInterrupt  # Ctrl-C while the seventh frame (3.0 s) is handled
+
+    records = caption_video(demo_model, scene_video, every=0.5, vtt=vtt, annotated=out, on_frame=stop_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        for _ in records:
+            pass
+    with av.open(str(out)) as c:  # finished properly: it opens and its six frames (0 to 2.5 s) play
+        assert sum(1 for _ in c.decode(video=0)) == 6
+    assert [c[0] for c in read_cues(vtt)] == [0.0, 2.0]  # the circle, then the square (seen at 2.0 and 2.5 s)
