@@ -295,6 +295,9 @@ class RegionApp:
         if left_out:
             gr.Warning(f"A collection holds at most {MAX_COLLECTION} photos: {left_out} were left out.")
         own = self.sessions().own(session_id(request))
+        if own is None:  # dropped meanwhile: the tab closed, or more visitors than collections evicted it
+            return ("*Your collection was closed meanwhile (too many visitors at once): add your photos again "
+                    "to search them.*")
         note = (f"**Your collection: {len(own)} photo{'s' * (len(own) != 1)}** (added {counts['added']}, already "
                 f"there {counts['unchanged']}); it is searched below and forgotten when you close this tab.")
         failed = [f"{Path(f['path']).name}: {f['error'].split(': ')[-1]}" for f in counts["failed"]]

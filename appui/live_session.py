@@ -92,10 +92,12 @@ class LiveSession:
         return announcement(fresh, *self.size)
 
     def narration(self) -> str:
-        """The narration of the regions in view in the last answered frame."""
-        if self.size is None:
+        """The narration of the regions in view in the last answered frame. Each field is read once: "Describe
+        now" runs in another thread than the frames, and a new stream may begin (:meth:`begin`) meanwhile."""
+        tracks, size = self.tracks, self.size
+        if size is None:
             return "Nothing has been analysed yet: press Record to start the camera."
-        return describe([t for t in self.tracks if t.missed == 0], *self.size)
+        return describe([t for t in tracks if t.missed == 0], *size)
 
 
 class CameraLease:

@@ -2,38 +2,28 @@
 check, the match threshold and the words that say nothing matched.
 
 A region matches a phrase when their similarity reaches the model's calibrated match threshold
-(``calibration.json`` beside the model, :mod:`regioncap.calibrate`), read once per loaded model; a model
-without one uses 0 (a negative similarity is no match).
+(``calibration.json`` beside the model, :mod:`regioncap.calibrate`), which the model carries as
+``match_threshold`` from the moment it is read (:func:`regioncap.hub.read_model_folder`); a model without
+one uses 0 (a negative similarity is no match).
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 
-from regioncap.calibrate import read_threshold
 from regioncap.errors import RegionCapError
 
 from appui.settings import MAX_PHRASE
 
 THRESHOLD_HOW = ("the threshold separating true from false phrase-region pairs best on held-out data, "
                  "see `python -m regioncap.calibrate`")
-_thresholds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded model -> its threshold
-_lock = threading.Lock()
 
 
 def match_threshold(holder) -> float:
     """The similarity a true match reaches for the model ``holder`` has loaded; 0 without a calibration
-    (or before the model has loaded). Read from the model folder once per loaded model."""
-    model = holder.model
-    if model is None or not holder.directory:
-        return 0.0
-    with _lock:
-        if model not in _thresholds:
-            value = read_threshold(holder.directory)
-            _thresholds[model] = 0.0 if value is None else value
-        return _thresholds[model]
+    (or before the model has loaded): the loaded model's ``match_threshold``, read with its folder."""
+    value = getattr(holder.model, "match_threshold", None)
+    return 0.0 if value is None else float(value)
 
 
 def check_phrase(phrase: str) -> str:

@@ -83,6 +83,18 @@ def write_one(image: Image.Image, result, target: Path, source: Path) -> None:
     save(draw(shrink(image, DISPLAY_SIZE), result), target)
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one folder: the same real path, or (existing) the same file on disk, which
+    also catches the names that realpath keeps apart (``Photos`` and ``photos`` on a case-insensitive disk,
+    a bind mount)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same
+        return False
+
+
 class OutputFolder:
     """``--output-dir``: where each found file's annotated copy goes, and writing it.
 
@@ -93,9 +105,8 @@ class OutputFolder:
     def __init__(self, folder: Path, inputs):
         self.folder = Path(os.path.abspath(Path(folder).expanduser()))
         roots = input_roots(inputs)
-        real = os.path.realpath(self.folder)
         for root in roots:
-            if os.path.realpath(root) == real:
+            if _same_folder(root, self.folder):
                 raise RegionCapError(f"--output-dir {folder}: is an input folder; the annotated copies would be "
                                      "mixed with the pictures: choose another folder (one inside it is fine)")
         if self.folder.exists() and not self.folder.is_dir():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -145,7 +146,9 @@ def read_threshold(directory) -> float | None:
         value = json.loads(path.read_text(encoding="utf-8"))["match_threshold"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None  # NaN (which JSON lets through) would make every comparison false: no region would match
+    return float(value)
 
 
 @dataclass

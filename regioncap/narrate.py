@@ -37,6 +37,12 @@ IRREGULAR_PLURALS = {"man": "men", "woman": "women", "person": "people", "child"
                      "foot": "feet", "tooth": "teeth", "mouse": "mice", "goose": "geese",
                      "sheep": "sheep", "fish": "fish", "deer": "deer", "leaf": "leaves",
                      "knife": "knives", "wife": "wives", "life": "lives", "shelf": "shelves"}
+# Nouns ending in "-ing", which are not the verb that ends a head noun ("a tall building", "a gold ring").
+ING_NOUNS = frozenset(
+    "building ceiling clothing painting drawing awning railing ring string wing king swing thing sling "
+    "spring earring wedding bedding stocking evening morning siding sibling duckling icing frosting "
+    "lightning pudding dumpling filling opening landing crossing".split()
+)
 
 
 def grid_cell(box: Sequence[float], width: float, height: float) -> tuple[int, int]:
@@ -88,11 +94,17 @@ def plural(caption: str, n: int) -> str:
         return caption
     if len(words) < 2 or words[0].lower() not in ARTICLES:
         return f"{count_word(n)} regions of {caption}"
-    # The head noun is the word before the first connector or -ing verb after it ("a man wearing").
-    end = next((i for i, w in enumerate(words[2:], 2) if w.lower() in CONNECTORS or w.endswith("ing")),
+    # The head noun is the word before the first connector or -ing verb after it ("a man wearing"); an
+    # -ing noun ("a tall building") is the head itself.
+    end = next((i for i, w in enumerate(words[2:], 2) if w.lower() in CONNECTORS or _ing_verb(w)),
                len(words))
     words[end - 1] = _plural_noun(words[end - 1])
     return " ".join([count_word(n), *words[1:]])
+
+
+def _ing_verb(word: str) -> bool:
+    low = word.lower()
+    return low.endswith("ing") and low not in ING_NOUNS
 
 
 def _plural_noun(word: str) -> str:

@@ -342,6 +342,30 @@ def test_visitor_collections_are_bounded_and_searched_before_the_shared_one(tiny
         .startswith("the example")
 
 
+def test_a_collection_dropped_right_after_its_upload_is_told_not_a_crash(tiny_model, tmp_path):
+    """Another request (the tab closing, another visitor's upload evicting it) may drop the collection between
+    the add and the note."""
+    load_app()
+    holder = ModelHolder(str(tiny_model))
+    holder.load()
+    region_app = RegionApp(holder)
+    region_app.open_collection([])
+    sessions = region_app.sessions()
+    photo = tmp_path / "own.png"
+    Image.new("RGB", (64, 48), (200, 90, 40)).save(photo)
+    add = sessions.add
+
+    def add_then_dropped(session, *args, **kwargs):
+        counts = add(session, *args, **kwargs)
+        sessions.drop(session)
+        return counts
+
+    sessions.add = add_then_dropped
+    request = type("Request", (), {"session_hash": "visitor-1"})()
+    note = region_app.add_photos([str(photo)], request, progress=NoProgress())
+    assert "Your collection was closed meanwhile" in note and len(sessions) == 0
+
+
 def test_weak_matches_are_not_listed_and_a_bad_box_keeps_the_results(tiny_model, tmp_path):
     app = load_app()
     holder = ModelHolder(str(tiny_model))

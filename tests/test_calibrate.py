@@ -34,6 +34,15 @@ def test_similarity_pairs_and_the_written_file(saved_model, tmp_path, capsys):
     assert read_threshold(folder) is None
 
 
+def test_a_threshold_that_is_no_number_is_no_threshold(tmp_path):
+    """NaN and Infinity pass json.loads; a NaN threshold would make every similarity fail to match."""
+    for text in ('{"match_threshold": NaN}', '{"match_threshold": Infinity}', '{"match_threshold": true}'):
+        (tmp_path / "calibration.json").write_text(text)
+        assert read_threshold(tmp_path) is None, text
+    (tmp_path / "calibration.json").write_text('{"match_threshold": 0.275}')
+    assert read_threshold(tmp_path) == 0.275
+
+
 def test_refusals_are_one_line_and_write_only_into_a_local_folder(saved_model, tmp_path, capsys):
     _, folder = saved_model
     for argv in (["--model", "someone/a-hub-model", "--data", str(tmp_path), "--write"],  # never into the cache

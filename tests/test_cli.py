@@ -318,6 +318,23 @@ def test_an_output_folder_equal_to_an_input_folder_is_refused(spelling, saved_mo
     assert tree_bytes(photos) == before  # nothing written, nothing replaced
 
 
+def test_an_output_folder_that_is_an_input_folder_under_a_name_realpath_keeps_apart_is_refused(tmp_path,
+                                                                                              monkeypatch):
+    """``caption Photos --output-dir photos`` on a case-insensitive disk (or a bind mount): realpath gives two
+    paths for one folder; the folder itself (its device and inode) decides. Played here by a link with
+    realpath unable to follow it."""
+    from regioncap.annotate import OutputFolder
+    from regioncap.errors import RegionCapError
+
+    photos = tmp_path / "photos"
+    scene_files(photos, 1)
+    (tmp_path / "Photos").symlink_to(photos)
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **kw: os.path.abspath(p))
+    with pytest.raises(RegionCapError, match="is an input folder"):
+        OutputFolder(tmp_path / "Photos", [photos])
+    OutputFolder(tmp_path / "elsewhere", [photos])  # a folder not yet made is no input folder
+
+
 @pytest.mark.parametrize("existing", [False, True])
 def test_an_output_folder_inside_the_inputs_is_never_captioned(existing, saved_model, tmp_path, capsys, caplog):
     photos = tmp_path / "photos"

@@ -38,6 +38,19 @@ def test_a_folder_that_is_not_ours_is_refused_by_the_python_api(tiny_model, proj
     assert tree(proj) == before
 
 
+def test_searching_a_photo_folder_says_it_is_no_index_without_suggesting_to_build_one_there(saved_model, proj,
+                                                                                           capsys):
+    """The hint must not send the user to a command that is refused (an index in the photos' own folder)."""
+    before = tree(proj)
+    code, out, err = run_main(capsys, "search", "a red circle", "--index", proj / "images", "--model",
+                              saved_model[1])
+    assert code == 2 and out == "" and err.strip().count("\n") == 0
+    assert "not a regioncap index" in err and f"--index {proj / 'images'}" not in err
+    assert tree(proj) == before
+    code, _, err = run_main(capsys, "search", "a red circle", "--index", proj / "new", "--model", saved_model[1])
+    assert code == 2 and "no index there (build one with" in err  # a folder that is not there: build it
+
+
 def test_shards_are_never_deleted_without_our_marker(proj):
     """The one place that deletes a half-created shard checks the marker itself."""
     before = tree(proj)

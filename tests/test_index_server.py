@@ -171,3 +171,24 @@ def test_the_app_and_the_command_line_name_a_server_index_alike(saved_model, ser
     code, out, err = run_main(capsys, "search", "a red circle", "--index", "team/photos.v2", "--model", folder,
                               "--qdrant-url", "http://qdrant.example:6333")
     assert code == 0 and '"results": [' in out
+
+
+def test_a_server_that_does_not_answer_leaves_no_client_open(monkeypatch):
+    import qdrant_client
+
+    closed = []
+
+    class Silent:
+        def __init__(self, **kw):
+            pass
+
+        def get_collections(self):
+            raise ConnectionError("connection refused")
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", Silent)
+    with pytest.raises(SearchIndexError, match="does not answer"):
+        store.connect("http://127.0.0.1:9")
+    assert closed == [True]

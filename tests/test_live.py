@@ -303,6 +303,28 @@ def test_the_session_announces_what_came_into_view_at_most_every_two_seconds():
     assert said[7.0] is None and said[7.1] == "A red triangle came into view at the bottom right."
 
 
+def test_the_narration_reads_the_frame_once_when_another_thread_restarts_the_stream():
+    """"Describe now" runs beside the stream's handler: a new stream may begin (size back to None) between two
+    reads of the session; the narration is of one consistent view, never a TypeError."""
+    from appui.live_session import LiveSession
+
+    class Restarted(LiveSession):
+        reads = 0
+
+        @property
+        def size(self):  # the frame thread's begin() resets it right after the first read
+            self.reads += 1
+            return (100, 100) if self.reads == 1 else None
+
+        @size.setter
+        def size(self, value):
+            pass
+
+    s = Restarted()
+    s.tracks = s.tracker.update([[0, 40, 20, 60]], ["a red triangle"])
+    assert s.narration() == "One region: a red triangle. A red triangle at the left."
+
+
 def test_describe_now_reads_the_narration_of_the_regions_in_view(live, frames):
     from appui.live import spoken_html
     from appui.live_session import LiveSession

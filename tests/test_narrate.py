@@ -54,6 +54,14 @@ def test_plurals_of_captions():
     assert plural("a red circle", 1) == "a red circle"
 
 
+def test_plurals_of_captions_whose_head_noun_ends_in_ing():
+    """A noun in -ing is the head, not the verb that ends it ("two talls building" before)."""
+    assert plural("a tall building", 2) == "two tall buildings"
+    assert plural("a white building with windows", 3) == "three white buildings with windows"
+    assert plural("a gold ring", 2) == "two gold rings"
+    assert plural("a man sitting on a bench", 2) == "two men sitting on a bench"  # a verb still ends it
+
+
 def test_narration_groups_shared_captions_and_reads_in_order():
     regions = [region([150, 130, 170, 150], "a small red circle"),  # middle (centre 160, 140)
                region([210, 210, 290, 290], "a blue square"),  # bottom right

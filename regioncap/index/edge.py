@@ -100,11 +100,15 @@ def check_folder(folder: Path, create: bool) -> dict | None:
         raise SearchIndexError(f"{folder}: an index of the old format (qdrant-client's local mode, which stores "
                                "pickles; it is not opened): rebuild it: move the folder away and run `python -m "
                                f"regioncap index PHOTOS --index {folder}`")
+    foreign = folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(p.name not in SYSTEM_FILES
+                                                                               for p in folder.iterdir())
+    if not create and foreign:  # e.g. the photos folder itself: building an index there would be refused too
+        raise SearchIndexError(f"{folder}: not a regioncap index (no {META_FILE}); give --index the folder "
+                               "that `python -m regioncap index PHOTOS --index DIR` built")
     if not create:
         raise SearchIndexError(f"{folder}: no index there (build one with `python -m regioncap index PHOTOS "
                                f"--index {folder}`)")
-    if folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(p.name not in SYSTEM_FILES
-                                                                        for p in folder.iterdir()):
+    if foreign:
         raise SearchIndexError(f"{folder}: not empty and not a regioncap index (no {META_FILE}); an index needs "
                                "a folder of its own: give --index a new or empty folder")
     return None

@@ -64,6 +64,7 @@ def connect(url: str, timeout: int = 10):
     try:
         client.get_collections()
     except Exception as e:  # httpx / grpc / HTTP status errors all mean "not usable"
+        client.close()  # its connection pool: nothing of a refused server is kept open
         raise SearchIndexError(f"Qdrant server {url} does not answer ({_first_line(e)})") from None
     return client
 
