@@ -249,19 +249,21 @@ def test_strict_training_stops_before_it_starts(corrupted_data, tmp_path, capsys
 
 
 # -- 5. folders: what the walker takes (issue 29, point 7) ------------------------------------------------
-def test_the_walked_suffixes_are_those_the_image_loader_opens():
+def test_the_walked_suffixes_are_those_the_image_loader_and_the_video_reader_open():
     from regioncap.data.image import image_suffixes
     from regioncap.index.files import suffix_kinds
+    from regioncap.video.reader import VIDEO_SUFFIXES
 
     suffixes = image_suffixes()
     assert {".jpg", ".jpeg", ".JPG".lower(), ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"} <= suffixes
     assert not suffixes & {".mp4", ".mpg", ".xmp", ".txt", ".json", ".psd", ".eps", ".pdf", ".ico", ".jp2"}
-    assert suffix_kinds() == dict.fromkeys(suffixes, "image")
+    assert {".mp4", ".mov", ".mkv", ".webm", ".avi"} <= VIDEO_SUFFIXES and not VIDEO_SUFFIXES & suffixes
+    assert suffix_kinds() == {**dict.fromkeys(suffixes, "image"), **dict.fromkeys(VIDEO_SUFFIXES, "video")}
 
 
 @pytest.fixture
 def library(tmp_path):
-    """A photo folder with what photo folders hold: sidecars, a video (150 MB, sparse), an upper-case suffix."""
+    """A photo folder with what photo folders hold: sidecars, an archive (150 MB, sparse), an upper-case suffix."""
     from PIL import Image
 
     folder = tmp_path / "library"
@@ -272,7 +274,7 @@ def library(tmp_path):
     (folder / "a.jpg.xmp").write_text("<x:xmpmeta/>")
     (folder / "2024" / "b.xmp").write_text("<x:xmpmeta/>")
     (folder / "notes.txt").write_text("holiday")
-    with open(folder / "2024" / "clip.mp4", "wb") as f:
+    with open(folder / "2024" / "backup.zip", "wb") as f:
         f.truncate(150 * 2**20)
     return folder
 
@@ -299,7 +301,7 @@ def test_caption_skips_what_no_reader_knows_without_reading_it(library, reads, s
     assert code == 0 and not [d for d in lines if "error" in d]
     assert sorted(Path(d["path"]).name for d in lines) == ["a.jpg", "b.PNG", "c.webp"]
     assert sorted(reads) == ["a.jpg", "b.PNG", "c.webp"]  # the video and the sidecars were never opened
-    assert "skipped 4 file(s) whose suffix no reader knows (.xmp 2, .mp4 1, .txt 1)" in caplog.text
+    assert "skipped 4 file(s) whose suffix no reader knows (.xmp 2, .txt 1, .zip 1)" in caplog.text
     # named explicitly, a file is tried whatever its suffix: the reader decides
     code = cli_main(["caption", str(library / "notes.txt"), str(library / "a.jpg"), "--model", str(saved_model[1])])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
