@@ -90,7 +90,8 @@ def test_bad_option_values_are_usage_errors(image_file, capsys):
         with pytest.raises(SystemExit) as exit_:
             main([str(a) for a in argv])
         assert exit_.value.code == 2
-    capsys.readouterr()
+        err = capsys.readouterr().err  # the CLI's rule for bad input: one line, no usage block
+        assert err.count("\n") == 1 and "error: argument" in err and err.rstrip().endswith("--help)")
 
 
 def test_python_dash_m_entry_point(tmp_path):
