@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cli-repeats", type=int, default=7)
     p.add_argument("--work", default=None, help="working folder (default: a temporary one, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the built indexes in --work (search-SIZE)")
+    p.add_argument("--reuse", action="store_true", help="search the indexes that an earlier --keep run of the same "
+                   "collection left in --work instead of building them again (no build times then)")
     p.add_argument("--sentences-only", action="store_true", help="build and search the images shard only "
                    "(a million images' regions graph, 7.7 M rows, would take over an hour on 2 cores)")
     p.add_argument("--search-child", default=None, help=argparse.SUPPRESS)  # internal: the searching process
@@ -218,9 +221,10 @@ def true_top10(chunks, model, sentences, phrases):
     first_phrase = np.flatnonzero(np.r_[True, sentence_of[1:] != sentence_of[:-1]])
     s = np.concatenate(s)
     scores, best = [], []  # S_kl [images, sentences] per chunk; per chunk the 10 best rows of each phrase
-    first_image = 0
+    first_image = total = 0
     for items in chunks:
         rows = np.concatenate([v for _, v, _ in items])
+        total += len(rows)
         counts = [len(v) for _, v, _ in items]
         owners = np.repeat(np.arange(first_image, first_image + len(items)), counts)
         kinds = np.concatenate([np.arange(-1, n - 1) for n in counts])
@@ -240,7 +244,14 @@ def true_top10(chunks, model, sentences, phrases):
         sims, owners, kinds = (np.concatenate(x) for x in zip(*(chunk[j] for chunk in best)))
         order = np.lexsort((kinds, owners, -sims))[:10]  # by similarity, ties in stored order
         by_phrase.append({(int(owners[i]), int(kinds[i])) for i in order})
-    return by_sentence, by_phrase
+    return by_sentence, by_phrase, total
+
+
+def collection_record(base, size: int, args) -> dict:
+    """What makes a collection: an index kept by a run with the same record can be searched again."""
+    digest = hashlib.sha256(b"".join(v.tobytes() for v, _ in base)).hexdigest()[:16]
+    return {"size": size, "base": len(base), "base_sha256": digest, "noise": args.noise, "vectors": args.vectors,
+            "sentences_only": args.sentences_only}
 
 
 def search_child(location: str, model_path: str, spec: str) -> None:
@@ -298,9 +309,15 @@ def bench_size(model, base, size, args, work, sets) -> dict:
     chunks = functools.partial(collection, base, size, args.noise, args.vectors == "random")
     if args.sentences_only:
         sets = {name: (sentences, []) for name, (sentences, _) in sets.items()}
-    rows, built, optimised = build(location, model, chunks(), regions=not args.sentences_only)
-    print(f"built {size:,} images ({rows:,} rows) in {built:.1f} s, optimised in {optimised:.1f} s",
-          file=sys.stderr)
+    record, kept = collection_record(base, size, args), work / f"search-{size}.json"
+    if args.reuse and location.is_dir():
+        if not kept.is_file() or json.loads(kept.read_text()) != record:
+            raise SystemExit(f"{location}: not an index of this collection ({kept} differs): build it again")
+        built = optimised = None
+    else:
+        _, built, optimised = build(location, model, chunks(), regions=not args.sentences_only)
+        kept.write_text(json.dumps(record))
+        print(f"built {size:,} images in {built:.1f} s, optimised in {optimised:.1f} s", file=sys.stderr)
     spec = work / "queries.json"
     sweep = [[int(x) for x in item.split(":")] for item in args.sweep.split(",") if item]
     spec.write_text(json.dumps([sets, sweep]))
@@ -312,7 +329,7 @@ def bench_size(model, base, size, args, work, sets) -> dict:
             raise SystemExit(f"the searching process failed:\n{child.stderr[-3000:]}")
         runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
     names = list(sets)  # the exact answers of both query sets in one pass over the collection
-    by_sentence, by_phrase = true_top10(chunks(), model, sum((sets[n][0] for n in names), []),
+    by_sentence, by_phrase, rows = true_top10(chunks(), model, sum((sets[n][0] for n in names), []),
                                         sum((sets[n][1] for n in names), []))
     exact, i, j = {}, 0, 0
     for n in names:
@@ -328,6 +345,7 @@ def bench_size(model, base, size, args, work, sets) -> dict:
            "size_mb": sum(f.stat().st_size for f in location.rglob("*") if f.is_file()) / 2**20}
     if not args.keep:
         shutil.rmtree(location)
+        kept.unlink()
     return out
 
 
@@ -358,8 +376,8 @@ def print_table(results: list[dict], kind: str, sets: dict) -> None:
                 phrase, recall_p = ((f"{g['p50']:.1f} / {g['p95']:.1f}", f"{row['recall_regions']:.3f}") if g
                                     else ("-", "-"))
                 first = k == n == 0
-                size = (f"{r['size']:,} | {r['rows']:,} | {r['build_s']:.0f} | {r['optimise_s']:.0f}" if first
-                        else " | | |")
+                times = ("kept | kept" if r["build_s"] is None else f"{r['build_s']:.0f} | {r['optimise_s']:.0f}")
+                size = f"{r['size']:,} | {r['rows']:,} | {times}" if first else " | | |"
                 process = (f"{k + 1} ({run['load'][0]:.1f}) | {' / '.join(map(str, run['segments']))} | "
                            f"{run['open_s']:.2f}" if n == 0 else " | |")
                 rss, disk = f"{run['rss_mb']:.0f}" if n == 0 else "", f"{r['size_mb']:.0f}" if first else ""

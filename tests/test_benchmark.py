@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,9 +159,6 @@ def bench_index():
 
 def run_bench_index(tmp_path, *args):
     """bench_index.py in a subprocess (as it is run); its stdout and --json report."""
-    import subprocess
-    import sys
-
     out = tmp_path / "report.json"
     run = subprocess.run([sys.executable, str(SCRIPT.parent / "bench_index.py"), *args, "--work", str(tmp_path),
                           "--json", str(out)], capture_output=True, text=True, timeout=300, check=True)
@@ -231,10 +230,14 @@ def test_bench_index_spreads_each_scenes_copies_over_shuffled_places(bench_index
     assert all((a == b).all() for a, b in zip(again, (v for items in chunks for _, v, _ in items)))
 
 
+QUICK_INDEX = ["--images", "0", "--sizes", "300", "--base", "20", "--queries", "4", "--tune-queries", "0",
+               "--sentences-only", "--keep"]
+
+
 def test_bench_index_sentences_only_builds_and_searches_the_images_shard_alone(tmp_path):
-    """--sentences-only (the million-image run): no regions written or searched, sentences exact."""
-    stdout, report = run_bench_index(tmp_path, "--images", "0", "--sizes", "300", "--base", "20", "--queries", "4",
-                                     "--tune-queries", "0", "--sentences-only", "--keep")
+    """--sentences-only (the million-image run): no regions written or searched, sentences exact; --reuse
+    searches the kept index again."""
+    stdout, report = run_bench_index(tmp_path, *QUICK_INDEX)
     rows = report["sizes"][0]["runs"][0]["settings"]
     assert [r["queries"] for r in rows] == ["held-out", "held-out"], stdout
     for r in rows:
@@ -244,3 +247,11 @@ def test_bench_index_sentences_only_builds_and_searches_the_images_shard_alone(t
     store = EdgeStore(tmp_path / "search-300", create=False)
     assert (store.count_images(), store.count_regions()) == (300, 0)
     store.close()
+    assert report["sizes"][0]["rows"] > 300  # every image's [whole image, regions...]
+    # --reuse searches the kept index (no build), and refuses one of another collection
+    again = run_bench_index(tmp_path, *QUICK_INDEX, "--reuse")[1]["sizes"][0]
+    assert (again["build_s"], again["rows"]) == (None, report["sizes"][0]["rows"])
+    assert [r["recall_images"] for r in again["runs"][0]["settings"]] == [1.0, 1.0]
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_bench_index(tmp_path, *QUICK_INDEX, "--reuse", "--noise", "0.03")
+    assert "not an index of this collection" in refused.value.stderr
