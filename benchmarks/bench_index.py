@@ -5,25 +5,31 @@
    threads, analyze in batches, Edge writes), alternating ``--repeats`` times; best of each. Goal: < 15 %.
 2. Search at collection size (``--sizes``): the demo model's vectors of ``--base`` analysed synthetic scenes
    are multiplied to each size by perturbed copies (Gaussian noise of ``--noise`` per component,
-   renormalised; ``--vectors random``: random unit vectors, the worst case for any approximate index),
-   written into an embedded index exactly as ``add`` lays them out, then optimised (HNSW, int8 copies).
-   A separate process (the searching process: text side only, as ``python -m regioncap search``) opens
-   it, runs the held-out scenes' sentences (by images) and phrases (by regions) twice with the engine's
-   defaults (the first pass faults the index's pages in) and once per ``--sweep`` setting, and reports open
-   time, p50/p95 and its peak RSS with the defaults (before the sweep); this process computes the exact top
-   10 by brute force over every stored vector (S_kl for sentences) and the recall of what the search
-   returned.
+   renormalised; at most ceil(size / base) copies of a scene, in shuffled places, so that a scene's copies
+   are not one per segment; ``--vectors random``: random unit vectors, the worst case for any approximate
+   index), written into an embedded index exactly as ``add`` lays them out, then optimised (HNSW, int8
+   copies). Two query sets, of different scenes, never sharing a text: ``--tune-queries`` sentences and
+   phrases of the validation scenes, for choosing engine settings (``--sweep``), and ``--queries`` held-out
+   ones of the test scenes, on which the engine's defaults are reported. A separate process (the
+   searching process: text side only, as ``python -m regioncap search``) opens the index, runs the
+   held-out sentences (by images) and phrases (by regions) twice with the defaults (the first pass faults
+   the index's pages in), then the tuning ones with the defaults and once per ``--sweep`` setting, and
+   reports open time, p50/p95 and its peak RSS after the held-out passes; ``--search-runs`` such processes
+   one after the other. This process computes the exact top 10 by brute force over every stored vector
+   (S_kl for sentences) and the recall of what the search returned.
 3. ``--cli``: ``python -m regioncap search`` on a 1,000-image index against ``python -c "import torch"``,
    alternated ``--cli-repeats`` times in one run; the ratio of medians. Goal: <= 1.5.
 
-    python benchmarks/bench_index.py [--sizes 10000,100000] [--base 1000] [--vectors real|random] [--cli]
-        [--sentences-only]
+    python benchmarks/bench_index.py [--sizes 10000,100000] [--base 5000 --base-cache F.npz]
+        [--vectors real|random] [--queries 60 --tune-queries 60 --sweep 0:1024,4:1024] [--cli]
+        [--sentences-only] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -48,19 +54,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None, help="RegionIndex.add's batch size (default: its own)")
     p.add_argument("--sizes", default="10000", help="collection sizes for the search measurement ('' skips it)")
-    p.add_argument("--base", type=int, default=1000, help="analysed scenes whose vectors make up the collections")
+    p.add_argument("--base", type=int, default=5000, help="analysed scenes whose vectors make up the collections "
+                   "(at most ceil(size / base) copies of each)")
     p.add_argument("--noise", type=float, default=0.02, help="per-component noise of the perturbed copies")
     p.add_argument("--vectors", choices=("real", "random"), default="real")
     p.add_argument("--base-cache", default=None, help="keep the analysed base scenes' vectors in this .npz "
-                   "(read when it exists: the analysis of a thousand scenes takes minutes)")
-    p.add_argument("--queries", type=int, default=60, help="sentences and phrases searched per size")
-    p.add_argument("--sweep", default="", help="also search with these engine settings, e.g. "
+                   "(read when it holds the same scenes: the analysis of 5,000 scenes takes minutes)")
+    p.add_argument("--queries", type=int, default=60, help="held-out sentences and phrases (of the test scenes) "
+                   "on which the defaults are reported")
+    p.add_argument("--tune-queries", type=int, default=60, help="tuning sentences and phrases (of the validation "
+                   "scenes, no text shared with the held-out ones) searched with the defaults and --sweep")
+    p.add_argument("--sweep", default="", help="also search the tuning queries with these engine settings, e.g. "
                    "'0:256,2:512' (sentences: 0 = MaxSim over the float32 vectors, N = over the int8 copies "
                    "with N x limit re-scored, whatever the size; phrases: HNSW ef)")
+    p.add_argument("--search-runs", type=int, default=1, help="searching processes per size, one after the other")
+    p.add_argument("--json", default=None, help="also write the results (and the queries) to this file")
     p.add_argument("--cli", action="store_true", help="also time one `search` call against `import torch`")
     p.add_argument("--cli-repeats", type=int, default=7)
     p.add_argument("--work", default=None, help="working folder (default: a temporary one, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the built indexes in --work (search-SIZE)")
+    p.add_argument("--reuse", action="store_true", help="search the indexes that an earlier --keep run of the same "
+                   "collection left in --work instead of building them again (no build times then)")
     p.add_argument("--sentences-only", action="store_true", help="build and search the images shard only "
                    "(a million images' regions graph, 7.7 M rows, would take over an hour on 2 cores)")
     p.add_argument("--search-child", default=None, help=argparse.SUPPRESS)  # internal: the searching process
@@ -115,37 +129,58 @@ def base_vectors(model, data: Path, count: int) -> list[tuple[np.ndarray, list[d
 
 
 def cached_base(model, data: Path, count: int, cache: str | None):
-    """:func:`base_vectors`, kept in ``cache`` (an .npz of the multivectors and their regions as JSON)."""
+    """:func:`base_vectors`, kept in ``cache`` (an .npz of the scenes' names, their multivectors and their
+    regions as JSON); a cache of other scenes is analysed again (and overwritten)."""
+    names = [p.stem for p in sorted((data / "Images").glob("*.jpg"))[:count]]
     if cache and Path(cache).is_file():
         stored = np.load(cache)
-        regions = json.loads(str(stored["regions"]))
-        return [(stored[f"v{i}"], regions[i]) for i in range(len(regions))][:count]
+        if "names" in stored and stored["names"].tolist()[:count] == names:
+            regions = json.loads(str(stored["regions"]))
+            return [(stored[f"v{i}"], regions[i]) for i in range(count)]
+        print(f"{cache}: holds other scenes than --base {count}: analysing again", file=sys.stderr)
     base = base_vectors(model, data, count)
     if cache:
-        np.savez(cache, regions=json.dumps([r for _, r in base]), **{f"v{i}": v for i, (v, _) in enumerate(base)})
+        np.savez(cache, names=np.array(names), regions=json.dumps([r for _, r in base]),
+                 **{f"v{i}": v for i, (v, _) in enumerate(base)})
     return base
 
 
-def queries(data: Path, count: int) -> tuple[list[str], list[str]]:
-    """Held-out sentences and phrases of the synthetic scenes (their test split)."""
+def queries(data: Path, split: str, count: int, exclude: tuple = ((), ())) -> tuple[list[str], list[str]]:
+    """The first ``count`` distinct sentences and phrases of the scenes of ``split`` (val: tuning, test:
+    held-out), leaving out every text of ``exclude`` (sentences, phrases): the synthetic scenes' wording
+    repeats (of the first 60 tuning phrases, 48 occur among the test scenes' phrases)."""
     from regioncap.data.flickr30k import read_sentences
 
     sentences, phrases = [], []
-    for image_id in (data / "test.txt").read_text().split():
+    for image_id in (data / f"{split}.txt").read_text().split():
         for s in read_sentences(data / "Sentences" / f"{image_id}.txt"):
             sentences.append(s.sentence)
             phrases += [p.text for p in s.phrases if p.chain_id != "0"]
-    return sentences[:count], list(dict.fromkeys(phrases))[:count]
+    return tuple([t for t in dict.fromkeys(texts) if t not in set(left_out)][:count]
+                 for texts, left_out in zip((sentences, phrases), exclude))
+
+
+def query_sets(data: Path, held_out: int, tuning: int) -> dict[str, tuple[list[str], list[str]]]:
+    """{"held-out": (sentences, phrases), "tuning": (sentences, phrases)}, sharing no text."""
+    tune = queries(data, "val", tuning)
+    held = queries(data, "test", held_out, exclude=tune)
+    if any(set(h) & set(t) for h, t in zip(held, tune)):
+        raise SystemExit("the held-out queries share a text with the tuning ones")
+    return {"held-out": held, "tuning": tune}
 
 
 def collection(base, size: int, noise: float, random_vectors: bool, seed: int = 0, chunk: int = 1000):
     """The collection, ``chunk`` images at a time: lists of (hash, multivector [1 + N, D], payload), the
-    same every time (the exact answers are computed from a second pass: a million images are 8 GB)."""
+    same every time (the exact answers are computed from a second pass: a million images are 8 GB). Image
+    k is a copy of scene ``scenes[k]``: each scene's ceil(size / len(base)) copies at most lie in shuffled
+    places, so that a segment holds none, one or several of them (evenly placed copies, one per segment,
+    would favour the engine's per-segment oversampling)."""
     rng = np.random.default_rng(seed)
+    scenes = rng.permutation(size) % len(base)
     for start in range(0, size, chunk):
         items = []
         for k in range(start, min(size, start + chunk)):
-            vectors, regions = base[k % len(base)]
+            vectors, regions = base[scenes[k]]
             v = rng.standard_normal(vectors.shape).astype(np.float32)
             v = v if random_vectors else vectors + noise * v
             v /= np.linalg.norm(v, axis=1, keepdims=True)
@@ -186,9 +221,10 @@ def true_top10(chunks, model, sentences, phrases):
     first_phrase = np.flatnonzero(np.r_[True, sentence_of[1:] != sentence_of[:-1]])
     s = np.concatenate(s)
     scores, best = [], []  # S_kl [images, sentences] per chunk; per chunk the 10 best rows of each phrase
-    first_image = 0
+    first_image = total = 0
     for items in chunks:
         rows = np.concatenate([v for _, v, _ in items])
+        total += len(rows)
         counts = [len(v) for _, v, _ in items]
         owners = np.repeat(np.arange(first_image, first_image + len(items)), counts)
         kinds = np.concatenate([np.arange(-1, n - 1) for n in counts])
@@ -208,7 +244,14 @@ def true_top10(chunks, model, sentences, phrases):
         sims, owners, kinds = (np.concatenate(x) for x in zip(*(chunk[j] for chunk in best)))
         order = np.lexsort((kinds, owners, -sims))[:10]  # by similarity, ties in stored order
         by_phrase.append({(int(owners[i]), int(kinds[i])) for i in order})
-    return by_sentence, by_phrase
+    return by_sentence, by_phrase, total
+
+
+def collection_record(base, size: int, args) -> dict:
+    """What makes a collection: an index kept by a run with the same record can be searched again."""
+    digest = hashlib.sha256(b"".join(v.tobytes() for v, _ in base)).hexdigest()[:16]
+    return {"size": size, "base": len(base), "base_sha256": digest, "noise": args.noise, "vectors": args.vectors,
+            "sentences_only": args.sentences_only}
 
 
 def search_child(location: str, model_path: str, spec: str) -> None:
@@ -220,19 +263,24 @@ def search_child(location: str, model_path: str, spec: str) -> None:
 
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)  # as `python -m regioncap search` does
-    sentences, phrases, sweep = json.loads(Path(spec).read_text())
+    sets, sweep = json.loads(Path(spec).read_text())
     model = TextModel.from_pretrained(model_path)
     t = time.perf_counter()
     index = RegionIndex(location, model, create=False)
-    out = {"open_s": time.perf_counter() - t, "images": len(index), "settings": []}
+    out = {"open_s": time.perf_counter() - t, "images": len(index), "load": os.getloadavg(), "settings": [],
+           "segments": [shard.info().segments_count for shard in (index.store.images, index.store.regions)],
+           "defaults": [0 if len(index) <= edge.DIRECT_IMAGES else edge.OVERSAMPLING, edge.HNSW_EF]}
     defaults = (edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES)
-    for setting in [None, None, *sweep]:  # the defaults twice: the first pass faults the index's pages in
+    passes = [("held-out", None), ("held-out", None)]  # the first pass faults the index's pages in
+    if any(sets["tuning"]):
+        passes += [("tuning", None)] + [("tuning", setting) for setting in sweep]
+    for name, setting in passes:
         if setting is None:
             edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES = defaults
         else:  # oversampling 0: the float32 vectors whatever the size; else the int8 copies whatever the size
             edge.OVERSAMPLING, edge.HNSW_EF, edge.DIRECT_IMAGES = *setting, 0 if setting[0] else 10**12
-        row = {"setting": setting}
-        for by, texts in (("images", sentences), ("regions", phrases)):
+        row = {"queries": name, "setting": setting}
+        for by, texts in zip(("images", "regions"), sets[name]):
             if not texts:
                 continue
             index.search(texts[0], by=by)  # warm-up
@@ -250,33 +298,91 @@ def search_child(location: str, model_path: str, spec: str) -> None:
     print(json.dumps(out))
 
 
-def bench_size(model, base, size, args, work, sentences, phrases) -> dict:
+def recall(true: list[set], found: list[list]) -> float:
+    """The mean share of each query's exact top 10 that the search returned."""
+    return float(np.mean([len(t & {x if isinstance(x, int) else tuple(x) for x in f}) / 10
+                          for t, f in zip(true, found)]))
+
+
+def bench_size(model, base, size, args, work, sets) -> dict:
     location = work / f"search-{size}"
     chunks = functools.partial(collection, base, size, args.noise, args.vectors == "random")
     if args.sentences_only:
-        phrases = []
-    rows, built, optimised = build(location, model, chunks(), regions=not args.sentences_only)
-    print(f"built {size:,} images ({rows:,} rows) in {built:.1f} s, optimised in {optimised:.1f} s",
-          file=sys.stderr)
+        sets = {name: (sentences, []) for name, (sentences, _) in sets.items()}
+    record, kept = collection_record(base, size, args), work / f"search-{size}.json"
+    if args.reuse and location.is_dir():
+        if not kept.is_file() or json.loads(kept.read_text()) != record:
+            raise SystemExit(f"{location}: not an index of this collection ({kept} differs): build it again")
+        built = optimised = None
+    else:
+        _, built, optimised = build(location, model, chunks(), regions=not args.sentences_only)
+        kept.write_text(json.dumps(record))
+        print(f"built {size:,} images in {built:.1f} s, optimised in {optimised:.1f} s", file=sys.stderr)
     spec = work / "queries.json"
     sweep = [[int(x) for x in item.split(":")] for item in args.sweep.split(",") if item]
-    spec.write_text(json.dumps([sentences, phrases, sweep]))
-    child = subprocess.run([sys.executable, __file__, "--search-child", str(location), "--model", args.model,
-                            "--work", str(spec)], capture_output=True, text=True, check=False)
-    if child.returncode:
-        raise SystemExit(f"the searching process failed:\n{child.stderr[-3000:]}")
-    out = json.loads(child.stdout.strip().splitlines()[-1])
-    by_sentence, by_phrase = true_top10(chunks(), model, sentences, phrases)
-    for row in out["settings"]:
-        row["recall_images"] = float(np.mean([len(t & set(f)) / 10 for t, f in zip(by_sentence,
-                                                                                    row["images"]["found"])]))
-        row["recall_regions"] = float(np.mean([len(t & {tuple(x) for x in f}) / 10 for t, f in
-                                               zip(by_phrase, row["regions"]["found"])])) if phrases else None
-    out.update(rows=rows, build_s=built, optimise_s=optimised,
-               size_mb=sum(f.stat().st_size for f in location.rglob("*") if f.is_file()) / 2**20)
+    spec.write_text(json.dumps([sets, sweep]))
+    runs = []
+    for _ in range(args.search_runs):
+        child = subprocess.run([sys.executable, __file__, "--search-child", str(location), "--model", args.model,
+                                "--work", str(spec)], capture_output=True, text=True, check=False)
+        if child.returncode:
+            raise SystemExit(f"the searching process failed:\n{child.stderr[-3000:]}")
+        runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    names = list(sets)  # the exact answers of both query sets in one pass over the collection
+    by_sentence, by_phrase, rows = true_top10(chunks(), model, sum((sets[n][0] for n in names), []),
+                                        sum((sets[n][1] for n in names), []))
+    exact, i, j = {}, 0, 0
+    for n in names:
+        s, p = len(sets[n][0]), len(sets[n][1])
+        exact[n] = (by_sentence[i:i + s], by_phrase[j:j + p])
+        i, j = i + s, j + p
+    for run in runs:
+        for row in run["settings"]:
+            true_s, true_p = exact[row["queries"]]
+            row["recall_images"] = recall(true_s, row["images"]["found"])
+            row["recall_regions"] = recall(true_p, row["regions"]["found"]) if true_p else None
+    out = {"size": size, "rows": rows, "build_s": built, "optimise_s": optimised, "runs": runs,
+           "size_mb": sum(f.stat().st_size for f in location.rglob("*") if f.is_file()) / 2**20}
     if not args.keep:
         shutil.rmtree(location)
+        kept.unlink()
     return out
+
+
+def setting_name(setting, defaults) -> str:
+    """'defaults: int8, 2x re-scored; phrases ef 1024' and the like ([oversampling or 0, ef])."""
+    os_, ef = setting or defaults
+    what = f"int8, {os_:g}x re-scored" if os_ else "float32 MaxSim"
+    return f"{'defaults: ' if setting is None else ''}{what}; phrases ef {ef}"
+
+
+def print_table(results: list[dict], kind: str, sets: dict) -> None:
+    """One row per pass; the size's and the searching process's columns on their first row only."""
+    (hs, hp), (ts, tp) = sets["held-out"], sets["tuning"]
+    print(f"\nsearch, embedded index (Qdrant Edge), top 10, {kind}; held-out queries: {len(hs)} sentences and "
+          f"{len(hp)} phrases (test scenes); tuning queries: {len(ts)} and {len(tp)} (validation scenes, no "
+          "text shared); searching process = text side only:")
+    print("| images | rows | build s | optimise s | run (load) | segments (images / regions) | open s | queries "
+          "| engine setting | sentence p50 / p95 ms | phrase p50 / p95 ms | recall sentences | recall phrases "
+          "| peak RSS MB (held-out defaults) | on disk MB |")
+    print("|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        for k, run in enumerate(r["runs"]):
+            for n, row in enumerate(run["settings"]):
+                i, g = row["images"], row.get("regions")
+                name = setting_name(row["setting"], run["defaults"])
+                if n < 2:
+                    name += ("; first pass after opening", "; again")[n]
+                phrase, recall_p = ((f"{g['p50']:.1f} / {g['p95']:.1f}", f"{row['recall_regions']:.3f}") if g
+                                    else ("-", "-"))
+                first = k == n == 0
+                times = ("kept | kept" if r["build_s"] is None else f"{r['build_s']:.0f} | {r['optimise_s']:.0f}")
+                size = f"{r['size']:,} | {r['rows']:,} | {times}" if first else " | | |"
+                process = (f"{k + 1} ({run['load'][0]:.1f}) | {' / '.join(map(str, run['segments']))} | "
+                           f"{run['open_s']:.2f}" if n == 0 else " | |")
+                rss, disk = f"{run['rss_mb']:.0f}" if n == 0 else "", f"{r['size_mb']:.0f}" if first else ""
+                print(f"| {size} | {process} | {row['queries']} | {name} | {i['p50']:.1f} / {i['p95']:.1f} "
+                      f"| {phrase} | {row['recall_images']:.3f} | {recall_p} | {rss} | {disk} |")
 
 
 # -- 3. one search call ----------------------------------------------------------------------------
@@ -308,6 +414,7 @@ def main(args) -> int:
     torch.set_grad_enabled(False)
     print(f"torch threads: {torch.get_num_threads()}, CPU cores: {os.cpu_count()}, load average: "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    report = {"argv": sys.argv[1:], "load_start": os.getloadavg()}
     model = RegionCaptioner.from_pretrained(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-index-"))
     try:
@@ -320,41 +427,32 @@ def main(args) -> int:
             print(f"| analyze() alone | {alone:.2f} | {len(images) / alone:.2f} |")
             print(f"| RegionIndex.add (embedded) | {indexed:.2f} | {len(images) / indexed:.2f} |")
             print(f"index overhead: {100 * (indexed / alone - 1):+.1f} % (goal < 15 %)")
+            report["indexing"] = {"images": len(images), "analyze_s": alone, "add_s": indexed}
         sizes = [int(s) for s in args.sizes.split(",") if s]
         if sizes or args.cli:
             data = work / "scenes"
-            synthetic.main([str(data), "--images", str(args.base), "--seed", "21", "--splits", "0.9,0,0.1"])
+            synthetic.main([str(data), "--images", str(args.base), "--seed", "21", "--splits", "0.8,0.1,0.1"])
             t = time.perf_counter()
             base = cached_base(model, data, args.base, args.base_cache)
             print(f"base scenes ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-            sentences, phrases = queries(data, args.queries)
-        rows = [(size, bench_size(model, base, size, args, work, sentences, phrases)) for size in sizes]
-        if rows:
-            kind = ("random unit vectors" if args.vectors == "random" else
-                    f"the demo model's vectors of {args.base} scenes, perturbed copies (noise {args.noise})")
-            print(f"\nsearch, embedded index (Qdrant Edge), top 10, {kind}; {len(sentences)} held-out sentences "
-                  f"and {len(phrases)} phrases; searching process = text side only:")
-            print("| images | rows | build s | optimise s | open s | sentence p50 / p95 ms | phrase p50 / p95 ms "
-                  "| recall images | recall regions | peak RSS MB (defaults) | on disk MB |")
-            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-            for size, r in rows:
-                for n, row in enumerate(r["settings"]):
-                    i, g = row["images"], row.get("regions")
-                    what = f"{size:,}" + (" (defaults, first pass after opening)", " (defaults, again)", "")[min(n, 2)]
-                    if row["setting"] is not None and row["setting"][0]:
-                        what += f" (int8, {row['setting'][0]}x re-scored; phrases ef {row['setting'][1]})"
-                    elif row["setting"] is not None:
-                        what += f" (float32 MaxSim; phrases ef {row['setting'][1]})"
-                    phrase, recall = ((f"{g['p50']:.1f} / {g['p95']:.1f}", f"{row['recall_regions']:.3f}") if g
-                                      else ("-", "-"))
-                    print(f"| {what} | {r['rows']:,} | {r['build_s']:.0f} | {r['optimise_s']:.0f} | {r['open_s']:.2f} "
-                          f"| {i['p50']:.1f} / {i['p95']:.1f} | {phrase} | {row['recall_images']:.3f} | {recall} "
-                          f"| {r['rss_mb']:.0f} | {r['size_mb']:.0f} |")
+            sets = query_sets(data, args.queries, args.tune_queries)
+        results = [bench_size(model, base, size, args, work, sets) for size in sizes]
+        if results:
+            copies = f"at most {-(-max(sizes) // args.base)} copies of each in shuffled places"
+            kind = (f"random unit vectors ({copies} of {args.base} scenes' shapes)" if args.vectors == "random" else
+                    f"the demo model's vectors of {args.base} scenes, perturbed copies (noise {args.noise}; {copies})")
+            print_table(results, kind, sets)
+        report["sizes"], report["queries"] = results, sets if sizes else {}
         if args.cli:
             torch_s, search_s = bench_cli(model, base, work, args.cli_repeats, args.model)
             print(f"\none `python -m regioncap search` on a 1,000-image index: {search_s:.2f} s; `python -c "
                   f"\"import torch\"`: {torch_s:.2f} s (medians of {args.cli_repeats}); ratio {search_s / torch_s:.2f} "
                   "(goal <= 1.5)")
+            report["cli"] = {"import_torch_s": torch_s, "search_s": search_s}
+        report["load_end"] = os.getloadavg()
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in report['load_end'])}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

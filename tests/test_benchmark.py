@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,42 +149,109 @@ def bench_photo_module():
     return bench_photo
 
 
-def test_bench_index_reports_every_row_and_exact_recall_where_the_search_is_exact(tmp_path):
-    """bench_index.py end to end on a small collection: the indexing comparison, both default passes and
-    the sweep rows; MaxSim over the float32 vectors (the default below 20,000 images) finds the exact top 10."""
-    import subprocess
-    import sys
+@pytest.fixture(scope="module")
+def bench_index():
+    spec = importlib.util.spec_from_file_location("bench_index", SCRIPT.parent / "bench_index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    script = SCRIPT.parent / "bench_index.py"
-    run = subprocess.run([sys.executable, str(script), "--images", "2", "--repeats", "1", "--sizes", "300",
-                          "--base", "20", "--queries", "4", "--sweep", "0:64,4:64", "--work", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, check=True)
-    lines = run.stdout.splitlines()
-    assert any(line.startswith("index overhead: ") for line in lines)
-    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in lines if line.startswith("| 300")}
-    assert list(rows) == ["300 (defaults, first pass after opening)", "300 (defaults, again)",
-                          "300 (float32 MaxSim; phrases ef 64)", "300 (int8, 4x re-scored; phrases ef 64)"]
-    for name in list(rows)[:3]:
-        recall_images, recall_regions = (float(rows[name][i]) for i in (6, 7))
-        assert recall_images == 1.0, (name, run.stdout)
-        assert recall_regions > 0.9, (name, run.stdout)
+
+def run_bench_index(tmp_path, *args):
+    """bench_index.py in a subprocess (as it is run); its stdout and --json report."""
+    out = tmp_path / "report.json"
+    run = subprocess.run([sys.executable, str(SCRIPT.parent / "bench_index.py"), *args, "--work", str(tmp_path),
+                          "--json", str(out)], capture_output=True, text=True, timeout=300, check=True)
+    return run.stdout, json.loads(out.read_text())
+
+
+def test_bench_index_reports_held_out_defaults_and_tunes_on_other_queries(tmp_path):
+    """bench_index.py end to end on a small collection: the indexing comparison; the defaults twice on the
+    held-out queries, then the tuning queries with the defaults and each --sweep setting; the two query
+    sets share no text; MaxSim over the float32 vectors (the default below 20,000 images) is exact."""
+    stdout, report = run_bench_index(tmp_path, "--images", "2", "--repeats", "1", "--sizes", "300", "--base", "20",
+                                     "--queries", "4", "--tune-queries", "4", "--sweep", "0:64,4:64")
+    assert any(line.startswith("index overhead: ") for line in stdout.splitlines())
+    (held_s, held_p), (tune_s, tune_p) = report["queries"]["held-out"], report["queries"]["tuning"]
+    assert len(held_s) == len(tune_s) == 4 and held_p and tune_p
+    assert not set(held_s) & set(tune_s) and not set(held_p) & set(tune_p)
+    (size,) = report["sizes"]
+    (run,) = size["runs"]
+    assert (size["size"], run["images"], run["defaults"]) == (300, 300, [0, 1024])
+    rows = run["settings"]
+    assert [(r["queries"], r["setting"]) for r in rows] == [
+        ("held-out", None), ("held-out", None), ("tuning", None), ("tuning", [0, 64]), ("tuning", [4, 64])]
+    for r in rows:
+        texts = report["queries"][r["queries"]]
+        assert (len(r["images"]["found"]), len(r["regions"]["found"])) == (len(texts[0]), len(texts[1]))
+        assert r["images"]["p50"] <= r["images"]["p95"]
+    for r in rows[:4]:
+        assert r["recall_images"] == 1.0, r
+        assert r["recall_regions"] > 0.9, r
+    assert run["rss_mb"] > 0 and size["size_mb"] > 0 and run["segments"][0] >= 1
+    table = [line for line in stdout.splitlines() if "| held-out |" in line or "| tuning |" in line]
+    assert len(table) == 5 and "defaults: float32 MaxSim; phrases ef 1024; first pass" in table[0], stdout
+
+
+def test_bench_index_held_out_queries_share_no_text_with_the_tuning_ones(bench_index, tmp_path):
+    """The synthetic scenes' wording repeats: a sentence or phrase of a test scene that is also a tuning
+    query (validation scenes) is left out of the held-out ones, which then take the next texts."""
+    def scene(split, image_id, lines):
+        (tmp_path / "Sentences" / f"{image_id}.txt").write_text("\n".join(lines) + "\n")
+        with open(tmp_path / f"{split}.txt", "a") as f:
+            f.write(f"{image_id}\n")
+
+    (tmp_path / "Sentences").mkdir()
+    scene("val", "1", ["[/EN#1/other a red circle] near [/EN#2/other a blue square] .",
+                       "[/EN#1/other the red circle] on [/EN#0/notvisual the page] ."])
+    scene("test", "2", ["[/EN#1/other a red circle] near [/EN#2/other a blue square] .",  # the tuning sentence
+                        "[/EN#3/other a green star] above [/EN#4/other a red circle] .",
+                        "[/EN#3/other a green star] alone ."])
+    sets = bench_index.query_sets(tmp_path, held_out=2, tuning=2)
+    assert sets["tuning"] == (["a red circle near a blue square .", "the red circle on the page ."],
+                              ["a red circle", "a blue square"])
+    assert sets["held-out"] == (["a green star above a red circle .", "a green star alone ."], ["a green star"])
+
+
+def test_bench_index_spreads_each_scenes_copies_over_shuffled_places(bench_index):
+    """Image k is a copy of a scene drawn without replacement: each scene's copies (ceil(size / base) at
+    most) lie in random places, not one per block of len(base) images (one per segment), and the
+    collection is the same on the second pass (the exact answers are computed from it)."""
+    import numpy as np
+
+    base = [(np.eye(8, dtype=np.float32)[[i]], []) for i in range(8)]  # scene i: one row, e_i
+    size = 64
+    chunks = list(bench_index.collection(base, size, noise=0.0, random_vectors=False, chunk=10))
+    scenes = [int(np.argmax(v[0])) for items in chunks for _, v, _ in items]
+    assert len(scenes) == size and np.bincount(scenes).tolist() == [8] * 8
+    blocks = [scenes[i:i + 8] for i in range(0, size, 8)]
+    assert any(len(set(block)) < 8 for block in blocks)  # some block holds two copies of a scene
+    again = [v for items in bench_index.collection(base, size, 0.0, False, chunk=10) for _, v, _ in items]
+    assert all((a == b).all() for a, b in zip(again, (v for items in chunks for _, v, _ in items)))
+
+
+QUICK_INDEX = ["--images", "0", "--sizes", "300", "--base", "20", "--queries", "4", "--tune-queries", "0",
+               "--sentences-only", "--keep"]
 
 
 def test_bench_index_sentences_only_builds_and_searches_the_images_shard_alone(tmp_path):
-    """--sentences-only (the million-image run): no regions written or searched, sentences exact."""
-    import subprocess
-    import sys
-
-    script = SCRIPT.parent / "bench_index.py"
-    run = subprocess.run([sys.executable, str(script), "--images", "0", "--sizes", "300", "--base", "20",
-                          "--queries", "4", "--sentences-only", "--keep", "--work", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, check=True)
-    rows = [line.split("|")[2:] for line in run.stdout.splitlines() if line.startswith("| 300")]
-    assert len(rows) == 2, run.stdout
-    for row in rows:
-        assert (row[5].strip(), float(row[6]), row[7].strip()) == ("-", 1.0, "-"), run.stdout
+    """--sentences-only (the million-image run): no regions written or searched, sentences exact; --reuse
+    searches the kept index again."""
+    stdout, report = run_bench_index(tmp_path, *QUICK_INDEX)
+    rows = report["sizes"][0]["runs"][0]["settings"]
+    assert [r["queries"] for r in rows] == ["held-out", "held-out"], stdout
+    for r in rows:
+        assert ("regions" not in r, r["recall_images"], r["recall_regions"]) == (True, 1.0, None), stdout
     from regioncap.index.edge import EdgeStore
 
     store = EdgeStore(tmp_path / "search-300", create=False)
     assert (store.count_images(), store.count_regions()) == (300, 0)
     store.close()
+    assert report["sizes"][0]["rows"] > 300  # every image's [whole image, regions...]
+    # --reuse searches the kept index (no build), and refuses one of another collection
+    again = run_bench_index(tmp_path, *QUICK_INDEX, "--reuse")[1]["sizes"][0]
+    assert (again["build_s"], again["rows"]) == (None, report["sizes"][0]["rows"])
+    assert [r["recall_images"] for r in again["runs"][0]["settings"]] == [1.0, 1.0]
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_bench_index(tmp_path, *QUICK_INDEX, "--reuse", "--noise", "0.03")
+    assert "not an index of this collection" in refused.value.stderr
