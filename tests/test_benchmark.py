@@ -177,7 +177,8 @@ def test_bench_index_reports_held_out_defaults_and_tunes_on_other_queries(tmp_pa
     assert not set(held_s) & set(tune_s) and not set(held_p) & set(tune_p)
     (size,) = report["sizes"]
     (run,) = size["runs"]
-    assert (size["size"], run["images"], run["defaults"]) == (300, 300, [0, 1024])
+    from regioncap.index.edge import HNSW_EF
+    assert (size["size"], run["images"], run["defaults"]) == (300, 300, [0, HNSW_EF])
     rows = run["settings"]
     assert [(r["queries"], r["setting"]) for r in rows] == [
         ("held-out", None), ("held-out", None), ("tuning", None), ("tuning", [0, 64]), ("tuning", [4, 64])]
@@ -190,7 +191,7 @@ def test_bench_index_reports_held_out_defaults_and_tunes_on_other_queries(tmp_pa
         assert r["recall_regions"] > 0.9, r
     assert run["rss_mb"] > 0 and size["size_mb"] > 0 and run["segments"][0] >= 1
     table = [line for line in stdout.splitlines() if "| held-out |" in line or "| tuning |" in line]
-    assert len(table) == 5 and "defaults: float32 MaxSim; phrases ef 1024; first pass" in table[0], stdout
+    assert len(table) == 5 and f"defaults: float32 MaxSim; phrases ef {HNSW_EF}; first pass" in table[0], stdout
 
 
 def test_bench_index_held_out_queries_share_no_text_with_the_tuning_ones(bench_index, tmp_path):
