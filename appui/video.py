@@ -26,6 +26,7 @@ from regioncap.errors import RegionCapError, TextError  # noqa: E402
 from regioncap.viz import draw_regions  # noqa: E402
 
 from appui.inputs import parse_settings, user_errors  # noqa: E402
+from appui import matching  # noqa: E402
 from appui.matching import THRESHOLD_HOW  # noqa: E402
 from appui.settings import MAX_PHRASE  # noqa: E402
 
@@ -126,14 +127,16 @@ class VideoApp:
         """(gallery of each moment's best frame with the match drawn, a text list of the moments)."""
         if analysis is None or not analysis.frames:
             raise RegionCapError("Caption a video first, then search it with a phrase.")
-        phrase = (phrase or "").strip()
+        phrase = matching.check_phrase(phrase)  # the Search tab's rules: length, threshold, wording
         if not phrase:
             raise TextError("Type a phrase, e.g. a red circle.")
-        floor = self.app.match_threshold()
+        floor = matching.match_threshold(self.app.holder)
         hits, best = [], {}
         for i, (time, result, _) in enumerate(analysis.frames):
-            found = result.query(phrase, top_k=1) if result.regions else []
-            if found and found[0][1] >= floor:
+            if not result.regions:
+                continue
+            found = matching.phrase_matches(result, phrase, 1, floor).matches
+            if found:
                 hits.append((time, found[0][1], i))
                 best[i] = found[0][0]
         groups = moments(hits)
@@ -151,7 +154,8 @@ class VideoApp:
             text = f"{span}: {region.caption} (similarity {sim:.2f}, best at {clock(time)})"
             gallery.append((self.app.files.image(drawn, f"moment-{i}"), text))
             lines.append(f"- {text}")
-        head = f"{len(groups)} moment{'s' if len(groups) != 1 else ''} match “{phrase}” (threshold {floor:.2f}):"
+        head = (f"{len(groups)} moment{'s match' if len(groups) != 1 else ' matches'} “{phrase}” "
+                f"(threshold {floor:.2f}):")
         return gallery, "\n".join([head, *lines])
 
     def layout(self, max_regions, threshold) -> None:

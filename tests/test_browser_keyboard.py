@@ -14,6 +14,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 from test_app import EXAMPLE, ROOT, start_app  # noqa: E402
 from test_browser import TIMEOUT_MS, browser_context  # noqa: E402,F401  (a fixture)
 
@@ -69,8 +70,16 @@ def test_upload_explore_and_hear_the_narration_by_keyboard_alone(demo_server, br
     # From the top: Tab to the upload area, Enter opens the file chooser.
     page.evaluate("document.activeElement && document.activeElement.blur()")
     tab_until(page, lambda f: f["inImage"] and f["label"].startswith("Drop an image file"), "the upload area")
-    with page.expect_file_chooser(timeout=3 * TIMEOUT_MS) as chooser:
-        page.keyboard.press("Enter")
+    # In a long test run headless Chromium now and then drops the chooser that Enter opens (the focus
+    # stays on the upload area and nothing comes, about one full run in two here); Enter again opens it.
+    for attempt in range(3):
+        try:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.keyboard.press("Enter")
+            break
+        except PlaywrightTimeout:
+            assert attempt < 2, "Enter on the upload area never opened the file chooser"
+            assert page.evaluate(FOCUSED)["label"].startswith("Drop an image file")  # still there
     chooser.value.set_files(str(EXAMPLE))
     page.locator("#region-explorer button[data-box]").first.wait_for(timeout=LOAD_MS)
     page.wait_for_function("() => { const i = document.querySelector('#annotated img');"

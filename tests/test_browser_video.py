@@ -71,7 +71,7 @@ def test_video_tab_captions_an_upload_and_finds_a_moment(demo_server, browser, t
         shoot(page, "video-1-timeline.png", tmp_path)
         page.locator("#video-phrase textarea, #video-phrase input").first.fill("a blue square")
         page.get_by_role("button", name="Find", exact=True).click()
-        page.locator("#video-moments").get_by_text("1 moment match").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#video-moments").get_by_text("1 moment matches").wait_for(timeout=TIMEOUT_MS)
         listed = page.locator("#video-moments").inner_text()
         assert "0:02.0–0:03.5" in listed and "blue square" in listed, listed
         page.locator("#video-frames img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
