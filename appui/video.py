@@ -130,7 +130,7 @@ class VideoApp:
         phrase = matching.check_phrase(phrase)  # the Search tab's rules: length, threshold, wording
         if not phrase:
             raise TextError("Type a phrase, e.g. a red circle.")
-        floor = matching.match_threshold(self.app.holder)
+        floor = self.app.match_threshold()  # appui.matching.match_threshold of the loaded model
         hits, best = [], {}
         for i, (time, result, _) in enumerate(analysis.frames):
             if not result.regions:
