@@ -16,7 +16,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
-from test_app import EXAMPLE, make_tiny_model, start_app  # noqa: E402
+from test_app import EXAMPLE, ROOT, make_tiny_model, start_app  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
 CHROMIUM = "/usr/bin/chromium"
@@ -40,6 +40,14 @@ def browser_context(tmp_path_factory):
         yield context
         context.close()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    """The app with the demo model (assets/demo-model): it finds the example's shapes at the defaults."""
+    demo, url = start_app(ROOT / "assets" / "demo-model")
+    yield url
+    demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
-from test_app import EXAMPLE, ROOT, start_app  # noqa: E402
-from test_browser import TIMEOUT_MS, browser_context  # noqa: E402,F401  (a fixture)
+from test_app import EXAMPLE  # noqa: E402
+from test_browser import TIMEOUT_MS, browser_context, demo_server  # noqa: E402,F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
 LOAD_MS = 300_000  # the demo model loading on a busy machine
@@ -39,13 +39,6 @@ SHOWN_PICTURE = """() => { const i = document.querySelector('#annotated img'), r
   const s = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
   const w = i.naturalWidth * s, h = i.naturalHeight * s;
   return {x: r.left + (r.width - w) / 2, y: r.top + (r.height - h) / 2, w, h}; }"""
-
-
-@pytest.fixture(scope="module")
-def demo_server():
-    demo, url = start_app(ROOT / "assets" / "demo-model")
-    yield url
-    demo.close()
 
 
 def tab_until(page, done, what: str) -> dict:

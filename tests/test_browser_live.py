@@ -23,8 +23,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_app import ROOT, start_app  # noqa: E402
-from test_browser import ARGS, CHROMIUM, TIMEOUT_MS, shoot  # noqa: E402
+from test_browser import ARGS, CHROMIUM, TIMEOUT_MS, demo_server, shoot  # noqa: E402,F401  (a fixture)
 
 from regioncap import testing  # noqa: E402
 
@@ -76,13 +75,6 @@ def camera(tmp_path_factory):
     shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def demo_server():
-    demo, url = start_app(ROOT / "assets" / "demo-model")
-    yield url
-    demo.close()
-
-
 COUNT = r"(One|Two|Three|Four|Five|Six|Seven|Eight|Nine|Ten) regions?: "
 CAME = re.compile(r"(A|An) [a-z ]+ came into view (at the (top |bottom )?(left|right)|at the (top|bottom)|in the "
                   r"middle)\.")
@@ -101,7 +93,7 @@ def regions_listed(page) -> tuple[dict[int, str], str, str]:
     return {int(n): caption for n, caption in items}, src, alt
 
 
-def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_path):
+def test_live_tab_plays_the_camera_with_stable_numbers(demo_server, camera, tmp_path):  # noqa: F811
     context, shown = camera
     page = context.new_page()
     errors = []

@@ -2,9 +2,6 @@
 the moments a phrase matches. Skipped without /usr/bin/chromium, unless REGIONCAP_REQUIRE_BROWSER=1."""
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -12,8 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 
 pytest.importorskip("av")
-from test_app import ROOT, start_app  # noqa: E402
-from test_browser import ARGS, CHROMIUM, TIMEOUT_MS, shoot  # noqa: E402
+from test_browser import TIMEOUT_MS, browser_context, demo_server, shoot  # noqa: E402,F401  (fixtures)
 
 from regioncap.video.synthetic import MovingScene, Mover, write_video  # noqa: E402
 
@@ -23,34 +19,10 @@ MOVERS = [Mover("circle", "red", "medium", 30, 0.0, 6.0, 50, 50, 60, 55),
           Mover("square", "blue", "medium", 28, 2.0, 4.0, 200, 140, 196, 140)]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        if os.environ.get("REGIONCAP_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and REGIONCAP_REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="regioncap-chromium-")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS,
-                                                       viewport={"width": 1280, "height": 1100})
-        yield context
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def demo_server():
-    demo, url = start_app(ROOT / "assets" / "demo-model")
-    yield url
-    demo.close()
-
-
-def test_video_tab_captions_an_upload_and_finds_a_moment(demo_server, browser, tmp_path):
+def test_video_tab_captions_an_upload_and_finds_a_moment(demo_server, browser_context, tmp_path):  # noqa: F811
     video = tmp_path / "walk.mp4"
     write_video(video, MovingScene(MOVERS, seed=5, seconds=6.0), fps=10)
-    page = browser.new_page()
+    page = browser_context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
