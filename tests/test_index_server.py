@@ -98,6 +98,36 @@ def test_a_writer_that_died_is_taken_over_after_its_lease(tiny_model, server, tm
         assert index.add([tmp_path / "photos"])["unchanged"] == 1  # the stale lease was removed
 
 
+def test_a_long_run_of_unchanged_files_keeps_its_lease(tiny_model, server, tmp_path, monkeypatch):
+    """Re-indexing a library that did not change writes nothing; its lease is renewed all the same, so a
+    second writer is still refused after LEASE_SECONDS of such a run."""
+    scene_files(tmp_path / "photos", 3)
+    index = RegionIndex(server, tiny_model, prefix="shared", score_threshold=0.0)
+    index.add([tmp_path / "photos"])
+    clock = [store.time.time()]
+    monkeypatch.setattr(store.time, "time", lambda: clock[0])
+    other = RegionIndex(server, tiny_model, prefix="shared", score_threshold=0.0)
+    refused = []
+
+    def slow(records, *args, **kwargs):  # each file of the run takes half the lease's time
+        for record in records:
+            clock[0] += store.LEASE_SECONDS / 2
+            yield record
+
+    def try_other(iterable):
+        for item in slow(iterable):
+            try:
+                other.add([tmp_path / "photos"])
+            except SearchIndexError:
+                refused.append(True)
+            yield item
+
+    assert index.add([tmp_path / "photos"], progress=try_other)["unchanged"] == 3
+    assert refused == [True, True, True]  # the first writer held the index through its whole run
+    index.close()
+    other.close()
+
+
 def test_collections_that_are_not_ours_are_refused_and_left_alone(tiny_model, server):
     server.create_collection("photos_images", vectors_config=models.VectorParams(size=4,
                                                                                  distance=models.Distance.DOT))

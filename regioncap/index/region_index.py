@@ -237,6 +237,7 @@ class RegionIndex:
         :meth:`_apply`) into the index and ``counts``; ``images``/``by_path``: :meth:`_state`, kept current.
         Shared by :meth:`add` and the Ray driver (:mod:`regioncap.index.distributed`)."""
         for key, digest, result, error in progress(_Sized(records, total)) if progress else records:
+            self.store.renew_write()  # a long run of unchanged files writes nothing: the lease must not lapse
             if error is not None:
                 counts["failed"].append({"path": key, "error": error})
                 continue
