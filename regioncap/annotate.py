@@ -52,12 +52,13 @@ def is_ours(path: Path) -> bool:
     return info.get("comment") == TAG.encode() or info.get("Software") == TAG
 
 
-def check_target(target: Path, inputs: set[Path]) -> None:
-    """RegionCapError when writing ``target`` would replace an input or a file regioncap did not write."""
+def check_target(target: Path, inputs: set[Path], ours=None) -> None:
+    """RegionCapError when writing ``target`` would replace an input (``inputs``: resolved paths) or a file
+    regioncap did not write (``ours(path)``: whether a file is one of ours; default :func:`is_ours`)."""
     real = target.resolve()
     if real in inputs:
         raise RegionCapError(f"{target}: is an input; an output never replaces an input (choose another name)")
-    if os.path.lexists(target) and not (target.is_file() and is_ours(target)):
+    if os.path.lexists(target) and not (target.is_file() and (ours or is_ours)(target)):
         raise RegionCapError(f"{target}: exists and was not written by regioncap; it is not replaced "
                              "(move it away or choose another name)")
 

@@ -10,11 +10,10 @@ finished properly when the run stops early (Ctrl-C): what was written plays.
 from __future__ import annotations
 
 import logging
-import os
 from fractions import Fraction
 from pathlib import Path
 
-from regioncap.errors import RegionCapError
+from regioncap import annotate
 from regioncap.viz import draw_regions
 
 logger = logging.getLogger(__name__)
@@ -42,12 +41,8 @@ def is_ours(path: Path) -> bool:
 
 def check_target(target: Path, inputs) -> None:
     """RegionCapError when writing ``target`` would replace an input (one of ``inputs``) or a file this module
-    did not write (the rule of ``regioncap.annotate.check_target``, for videos)."""
-    if Path(target).resolve() in {Path(p).resolve() for p in inputs}:
-        raise RegionCapError(f"{target}: is an input; an output never replaces an input (choose another name)")
-    if os.path.lexists(target) and not (Path(target).is_file() and is_ours(Path(target))):
-        raise RegionCapError(f"{target}: exists and was not written by regioncap; it is not replaced "
-                             "(move it away or choose another name)")
+    did not write: :func:`regioncap.annotate.check_target`'s rule, with :func:`is_ours` for videos."""
+    annotate.check_target(Path(target), {Path(p).resolve() for p in inputs}, ours=is_ours)
 
 
 class AnnotatedVideo:
